@@ -1,0 +1,1 @@
+"""The ``dsaprune`` command line."""

@@ -1,0 +1,113 @@
+"""What each subcommand does; argument parsing lives in ``main.py``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from .. import models
+from ..cost import count_flops, count_params
+from ..data import load_splits, make_loader
+from ..io import atomic_write_json
+from ..train import Trainer, TrainConfig, evaluate as evaluate_model, read_checkpoint
+from ..train import distributed, load_model_state
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    over = {k: getattr(args, k, None) for k in TrainConfig.fields()}
+    if getattr(args, "config", None):
+        return TrainConfig.from_yaml(args.config, **over)
+    return TrainConfig.from_dict({k: v for k, v in over.items() if v is not None})
+
+
+def run_training(args: argparse.Namespace, cfg: TrainConfig, progress: bool = True) -> dict:
+    dist = distributed.setup(args.device)
+    try:
+        splits = load_splits(args.dataset, args.data, download=args.download,
+                             image_size=args.image_size)  # fmt: skip
+        torch.manual_seed(cfg.seed)
+        model = models.create(args.model, num_classes=splits.num_classes)
+        cl = cfg.channels_last and dist.device.type == "cuda"
+        kw = dict(splits=splits, device=dist.device, seed=cfg.seed, rank=dist.rank,
+                  world_size=dist.world_size, channels_last=cl, workers=args.workers)  # fmt: skip
+        train_loader = make_loader(splits.train, batch_size=cfg.batch_size, train=True, **kw)
+        test_loader = make_loader(splits.test, batch_size=256 * dist.world_size, train=False, **kw)
+        meta = {
+            "model_name": args.model,
+            "num_classes": splits.num_classes,
+            "dataset": args.dataset,
+            "mean": splits.mean,
+            "std": splits.std,
+        }
+        trainer = Trainer(model, train_loader, test_loader, cfg, args.out, dist=dist, meta=meta,
+                          progress=progress)  # fmt: skip
+        if dist.is_main:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            atomic_write_json({"model": args.model, "dataset": args.dataset, "data": args.data,
+                               "world_size": dist.world_size, **cfg.to_dict()},
+                              Path(args.out) / "config.json")  # fmt: skip
+        if getattr(args, "resume", False) and trainer.resume() and progress and dist.is_main:
+            print(f"resumed from {trainer.checkpoint_path} at epoch {trainer.epoch}")
+        t0 = time.perf_counter()
+        last = trainer.fit()
+        last["wall_time_s"] = time.perf_counter() - t0
+        return {"trainer": trainer, "last": last, "splits": splits, "dist": dist}
+    finally:
+        distributed.cleanup()
+
+
+def train(args: argparse.Namespace) -> int:
+    out = run_training(args, _config(args), progress=not args.quiet)
+    if out["dist"].is_main:
+        last = out["last"]
+        print(
+            f"done: test accuracy {100 * last.get('test_acc', float('nan')):.2f}% after "
+            f"{out['trainer'].epoch} epochs; checkpoint {out['trainer'].checkpoint_path}"
+        )
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    ckpt = read_checkpoint(args.checkpoint)
+    dist = distributed.setup(args.device)
+    model = models.create(ckpt["model_name"], num_classes=int(ckpt["num_classes"]))
+    load_model_state(model, ckpt, args.checkpoint)
+    splits = load_splits(args.dataset, args.data, download=args.download,
+                         image_size=args.image_size)  # fmt: skip
+    if splits.num_classes != int(ckpt["num_classes"]):
+        raise ValueError(
+            f"{args.checkpoint} was trained for {ckpt['num_classes']} classes, but "
+            f"--dataset {args.dataset} has {splits.num_classes}"
+        )
+    # normalise as the model was trained
+    splits.mean, splits.std = list(ckpt.get("mean", splits.mean)), list(ckpt.get("std", splits.std))
+    loader = make_loader(splits.test, splits, args.batch_size, train=False, device=dist.device,
+                         workers=args.workers)  # fmt: skip
+    res = evaluate_model(model.to(dist.device), loader)
+    print(
+        f"{ckpt['model_name']} on {args.dataset} test ({res['n']} images): "
+        f"accuracy {100 * res['acc']:.2f}%, loss {res['loss']:.4f}"
+    )
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Until pruning lands: a short ResNet-20 run on the built-in data set."""
+    ns = argparse.Namespace(dataset="shapes", data=None, download=False, image_size=32, workers=0,
+                            device=args.device, model="resnet20", out=args.out, resume=False)  # fmt: skip
+    cfg = TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.5, weight_decay=5e-4)
+    print(f"dsaprune demo: training resnet20 on the built-in 'shapes' data set for {cfg.epochs:g} "
+          f"epochs (10,000 training / 2,000 test images, 32x32, 10 classes)")  # fmt: skip
+    out = run_training(ns, cfg)
+    model = out["trainer"].model.cpu()
+    last = out["last"]
+    print(
+        f"\nresnet20: {count_params(model) / 1e6:.3f}M parameters, "
+        f"{count_flops(model) / 1e6:.1f}M FLOPs (2 x multiply-adds)\n"
+        f"test accuracy {100 * last['test_acc']:.2f}% (chance 10%) in {last['wall_time_s']:.0f} s\n"
+        f"checkpoint and metrics in {args.out}/"
+    )
+    return 0

@@ -1,0 +1,63 @@
+"""The model zoo: ``create(name, num_classes=...)`` builds a model, ``names()`` lists them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from torch import nn
+
+from .mobilenetv2 import MobileNetV2, mobilenetv2_cifar, mobilenetv2_imagenet
+from .resnet import ResNet, cifar_resnet, resnet18_cifar, resnet18_imagenet, resnet50_imagenet
+from .vgg import VGG, vgg16_cifar
+
+# name -> (builder, input size (C, H, W), default number of classes)
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[int, int, int], int]] = {}
+for _d in (20, 32, 44, 56, 110):
+    _REGISTRY[f"resnet{_d}"] = (partial(cifar_resnet, _d, shortcut="B"), (3, 32, 32), 10)
+    _REGISTRY[f"resnet{_d}_a"] = (partial(cifar_resnet, _d, shortcut="A"), (3, 32, 32), 10)
+_REGISTRY["resnet18_cifar"] = (resnet18_cifar, (3, 32, 32), 10)
+_REGISTRY["vgg16_cifar"] = (vgg16_cifar, (3, 32, 32), 10)
+_REGISTRY["mobilenetv2_cifar"] = (mobilenetv2_cifar, (3, 32, 32), 10)
+_REGISTRY["resnet18_imagenet"] = (resnet18_imagenet, (3, 224, 224), 1000)
+_REGISTRY["resnet50_imagenet"] = (resnet50_imagenet, (3, 224, 224), 1000)
+_REGISTRY["mobilenetv2_imagenet"] = (mobilenetv2_imagenet, (3, 224, 224), 1000)
+
+
+def names() -> list[str]:
+    """All model names that ``create`` accepts."""
+    return list(_REGISTRY)
+
+
+def _entry(name: str):
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
+
+
+def create(name: str, num_classes: int | None = None) -> nn.Module:
+    """Build zoo model ``name`` with freshly initialised weights."""
+    builder, _, default_classes = _entry(name)
+    return builder(num_classes=num_classes or default_classes)
+
+
+def input_size(name: str) -> tuple[int, int, int]:
+    """The (C, H, W) input the model was designed for."""
+    return _entry(name)[1]
+
+
+__all__ = [
+    "MobileNetV2",
+    "ResNet",
+    "VGG",
+    "create",
+    "input_size",
+    "names",
+    "mobilenetv2_cifar",
+    "mobilenetv2_imagenet",
+    "resnet18_cifar",
+    "resnet18_imagenet",
+    "resnet50_imagenet",
+    "vgg16_cifar",
+]

@@ -1,0 +1,62 @@
+"""Checkpoints: plain tensors and Python values only, so ``torch.load(weights_only=True)`` reads
+them; written atomically; checked against the model they are loaded into."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..io import atomic_torch_save
+
+FORMAT = "dsaprune-checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable or does not fit the model it is loaded into."""
+
+
+def save_checkpoint(path: str | Path, **fields: Any) -> None:
+    atomic_torch_save({"format": FORMAT, "version": 1, **fields}, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a dsaprune checkpoint (no '{FORMAT}' marker)")
+    return ckpt
+
+
+def load_model_state(model: nn.Module, ckpt: dict, path: str | Path, model_name: str = "") -> None:
+    """Load ``ckpt['model']`` into ``model``; a checkpoint of another architecture is refused
+    with both names and the first mismatching tensor."""
+    theirs = ckpt.get("model_name", "?")
+    if model_name and theirs != model_name:
+        raise CheckpointError(
+            f"{path} holds a {theirs!r} model, not {model_name!r}; pass --model {theirs} "
+            "or choose another checkpoint / output folder"
+        )
+    state = ckpt["model"]
+    mine = model.state_dict()
+    for k, v in mine.items():
+        if k not in state:
+            raise CheckpointError(f"{path}: no tensor {k!r}; the checkpoint is of another model")
+        if state[k].shape != v.shape:
+            raise CheckpointError(
+                f"{path}: {k} has shape {tuple(state[k].shape)}, the model expects "
+                f"{tuple(v.shape)}: the checkpoint is of another architecture or width"
+            )
+    extra = set(state) - set(mine)
+    if extra:
+        raise CheckpointError(f"{path}: unexpected tensors {sorted(extra)[:3]}; another model")
+    model.load_state_dict(state)

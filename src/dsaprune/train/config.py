@@ -1,0 +1,64 @@
+"""Training settings: one dataclass, loadable from YAML, every field a CLI option."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 30.0
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    no_wd_bn_bias: bool = False  # exempt BN parameters and biases from weight decay
+    schedule: str = "cosine"  # "cosine" or "step"
+    milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])  # fractions of epochs
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    amp: bool = True  # bf16 autocast; used only on CUDA
+    channels_last: bool = True  # used only on CUDA
+    compile: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.schedule not in ("cosine", "step"):
+            raise ValueError(f"schedule must be 'cosine' or 'step', got {self.schedule!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones are fractions of the schedule in (0, 1): {self.milestones}")
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        unknown = set(d) - set(cls.fields())
+        if unknown:
+            raise ValueError(
+                f"unknown training settings {sorted(unknown)}; known: {', '.join(cls.fields())}"
+            )
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+        d = yaml.safe_load(Path(path).read_text()) or {}
+        d = d.get("train", d)
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

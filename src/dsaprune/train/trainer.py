@@ -1,0 +1,243 @@
+"""The supervised training loop: SGD with warm-up and cosine / step schedules, label smoothing,
+bf16 autocast and channels_last on GPU, optional ``torch.compile``, DDP, atomic per-epoch
+checkpoints with exact resume, JSON-lines metrics and a progress bar.
+
+Per step the loop does no host synchronisation on GPU: losses and accuracies accumulate on the
+device and are read once per epoch (and every ``refresh`` steps for the progress bar).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..io import atomic_write_text
+from .checkpoint import CheckpointError, load_model_state, read_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import DistInfo, all_reduce_sum
+from .schedule import lr_factor
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_wd_bn_bias: bool) -> list[dict]:
+    if not no_wd_bn_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        param_groups(model, cfg.weight_decay, cfg.no_wd_bn_bias),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Iterable, amp: bool = True, device: torch.device | None = None
+) -> dict:
+    """Top-1 accuracy and mean cross-entropy over ``loader`` (summed over ranks under DDP)."""
+    was = model.training
+    model.eval()
+    dev = device or next(model.parameters()).device
+    acc = torch.zeros(3, dtype=torch.float64, device=dev)  # loss sum, correct, count
+    for x, y in loader:
+        if x.shape[0] == 0:
+            continue
+        with _autocast(dev, amp):
+            out = model(x)
+        acc[0] += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+        acc[1] += (out.argmax(1) == y).sum()
+        acc[2] += y.numel()
+    model.train(was)
+    loss, correct, n = all_reduce_sum(acc).tolist()
+    return {"loss": loss / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
+
+
+class Trainer:
+    """Trains ``model`` on ``train_loader``; evaluates on ``eval_loader`` after every epoch.
+
+    ``out_dir`` receives ``last.pt`` (every epoch), ``metrics.jsonl`` and ``config.json``.
+    ``meta`` (model name, data set, normalisation …) is stored in every checkpoint so that
+    ``dsaprune eval`` can rebuild the model from the file alone.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_loader,
+        eval_loader,
+        cfg: TrainConfig,
+        out_dir: str | Path | None = None,
+        *,
+        dist: DistInfo | None = None,
+        meta: dict | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg, self.dist = cfg, dist or DistInfo()
+        self.device = self.dist.device
+        self.model = model.to(self.device)
+        cuda = self.device.type == "cuda"
+        if cuda and cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_loader, self.eval_loader = train_loader, eval_loader
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.meta = meta or {}
+        self.progress = progress and self.dist.is_main
+        self.amp = cfg.amp and cuda
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if cuda else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        self.epoch, self.step = 0, 0
+        self.history: list[dict] = []
+        self.steps_per_epoch = len(train_loader)
+        self.total_steps = max(1, round(cfg.epochs * self.steps_per_epoch))
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / "last.pt" if self.out_dir else None
+
+    def save(self) -> None:
+        if not (self.dist.is_main and self.out_dir):
+            return
+        save_checkpoint(
+            self.checkpoint_path,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            epoch=self.epoch,
+            step=self.step,
+            config=self.cfg.to_dict(),
+            history=self.history,
+            **self.meta,
+        )
+        lines = "".join(json.dumps(h) + "\n" for h in self.history)
+        atomic_write_text(lines, self.out_dir / "metrics.jsonl")
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Continue from ``path`` (default: ``out_dir/last.pt``); False if there is none."""
+        path = Path(path) if path else self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        ckpt = read_checkpoint(path)
+        load_model_state(self.model, ckpt, path, self.meta.get("model_name", ""))
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: optimizer state does not fit ({e})") from None
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.history = list(ckpt.get("history", []))
+        return True
+
+    # -- training -----------------------------------------------------------------------------
+    def _set_lr(self) -> None:
+        c = self.cfg
+        f = lr_factor(self.step, self.total_steps, self.warmup_steps, c.schedule, c.milestones,
+                      c.gamma)  # fmt: skip
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            g["lr"] = base * f
+
+    def train_epoch(self) -> dict:
+        self.net.train()
+        # dropout and any other global randomness depend on (seed, epoch) alone: exact resume
+        torch.manual_seed(self.cfg.seed * 1_000_003 + self.epoch + 1)
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(self.epoch)
+        steps = min(self.steps_per_epoch, self.total_steps - self.step)
+        acc = torch.zeros(3, dtype=torch.float64, device=self.device)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {self.epoch + 1}/{math.ceil(self.cfg.epochs)}",
+            disable=None if self.progress else True,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        t0 = time.perf_counter()
+        n_seen = 0
+        for i, (x, y) in enumerate(self.train_loader):
+            if i >= steps:
+                break
+            self._set_lr()
+            with _autocast(self.device, self.amp):
+                out = self.net(x)
+                loss = self.loss_fn(out.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            n_seen += y.numel()
+            acc[0] += loss.detach() * y.numel()
+            acc[1] += (out.detach().argmax(1) == y).sum()
+            acc[2] += y.numel()
+            bar.update(1)
+            if bar.disable is False and i % 20 == 0:
+                bar.set_postfix(loss=f"{acc[0].item() / acc[2].item():.3f}")
+        bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dt = time.perf_counter() - t0
+        loss_sum, correct, n = all_reduce_sum(acc).tolist()
+        return {
+            "train_loss": loss_sum / max(n, 1),
+            "train_acc": correct / max(n, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_time_s": dt,
+            "images_per_s": n_seen * self.dist.world_size / max(dt, 1e-9),
+        }
+
+    def fit(self) -> dict:
+        """Train until the schedule ends (from where a resumed run stopped); return the last
+        epoch's metrics."""
+        while self.step < self.total_steps:
+            rec = self.train_epoch()
+            if not math.isfinite(rec["train_loss"]):
+                where = f" ({self.checkpoint_path}, epoch {self.epoch})" if self.out_dir else ""
+                raise TrainingDiverged(
+                    f"training loss became {rec['train_loss']} in epoch {self.epoch + 1}; the "
+                    f"last good checkpoint is intact{where}. Lower the learning rate or add "
+                    "warm-up, then resume"
+                )
+            self.epoch += 1
+            if self.eval_loader is not None:
+                ev = evaluate(self.net, self.eval_loader, self.amp, self.device)
+                rec.update(test_loss=ev["loss"], test_acc=ev["acc"])
+            rec.update(epoch=self.epoch, step=self.step)
+            self.history.append(rec)
+            self.save()
+            if self.progress:
+                msg = f"epoch {self.epoch}: loss {rec['train_loss']:.4f}"
+                if "test_acc" in rec:
+                    msg += f", test acc {100 * rec['test_acc']:.2f}%"
+                tqdm.write(msg + f" ({rec['epoch_time_s']:.1f} s)")
+        return self.history[-1] if self.history else {}
