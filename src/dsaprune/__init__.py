@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 from . import cost, data, models, train  # noqa: E402
 from .cost import count_flops, count_params  # noqa: E402
 from .data import load_splits, make_loader  # noqa: E402
-from .train import Trainer, TrainConfig, evaluate  # noqa: E402
+from .train import TrainConfig, Trainer, evaluate  # noqa: E402
 
 __all__ = [
     "Trainer",

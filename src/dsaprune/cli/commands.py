@@ -12,8 +12,8 @@ from .. import models
 from ..cost import count_flops, count_params
 from ..data import load_splits, make_loader
 from ..io import atomic_write_json
-from ..train import Trainer, TrainConfig, evaluate as evaluate_model, read_checkpoint
-from ..train import distributed, load_model_state
+from ..train import TrainConfig, Trainer, distributed, load_model_state, read_checkpoint
+from ..train import evaluate as evaluate_model
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -26,13 +26,21 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 def run_training(args: argparse.Namespace, cfg: TrainConfig, progress: bool = True) -> dict:
     dist = distributed.setup(args.device)
     try:
-        splits = load_splits(args.dataset, args.data, download=args.download,
-                             image_size=args.image_size)  # fmt: skip
+        splits = load_splits(
+            args.dataset, args.data, download=args.download, image_size=args.image_size
+        )
         torch.manual_seed(cfg.seed)
         model = models.create(args.model, num_classes=splits.num_classes)
         cl = cfg.channels_last and dist.device.type == "cuda"
-        kw = dict(splits=splits, device=dist.device, seed=cfg.seed, rank=dist.rank,
-                  world_size=dist.world_size, channels_last=cl, workers=args.workers)  # fmt: skip
+        kw = dict(
+            splits=splits,
+            device=dist.device,
+            seed=cfg.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            channels_last=cl,
+            workers=args.workers,
+        )
         train_loader = make_loader(splits.train, batch_size=cfg.batch_size, train=True, **kw)
         test_loader = make_loader(splits.test, batch_size=256 * dist.world_size, train=False, **kw)
         meta = {
@@ -42,13 +50,21 @@ def run_training(args: argparse.Namespace, cfg: TrainConfig, progress: bool = Tr
             "mean": splits.mean,
             "std": splits.std,
         }
-        trainer = Trainer(model, train_loader, test_loader, cfg, args.out, dist=dist, meta=meta,
-                          progress=progress)  # fmt: skip
+        trainer = Trainer(
+            model, train_loader, test_loader, cfg, args.out, dist=dist, meta=meta, progress=progress
+        )
         if dist.is_main:
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            atomic_write_json({"model": args.model, "dataset": args.dataset, "data": args.data,
-                               "world_size": dist.world_size, **cfg.to_dict()},
-                              Path(args.out) / "config.json")  # fmt: skip
+            atomic_write_json(
+                {
+                    "model": args.model,
+                    "dataset": args.dataset,
+                    "data": args.data,
+                    "world_size": dist.world_size,
+                    **cfg.to_dict(),
+                },
+                Path(args.out) / "config.json",
+            )
         if getattr(args, "resume", False) and trainer.resume() and progress and dist.is_main:
             print(f"resumed from {trainer.checkpoint_path} at epoch {trainer.epoch}")
         t0 = time.perf_counter()
@@ -75,8 +91,9 @@ def evaluate(args: argparse.Namespace) -> int:
     dist = distributed.setup(args.device)
     model = models.create(ckpt["model_name"], num_classes=int(ckpt["num_classes"]))
     load_model_state(model, ckpt, args.checkpoint)
-    splits = load_splits(args.dataset, args.data, download=args.download,
-                         image_size=args.image_size)  # fmt: skip
+    splits = load_splits(
+        args.dataset, args.data, download=args.download, image_size=args.image_size
+    )
     if splits.num_classes != int(ckpt["num_classes"]):
         raise ValueError(
             f"{args.checkpoint} was trained for {ckpt['num_classes']} classes, but "
@@ -84,8 +101,9 @@ def evaluate(args: argparse.Namespace) -> int:
         )
     # normalise as the model was trained
     splits.mean, splits.std = list(ckpt.get("mean", splits.mean)), list(ckpt.get("std", splits.std))
-    loader = make_loader(splits.test, splits, args.batch_size, train=False, device=dist.device,
-                         workers=args.workers)  # fmt: skip
+    loader = make_loader(
+        splits.test, splits, args.batch_size, train=False, device=dist.device, workers=args.workers
+    )
     res = evaluate_model(model.to(dist.device), loader)
     print(
         f"{ckpt['model_name']} on {args.dataset} test ({res['n']} images): "
@@ -96,11 +114,22 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """Until pruning lands: a short ResNet-20 run on the built-in data set."""
-    ns = argparse.Namespace(dataset="shapes", data=None, download=False, image_size=32, workers=0,
-                            device=args.device, model="resnet20", out=args.out, resume=False)  # fmt: skip
+    ns = argparse.Namespace(
+        dataset="shapes",
+        data=None,
+        download=False,
+        image_size=32,
+        workers=0,
+        device=args.device,
+        model="resnet20",
+        out=args.out,
+        resume=False,
+    )
     cfg = TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.5, weight_decay=5e-4)
-    print(f"dsaprune demo: training resnet20 on the built-in 'shapes' data set for {cfg.epochs:g} "
-          f"epochs (10,000 training / 2,000 test images, 32x32, 10 classes)")  # fmt: skip
+    print(
+        f"dsaprune demo: training resnet20 on the built-in 'shapes' data set for {cfg.epochs:g} "
+        f"epochs (10,000 training / 2,000 test images, 32x32, 10 classes)"
+    )
     out = run_training(ns, cfg)
     model = out["trainer"].model.cpu()
     last = out["last"]

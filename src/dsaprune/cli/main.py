@@ -16,22 +16,35 @@ def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="shapes", choices=DATASETS,
-                   help="shapes: built in, needs no files (default); cifar10 / cifar100: the "
-                   "official python-version folder or .tar.gz, or an image folder / archive "
-                   "train/<class>/*, test/<class>/*; imagefolder: any such folder of small "
-                   "same-size images; imagenet: an ImageNet-style folder of any image sizes")  # fmt: skip
-    g.add_argument("--data", metavar="PATH",
-                   help="file or folder of the data set (default for cifar: "
-                   "~/.cache/dsaprune/data/<name>, downloaded if missing)")  # fmt: skip
-    g.add_argument("--download", action="store_true",
-                   help="download CIFAR into --data if nothing is found there")  # fmt: skip
-    g.add_argument("--image-size", type=int, default=224,
-                   help="crop size for --dataset imagenet (default 224)")  # fmt: skip
-    g.add_argument("--workers", type=int, default=4,
-                   help="loader processes for --dataset imagenet (default 4)")  # fmt: skip
-    g.add_argument("--device", default="auto",
-                   help="auto (cuda if available, else cpu), cpu, cuda, cuda:N")  # fmt: skip
+    g.add_argument(
+        "--dataset",
+        default="shapes",
+        choices=DATASETS,
+        help="shapes: built in, needs no files (default); cifar10 / cifar100: the "
+        "official python-version folder or .tar.gz, or an image folder / archive "
+        "train/<class>/*, test/<class>/*; imagefolder: any such folder of small "
+        "same-size images; imagenet: an ImageNet-style folder of any image sizes",
+    )
+    g.add_argument(
+        "--data",
+        metavar="PATH",
+        help="file or folder of the data set (default for cifar: "
+        "~/.cache/dsaprune/data/<name>, downloaded if missing)",
+    )
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="download CIFAR into --data if nothing is found there",
+    )
+    g.add_argument(
+        "--image-size", type=int, default=224, help="crop size for --dataset imagenet (default 224)"
+    )
+    g.add_argument(
+        "--workers", type=int, default=4, help="loader processes for --dataset imagenet (default 4)"
+    )
+    g.add_argument(
+        "--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N"
+    )
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -43,17 +56,28 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, help=f"SGD momentum [{d.momentum}]")
     _bool_flag(g, "nesterov", f"Nesterov momentum [{d.nesterov}]")
     g.add_argument("--weight-decay", type=float, help=f"L2 weight decay [{d.weight_decay}]")
-    _bool_flag(g, "no-wd-bn-bias", f"no weight decay on BN parameters and biases [{d.no_wd_bn_bias}]")
-    g.add_argument("--schedule", choices=["cosine", "step"], help=f"learning-rate decay [{d.schedule}]")
-    g.add_argument("--milestones", type=lambda s: [float(v) for v in s.split(",")],
-                   help="step schedule: fractions of the run where the lr drops, e.g. 0.4,0.6,0.8")  # fmt: skip
-    g.add_argument("--gamma", type=float, help=f"step schedule: lr multiplier per milestone [{d.gamma}]")
+    _bool_flag(
+        g, "no-wd-bn-bias", f"no weight decay on BN parameters and biases [{d.no_wd_bn_bias}]"
+    )
+    g.add_argument(
+        "--schedule", choices=["cosine", "step"], help=f"learning-rate decay [{d.schedule}]"
+    )
+    g.add_argument(
+        "--milestones",
+        type=lambda s: [float(v) for v in s.split(",")],
+        help="step schedule: fractions of the run where the lr drops, e.g. 0.4,0.6,0.8",
+    )
+    g.add_argument(
+        "--gamma", type=float, help=f"step schedule: lr multiplier per milestone [{d.gamma}]"
+    )
     g.add_argument("--warmup-epochs", type=float, help=f"linear warm-up length [{d.warmup_epochs}]")
     g.add_argument("--label-smoothing", type=float, help=f"[{d.label_smoothing}]")
     _bool_flag(g, "amp", f"bf16 autocast on CUDA [{d.amp}]")
     _bool_flag(g, "channels-last", f"channels_last memory format on CUDA [{d.channels_last}]")
     _bool_flag(g, "compile", f"torch.compile the model [{d.compile}]")
-    g.add_argument("--seed", type=int, help=f"seed of initialisation, order and augmentation [{d.seed}]")
+    g.add_argument(
+        "--seed", type=int, help=f"seed of initialisation, order and augmentation [{d.seed}]"
+    )
     g.add_argument("--config", metavar="FILE", help="YAML file of these settings (CLI options win)")
 
 
@@ -65,10 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"dsaprune {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a zoo model (plain supervised training)",
-                       description="Train a zoo model; run under `torchrun --nproc_per_node=N` "
-                       "for data-parallel training. Writes last.pt (every epoch), "
-                       "metrics.jsonl and config.json to --out.")  # fmt: skip
+    t = sub.add_parser(
+        "train",
+        help="train a zoo model (plain supervised training)",
+        description="Train a zoo model; run under `torchrun --nproc_per_node=N` "
+        "for data-parallel training. Writes last.pt (every epoch), "
+        "metrics.jsonl and config.json to --out.",
+    )
     t.add_argument("--model", default="resnet20", help=f"zoo model: {', '.join(models.names())}")
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
@@ -76,15 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(t)
     _train_args(t)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint on a test set",
-                       description="Rebuild the model stored in a checkpoint and report its "
-                       "test accuracy and loss.")  # fmt: skip
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a test set",
+        description="Rebuild the model stored in a checkpoint and report its "
+        "test accuracy and loss.",
+    )
     e.add_argument("--checkpoint", required=True, metavar="FILE", help="a last.pt file")
     e.add_argument("--batch-size", type=int, default=256, help="evaluation batch size [256]")
     _data_args(e)
 
-    d = sub.add_parser("demo", help="the built-in demonstration (what `make demo` runs)",
-                       description="A short run on the built-in shapes data set; no files needed.")  # fmt: skip
+    d = sub.add_parser(
+        "demo",
+        help="the built-in demonstration (what `make demo` runs)",
+        description="A short run on the built-in shapes data set; no files needed.",
+    )
     d.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="output [runs/demo]")
     d.add_argument("--epochs", type=float, default=4.0, help="epochs [4]")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda")

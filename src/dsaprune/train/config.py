@@ -38,7 +38,9 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if any(not 0 < m < 1 for m in self.milestones):
-            raise ValueError(f"milestones are fractions of the schedule in (0, 1): {self.milestones}")
+            raise ValueError(
+                f"milestones are fractions of the schedule in (0, 1): {self.milestones}"
+            )
 
     @classmethod
     def fields(cls) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -163,8 +164,9 @@ class Trainer:
     # -- training -----------------------------------------------------------------------------
     def _set_lr(self) -> None:
         c = self.cfg
-        f = lr_factor(self.step, self.total_steps, self.warmup_steps, c.schedule, c.milestones,
-                      c.gamma)  # fmt: skip
+        f = lr_factor(
+            self.step, self.total_steps, self.warmup_steps, c.schedule, c.milestones, c.gamma
+        )
         for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             g["lr"] = base * f
 
@@ -240,4 +242,5 @@ class Trainer:
                 if "test_acc" in rec:
                     msg += f", test acc {100 * rec['test_acc']:.2f}%"
                 tqdm.write(msg + f" ({rec['epoch_time_s']:.1f} s)")
+                sys.stdout.flush()
         return self.history[-1] if self.history else {}

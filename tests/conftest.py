@@ -1,0 +1,38 @@
+"""Shared fixtures: a private decode cache and tiny networks that train in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("DSAPRUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int = 10, bn: bool = True) -> None:
+        super().__init__()
+        norm = nn.BatchNorm2d if bn else (lambda c: nn.Identity())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1, bias=not bn),
+            norm(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1, bias=not bn),
+            norm(32),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+@pytest.fixture
+def tiny_net():
+    return TinyNet

@@ -1,0 +1,34 @@
+"""Launched by test_ddp.py under ``torchrun`` (or plainly, as the single-process reference):
+trains a small network for one epoch and saves this rank's final weights."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TinyNet  # noqa: E402
+
+from dsaprune.data import DeviceLoader, channel_stats, make_shapes  # noqa: E402
+from dsaprune.train import TrainConfig, Trainer, distributed  # noqa: E402
+
+
+def main(out: str, bn: str) -> None:
+    dist = distributed.setup("cpu")
+    torch.manual_seed(0)
+    model = TinyNet(bn=bn == "bn")
+    tr, te = make_shapes(256, seed=5), make_shapes(64, seed=6)
+    mean, std = channel_stats(tr.images)
+    kw = dict(mean=mean, std=std, seed=1, rank=dist.rank, world_size=dist.world_size)
+    train = DeviceLoader(tr, 32, train=True, **kw)
+    test = DeviceLoader(te, 32, train=False, **kw)
+    cfg = TrainConfig(epochs=1, lr=0.05, nesterov=False, weight_decay=1e-4, seed=1)
+    t = Trainer(model, train, test, cfg, dist=dist, progress=False)
+    last = t.fit()
+    tag = f"rank{dist.rank}" if dist.enabled else "single"
+    torch.save({"state": t.model.state_dict(), "last": last}, Path(out) / f"{bn}-{tag}.pt")
+    distributed.cleanup()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
