@@ -1,0 +1,291 @@
+"""Topological channel groups: the sets of channels that must be pruned together.
+
+Torch-Pruning's ``DependencyGraph`` is the graph engine. Each group lists its *producers* (layers
+whose output channels it removes: convolutions, linear layers, BN), the BN layers that carry its
+mask, its *consumers* (layers whose input channels it removes, with which input indices), its
+channel count and whether it may be pruned. One forward pass with hooks records the execution
+order and every convolution's and linear layer's shapes, which the cost models need.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+LAYERS = (nn.Conv2d, nn.Linear)
+NORMS = (nn.BatchNorm2d, nn.BatchNorm1d)
+
+
+class TraceError(RuntimeError):
+    """The model could not be traced into channel groups."""
+
+
+@dataclass
+class LayerShape:
+    """What one convolution / linear layer saw in the recording forward pass (batch 1)."""
+
+    name: str
+    kind: str  # "conv" or "linear"
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel: int  # kh * kw (1 for linear)
+    out_spatial: int  # H_out * W_out (1 for linear)
+    bias: bool
+    order: int  # position in execution order
+
+    @property
+    def depthwise(self) -> bool:
+        return self.kind == "conv" and self.groups == self.in_channels == self.out_channels > 1
+
+    @property
+    def flops(self) -> int:
+        """FlopCounterMode's count: 2 per multiply-add, no bias adds."""
+        return (
+            2
+            * self.out_spatial
+            * self.out_channels
+            * (self.in_channels // self.groups)
+            * (self.kernel)
+        )
+
+    @property
+    def weight_params(self) -> int:
+        return self.out_channels * (self.in_channels // self.groups) * self.kernel
+
+
+@dataclass
+class ChannelGroup:
+    index: int
+    channels: int
+    producers: list[str]  # conv / linear layers whose output channels are this group
+    norms: list[str]  # BN layers on this group's channels
+    consumers: dict[str, list[int]]  # layer -> the input-channel indices that are this group
+    prunable: bool = True
+    masked: list[str] = field(default_factory=list)  # modules whose outputs carry the mask
+    importance_from: str = ""  # BN (or, without BN, conv) that supplies channel importance
+    root: tuple[nn.Module, object] | None = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        return ", ".join(self.producers) + (f" (+{len(self.norms)} BN)" if self.norms else "")
+
+
+class Groups:
+    """The channel groups of one model, with the recorded layer shapes."""
+
+    def __init__(self, model, graph, groups, shapes, names, input_shape) -> None:
+        self.model, self.graph = model, graph
+        self.groups: list[ChannelGroup] = groups
+        self.shapes: dict[str, LayerShape] = shapes
+        self.names: dict[nn.Module, str] = names
+        self.input_shape = input_shape
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self):
+        return iter(self.groups)
+
+    def __getitem__(self, i: int) -> ChannelGroup:
+        return self.groups[i]
+
+    @property
+    def prunable(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def module(self, name: str) -> nn.Module:
+        return self.model.get_submodule(name)
+
+
+def _record_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerShape]:
+    shapes: dict[str, LayerShape] = {}
+    hooks = []
+    current: list[str] = []
+
+    def pre(name):
+        def hook(_m, _inp):
+            current.append(name)
+
+        return hook
+
+    def post(name, m):
+        def hook(_m, _inp, out):
+            current.pop()
+            if isinstance(m, nn.Conv2d):
+                s = LayerShape(name, "conv", m.in_channels, m.out_channels, m.groups,
+                               m.kernel_size[0] * m.kernel_size[1], out.shape[2] * out.shape[3],
+                               m.bias is not None, len(shapes))  # fmt: skip
+            elif isinstance(m, nn.Linear):
+                rows = out.numel() // out.shape[-1]
+                s = LayerShape(name, "linear", m.in_features, m.out_features, 1, 1, rows,
+                               m.bias is not None, len(shapes))  # fmt: skip
+            else:
+                return
+            shapes.setdefault(name, s)
+
+        return hook
+
+    for name, m in model.named_modules():
+        if name and not list(m.children()):
+            hooks.append(m.register_forward_pre_hook(pre(name)))
+            hooks.append(m.register_forward_hook(post(name, m)))
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as e:
+        where = current[-1] if current else "<model>"
+        raise TraceError(
+            f"the forward pass failed in module {where!r} ({type(e).__name__}: {e}); fix the "
+            f"input shape, or pass ignored_layers=[{where!r}] to leave that module unpruned"
+        ) from e
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _importance_source(g: ChannelGroup, graph, names, shapes) -> str:
+    producers = sorted(g.producers, key=lambda n: shapes[n].order if n in shapes else 1 << 30)
+    for p in producers:
+        node = graph.module2node.get(graph.model.get_submodule(p))
+        for out in node.outputs if node else []:
+            if isinstance(out.module, NORMS) and names.get(out.module) in g.norms:
+                return names[out.module]
+    return g.norms[0] if g.norms else (producers[0] if producers else "")
+
+
+def find_groups(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    ignored_layers: list[str] | None = None,
+) -> Groups:
+    """Trace ``model`` and return its channel groups. ``ignored_layers`` (module names) and the
+    network's output layers are never pruned; their groups are listed as not prunable."""
+    names = {m: n for n, m in model.named_modules()}
+    ignored_layers = list(ignored_layers or [])
+    missing = [n for n in ignored_layers if n not in dict(model.named_modules())]
+    if missing:
+        raise ValueError(f"ignored_layers names no module of the model: {missing}")
+    was = model.training
+    model.eval()
+    try:
+        shapes = _record_shapes(model, example_inputs)
+        ignored = [model.get_submodule(n) for n in ignored_layers]
+        try:
+            with torch.enable_grad():
+                graph = tp.DependencyGraph().build_dependency(
+                    model, example_inputs, ignored_layers=ignored, verbose=False
+                )
+        except Exception as e:
+            raise TraceError(
+                f"Torch-Pruning could not trace the model ({type(e).__name__}: {e}); pass "
+                "ignored_layers=[...] naming the custom module it fails on"
+            ) from e
+    finally:
+        model.train(was)
+    outputs = [m for m, node in graph.module2node.items()
+               if isinstance(m, LAYERS) and not node.outputs]  # fmt: skip
+    groups: list[ChannelGroup] = []
+    for tg in graph.get_all_groups(ignored_layers=outputs + ignored, root_module_types=LAYERS):
+        g = _convert(tg, graph, names, len(groups))
+        g.importance_from = _importance_source(g, graph, names, shapes)
+        groups.append(g)
+    groups.sort(key=lambda g: min((shapes[p].order for p in g.producers if p in shapes),
+                                  default=1 << 30))  # fmt: skip
+    for i, g in enumerate(groups):
+        g.index = i
+        if g.channels < 2:
+            g.prunable = False
+        bad = _inconsistent_member(g, model, shapes)
+        if bad:
+            g.prunable = False
+            warnings.warn(
+                f"channel group {i} ({g.describe()}) couples layers of different widths ({bad}); "
+                "a channel-changing operation such as a zero-padding shortcut lies between "
+                "them, so this group is left unpruned",
+                stacklevel=2,
+            )
+        if not g.norms and g.prunable:
+            warnings.warn(
+                f"channel group {i} ({g.describe()}) has no BN: its channel importance is the "
+                "L1 norm of its filters",
+                stacklevel=2,
+            )
+    return Groups(model, graph, groups, shapes, names, tuple(example_inputs.shape[1:]))
+
+
+def _inconsistent_member(g: ChannelGroup, model: nn.Module, shapes) -> str:
+    """The first member whose width is not the group's, or ''."""
+    for n in g.producers:
+        if n in shapes and shapes[n].out_channels != g.channels:
+            return f"{n} has {shapes[n].out_channels} output channels, the group {g.channels}"
+    for n in g.norms:
+        if model.get_submodule(n).num_features != g.channels:
+            return f"{n} has {model.get_submodule(n).num_features} channels"
+    for n, idxs in g.consumers.items():
+        s = shapes.get(n)
+        if s is not None and s.kind == "conv" and len(idxs) != g.channels:
+            return f"{n} takes {len(idxs)} of its input channels from a {g.channels}-channel group"
+    return ""
+
+
+def _convert(tg, graph, names, index: int) -> ChannelGroup:
+    producers, norms, consumers, masked = [], [], {}, []
+    for item in tg:
+        m, fn = item.dep.target.module, item.dep.handler
+        if not isinstance(m, nn.Module) or m not in names:
+            continue
+        n = names[m]
+        if isinstance(m, NORMS):
+            if n not in norms:
+                norms.append(n)
+        elif isinstance(m, LAYERS):
+            depthwise = isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels
+            if graph.is_out_channel_pruning_fn(fn) or depthwise:
+                if n not in producers:
+                    producers.append(n)
+            if graph.is_in_channel_pruning_fn(fn) and not depthwise:
+                consumers.setdefault(n, []).extend(int(i) for i in item.idxs)
+    # the mask sits after each BN, and on any producer whose output does not go into a BN
+    masked = list(norms)
+    for p in producers:
+        node = graph.module2node[graph.model.get_submodule(p)]
+        if not any(isinstance(o.module, NORMS) and names.get(o.module) in norms
+                   for o in node.outputs):  # fmt: skip
+            masked.append(p)
+    root = tg[0]
+    return ChannelGroup(
+        index=index,
+        channels=len(root.idxs),
+        producers=producers,
+        norms=norms,
+        consumers={k: sorted(set(v)) for k, v in consumers.items()},
+        masked=masked,
+        root=(root.dep.target.module, root.dep.handler),
+    )
+
+
+def channel_importance(groups: Groups, source: str = "bn_first") -> list[torch.Tensor]:
+    """Per prunable group, the detached importance of each channel: ``bn_first`` |γ| of the BN
+    after the group's first convolution, ``bn_sum`` Σ|γ| over the group's BNs, ``l1`` the
+    L1 norm of the first producer's filters. Groups without BN always use ``l1``."""
+    out = []
+    for g in groups.prunable:
+        with torch.no_grad():
+            if source == "bn_sum" and g.norms:
+                imp = sum(groups.module(n).weight.abs() for n in g.norms)
+            elif source in ("bn_first", "bn_sum") and g.norms:
+                imp = groups.module(g.importance_from).weight.abs()
+            elif source in ("bn_first", "bn_sum", "l1"):
+                w = groups.module(g.producers[0]).weight
+                imp = w.abs().flatten(1).sum(1)
+            else:
+                raise ValueError(
+                    f"importance source must be bn_first, bn_sum or l1, got {source!r}"
+                )
+        out.append(imp.detach().float())
+    return out

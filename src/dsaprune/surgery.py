@@ -1,0 +1,136 @@
+"""Physical channel removal (through Torch-Pruning), hard masks, and the pruned-model file.
+
+A pruned model is saved as weights plus a description of every layer's widths, never as pickled
+code: ``save(model, path)`` / ``load(path)`` rebuild it from the zoo name (or from an unpruned
+instance that the caller passes), and the file loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .grouping import NORMS, Groups
+from .io import atomic_torch_save
+
+FORMAT = "dsaprune-pruned-model"
+
+
+def top_channels(importance: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the ``n`` most important channels, in ascending order."""
+    return importance.topk(n).indices.sort().values
+
+
+def prune_groups(groups: Groups, keep: list[torch.Tensor]) -> None:
+    """Remove, in place, every channel of each prunable group that is not in ``keep[k]``."""
+    for g, kept in zip(groups.prunable, keep, strict=True):
+        drop = sorted(set(range(g.channels)) - {int(i) for i in kept})
+        if not drop:
+            continue
+        if len(drop) >= g.channels:
+            raise ValueError(f"group {g.index} would lose all {g.channels} channels")
+        module, handler = g.root
+        tg = groups.graph.get_pruning_group(module, handler, drop)
+        tg.prune()
+
+
+class HardMasks:
+    """Zero the pruned channels with forward hooks (the network keeps its shape)."""
+
+    def __init__(self, groups: Groups, keep: list[torch.Tensor]) -> None:
+        self.handles = []
+        for g, kept in zip(groups.prunable, keep, strict=True):
+            mask = torch.zeros(g.channels)
+            mask[kept] = 1.0
+            for name in g.masked:
+                self.handles.append(groups.module(name).register_forward_hook(_mask_hook(mask)))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _mask_hook(mask: torch.Tensor):
+    def hook(_m, _inp, out):
+        shape = (1, -1) + (1,) * (out.dim() - 2)
+        return out * mask.to(out.device, out.dtype).view(shape)
+
+    return hook
+
+
+def widths(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Every resizable layer's widths: what ``load`` needs to rebuild the pruned shapes."""
+    out: dict[str, dict[str, int]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            out[name] = {"in": m.in_channels, "out": m.out_channels, "groups": m.groups}
+        elif isinstance(m, nn.Linear):
+            out[name] = {"in": m.in_features, "out": m.out_features}
+        elif isinstance(m, NORMS):
+            out[name] = {"out": m.num_features}
+    return out
+
+
+def apply_widths(model: nn.Module, w: dict[str, dict[str, int]]) -> nn.Module:
+    """Resize the layers of an unpruned ``model`` in place to the widths ``w`` (fresh weights)."""
+    for name, spec in w.items():
+        try:
+            m = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"the model has no layer {name!r}: another architecture") from None
+        if isinstance(m, nn.Conv2d):
+            m.in_channels, m.out_channels, m.groups = spec["in"], spec["out"], spec["groups"]
+            shape = (spec["out"], spec["in"] // spec["groups"], *m.kernel_size)
+            m.weight = nn.Parameter(torch.empty(shape))
+            if m.bias is not None:
+                m.bias = nn.Parameter(torch.empty(spec["out"]))
+        elif isinstance(m, nn.Linear):
+            m.in_features, m.out_features = spec["in"], spec["out"]
+            m.weight = nn.Parameter(torch.empty(spec["out"], spec["in"]))
+            if m.bias is not None:
+                m.bias = nn.Parameter(torch.empty(spec["out"]))
+        elif isinstance(m, NORMS):
+            c = spec["out"]
+            m.num_features = c
+            if m.affine:
+                m.weight, m.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
+            if m.track_running_stats:
+                m.running_mean, m.running_var = torch.zeros(c), torch.ones(c)
+        else:
+            raise ValueError(f"layer {name!r} is a {type(m).__name__}, not a resizable layer")
+    return model
+
+
+def save(model: nn.Module, path: str | Path, *, model_name: str = "", **meta) -> None:
+    """Save a (pruned) model as weights plus widths; ``meta`` is stored alongside."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save(
+        {"format": FORMAT, "version": 1, "model_name": model_name, "widths": widths(model),
+         "state_dict": state, **meta},
+        path,
+    )  # fmt: skip
+
+
+def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save`. Zoo models need nothing more; for other models pass
+    an unpruned instance of the same architecture as ``model``."""
+    from . import models
+
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a dsaprune pruned-model file")
+    if model is None:
+        if not d.get("model_name"):
+            raise ValueError(f"{path}: not a zoo model; pass an unpruned instance as model=")
+        num_classes = d.get("num_classes")
+        model = models.create(d["model_name"], num_classes=num_classes)
+    apply_widths(model, d["widths"])
+    missing, unexpected = model.load_state_dict(d["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: the weights do not fit the model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}): another architecture"
+        )
+    return model.eval()
