@@ -116,13 +116,30 @@ def _record_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerSh
         def hook(_m, _inp, out):
             current.pop()
             if isinstance(m, nn.Conv2d):
-                s = LayerShape(name, "conv", m.in_channels, m.out_channels, m.groups,
-                               m.kernel_size[0] * m.kernel_size[1], out.shape[2] * out.shape[3],
-                               m.bias is not None, len(shapes))  # fmt: skip
+                s = LayerShape(
+                    name,
+                    "conv",
+                    m.in_channels,
+                    m.out_channels,
+                    m.groups,
+                    m.kernel_size[0] * m.kernel_size[1],
+                    out.shape[2] * out.shape[3],
+                    m.bias is not None,
+                    len(shapes),
+                )
             elif isinstance(m, nn.Linear):
                 rows = out.numel() // out.shape[-1]
-                s = LayerShape(name, "linear", m.in_features, m.out_features, 1, 1, rows,
-                               m.bias is not None, len(shapes))  # fmt: skip
+                s = LayerShape(
+                    name,
+                    "linear",
+                    m.in_features,
+                    m.out_features,
+                    1,
+                    1,
+                    rows,
+                    m.bias is not None,
+                    len(shapes),
+                )
             else:
                 return
             shapes.setdefault(name, s)
@@ -187,15 +204,17 @@ def find_groups(
             ) from e
     finally:
         model.train(was)
-    outputs = [m for m, node in graph.module2node.items()
-               if isinstance(m, LAYERS) and not node.outputs]  # fmt: skip
+    outputs = [
+        m for m, node in graph.module2node.items() if isinstance(m, LAYERS) and not node.outputs
+    ]
     groups: list[ChannelGroup] = []
     for tg in graph.get_all_groups(ignored_layers=outputs + ignored, root_module_types=LAYERS):
         g = _convert(tg, graph, names, len(groups))
         g.importance_from = _importance_source(g, graph, names, shapes)
         groups.append(g)
-    groups.sort(key=lambda g: min((shapes[p].order for p in g.producers if p in shapes),
-                                  default=1 << 30))  # fmt: skip
+    groups.sort(
+        key=lambda g: min((shapes[p].order for p in g.producers if p in shapes), default=1 << 30)
+    )
     for i, g in enumerate(groups):
         g.index = i
         if g.channels < 2:
@@ -245,17 +264,17 @@ def _convert(tg, graph, names, index: int) -> ChannelGroup:
                 norms.append(n)
         elif isinstance(m, LAYERS):
             depthwise = isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels
-            if graph.is_out_channel_pruning_fn(fn) or depthwise:
-                if n not in producers:
-                    producers.append(n)
+            if (graph.is_out_channel_pruning_fn(fn) or depthwise) and n not in producers:
+                producers.append(n)
             if graph.is_in_channel_pruning_fn(fn) and not depthwise:
                 consumers.setdefault(n, []).extend(int(i) for i in item.idxs)
     # the mask sits after each BN, and on any producer whose output does not go into a BN
     masked = list(norms)
     for p in producers:
         node = graph.module2node[graph.model.get_submodule(p)]
-        if not any(isinstance(o.module, NORMS) and names.get(o.module) in norms
-                   for o in node.outputs):  # fmt: skip
+        if not any(
+            isinstance(o.module, NORMS) and names.get(o.module) in norms for o in node.outputs
+        ):
             masked.append(p)
     root = tg[0]
     return ChannelGroup(

@@ -107,10 +107,16 @@ def save(model: nn.Module, path: str | Path, *, model_name: str = "", **meta) ->
     """Save a (pruned) model as weights plus widths; ``meta`` is stored alongside."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(
-        {"format": FORMAT, "version": 1, "model_name": model_name, "widths": widths(model),
-         "state_dict": state, **meta},
+        {
+            "format": FORMAT,
+            "version": 1,
+            "model_name": model_name,
+            "widths": widths(model),
+            "state_dict": state,
+            **meta,
+        },
         path,
-    )  # fmt: skip
+    )
 
 
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:

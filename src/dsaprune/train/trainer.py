@@ -69,6 +69,7 @@ def evaluate(
     for x, y in loader:
         if x.shape[0] == 0:
             continue
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         with _autocast(dev, amp):
             out = model(x)
         acc[0] += nn.functional.cross_entropy(out.float(), y, reduction="sum")
@@ -98,6 +99,9 @@ class Trainer:
         dist: DistInfo | None = None,
         meta: dict | None = None,
         progress: bool = True,
+        loss_fn: nn.Module | None = None,
+        callbacks: list | None = None,
+        steps_per_epoch: int | None = None,
     ) -> None:
         self.cfg, self.dist = cfg, dist or DistInfo()
         self.device = self.dist.device
@@ -110,20 +114,33 @@ class Trainer:
         self.meta = meta or {}
         self.progress = progress and self.dist.is_main
         self.amp = cfg.amp and cuda
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.callbacks = list(callbacks or [])
+        self.rebuild()
+        self.epoch, self.step = 0, 0
+        self.history: list[dict] = []
+        self.steps_per_epoch = steps_per_epoch or len(train_loader)
+        self.total_steps = max(1, round(cfg.epochs * self.steps_per_epoch))
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+
+    def rebuild(self) -> None:
+        """(Re)create the optimizer and the DDP / compiled wrappers around ``self.model``, e.g.
+        after its layers were physically pruned (momentum restarts)."""
+        cuda = self.device.type == "cuda"
+        self.optimizer = make_optimizer(self.model, self.cfg)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.net: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if cuda else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.compile:
+        if self.cfg.compile:
             self.net = torch.compile(self.net)
-        self.epoch, self.step = 0, 0
-        self.history: list[dict] = []
-        self.steps_per_epoch = len(train_loader)
-        self.total_steps = max(1, round(cfg.epochs * self.steps_per_epoch))
-        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+
+    def _call(self, event: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(self, *args)
 
     # -- checkpoints --------------------------------------------------------------------------
     @property
@@ -176,7 +193,7 @@ class Trainer:
         torch.manual_seed(self.cfg.seed * 1_000_003 + self.epoch + 1)
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(self.epoch)
-        steps = min(self.steps_per_epoch, self.total_steps - self.step)
+        steps = min(len(self.train_loader), self.total_steps - self.step)
         acc = torch.zeros(3, dtype=torch.float64, device=self.device)
         bar = tqdm(
             total=steps,
@@ -190,7 +207,10 @@ class Trainer:
         for i, (x, y) in enumerate(self.train_loader):
             if i >= steps:
                 break
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
             self._set_lr()
+            self._call("before_step", x, y)
             with _autocast(self.device, self.amp):
                 out = self.net(x)
                 loss = self.loss_fn(out.float(), y)
@@ -198,6 +218,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.step += 1
+            self._call("after_step")
             n_seen += y.numel()
             acc[0] += loss.detach() * y.numel()
             acc[1] += (out.detach().argmax(1) == y).sum()
@@ -235,6 +256,7 @@ class Trainer:
                 ev = evaluate(self.net, self.eval_loader, self.amp, self.device)
                 rec.update(test_loss=ev["loss"], test_acc=ev["acc"])
             rec.update(epoch=self.epoch, step=self.step)
+            self._call("after_epoch", rec)
             self.history.append(rec)
             self.save()
             if self.progress:

@@ -1,0 +1,195 @@
+"""``dsaprune.prune``: the whole DSA pipeline behind one call."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import surgery
+from .budget import parse_budget
+from .cost import count_flops, count_params, flops_model, params_model
+from .grouping import find_groups
+from .train import TrainConfig, Trainer, evaluate
+from .train.distributed import DistInfo, setup
+from .train.dsa import DSA, DSAConfig
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module  # the physically pruned network (hard-masked if physical=False)
+    report: dict
+
+    def save(self, path: str | Path, model_name: str = "") -> None:
+        surgery.save(
+            self.model,
+            path,
+            model_name=model_name or self.report.get("model", ""),
+            num_classes=self.report.get("num_classes"),
+        )
+
+
+class _BatchRange:
+    """Batches ``lo`` … ``hi`` − 1 of a re-iterable batch source (the validation part is cached
+    after its first pass, so it is read once)."""
+
+    def __init__(self, source, lo: int, hi: int, cache: bool = False) -> None:
+        self.source, self.lo, self.hi, self.cache = source, lo, hi, cache
+        self._cached: list | None = None
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)
+
+    def __iter__(self):
+        if self._cached is not None:
+            yield from self._cached
+            return
+        got = []
+        for i, b in enumerate(self.source):
+            if i >= self.hi:
+                break
+            if i >= self.lo:
+                if self.cache:
+                    got.append(b)
+                yield b
+        if self.cache:
+            self._cached = got
+
+
+def _split_settings(settings: dict) -> tuple[dict, dict]:
+    train_keys = set(TrainConfig.fields())
+    dsa_keys = {f.name for f in dataclasses.fields(DSAConfig)}
+    alloc_keys = {f.name for f in dataclasses.fields(DSAConfig().allocator)}
+    t, d = {}, {}
+    for k, v in settings.items():
+        if k in train_keys:
+            t[k] = v
+        elif k in dsa_keys:
+            d[k] = v
+        elif k in alloc_keys:
+            d.setdefault("allocator", {})[k] = v
+        else:
+            known = sorted(train_keys | dsa_keys | alloc_keys)
+            raise ValueError(f"unknown setting {k!r}; known settings: {', '.join(known)}")
+    return t, d
+
+
+def prune(
+    model: nn.Module,
+    train_data,
+    val_data=None,
+    *,
+    budget: str = "flops=0.5",
+    epochs: float = 1.0,
+    example_inputs: torch.Tensor | None = None,
+    loss_fn: nn.Module | None = None,
+    test_data=None,
+    device: str = "auto",
+    out_dir: str | Path | None = None,
+    ignored_layers: list[str] | None = None,
+    model_name: str = "",
+    progress: bool = True,
+    dist: DistInfo | None = None,
+    **settings,
+) -> PruneResult:
+    """Prune ``model`` to ``budget`` with DSA while it trains for ``epochs`` (may be fractional).
+
+    ``train_data`` is any re-iterable of (inputs, targets) batches with a length, e.g. a
+    DataLoader; without ``val_data`` its last 10% of batches are the validation split. Settings
+    are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
+    (warmup_fraction, round_to, physical, …) or :class:`AllocatorConfig` (rho1, …).
+    Returns the pruned model and a report; with ``out_dir`` also writes the report files.
+    """
+    t_start = time.perf_counter()
+    b = parse_budget(budget)
+    tset, dset = _split_settings(settings)
+    cfg = TrainConfig(epochs=epochs, **tset)
+    dcfg = DSAConfig.from_dict(dset)
+    dist = dist or setup(device)
+    model = model.to(dist.device)
+    n_batches = len(train_data)
+    if val_data is None:
+        cut = max(1, int(round(0.9 * n_batches)))
+        if cut >= n_batches:
+            raise ValueError("train_data has too few batches to hold out 10% for validation")
+        train_part = _BatchRange(train_data, 0, cut)
+        val_data = _BatchRange(train_data, cut, n_batches, cache=True)
+    else:
+        train_part = train_data
+    if example_inputs is None:
+        example_inputs = next(iter(train_data))[0][:1]
+    example_inputs = example_inputs.to(dist.device)
+    groups = find_groups(model, example_inputs, ignored_layers)
+    cost = flops_model(groups) if b.kind == "flops" else params_model(groups)
+    in_shape = tuple(example_inputs.shape[1:])
+    before = {"flops": count_flops(model, in_shape), "params": count_params(model)}
+    acc_before = evaluate(model, test_data)["acc"] if test_data is not None else None
+    dsa = DSA(groups, cost, b, val_data, train_data, dcfg, steps_per_epoch=n_batches)
+    trainer = Trainer(
+        model,
+        train_part,
+        test_data,
+        cfg,
+        out_dir,
+        dist=dist,
+        progress=progress,
+        loss_fn=loss_fn,
+        callbacks=[dsa],
+        steps_per_epoch=n_batches,
+        meta={"model_name": model_name},
+    )
+    trainer.fit()
+    if dsa.keep_counts is None:  # a schedule too short to reach the end of the window
+        dsa.events["met_by"] = dsa.events.get("met_by") or "shift"
+        if dsa.allocator is None:
+            dsa._start_allocation(trainer, 1)
+        dsa._finalise(trainer)
+    dsa.finish(trainer)
+    model = trainer.model
+    after = {"flops": count_flops(model, in_shape), "params": count_params(model)}
+    ratio = after[b.kind] / before[b.kind]
+    if ratio > b.fraction + 1e-9:
+        raise RuntimeError(f"internal error: pruned {b.kind} ratio {ratio:.4f} exceeds {b}")
+    acc_after = evaluate(model, test_data)["acc"] if test_data is not None else None
+    report = {
+        "model": model_name,
+        "budget": str(b),
+        "budget_kind": b.kind,
+        "budget_fraction": b.fraction,
+        "flops_before": before["flops"],
+        "flops_after": after["flops"],
+        "flops_ratio": after["flops"] / before["flops"],
+        "params_before": before["params"],
+        "params_after": after["params"],
+        "params_ratio": after["params"] / before["params"],
+        "acc_before": acc_before,
+        "acc_after": acc_after,
+        "acc_end_of_warmup": dsa.events.get("acc_end_of_warmup"),
+        "epochs": epochs,
+        "wall_time_s": time.perf_counter() - t_start,
+        "groups": [
+            {
+                "index": g.index,
+                "members": g.describe(),
+                "channels_before": g.channels,
+                "channels_after": n,
+                "keep_ratio": n / g.channels,
+            }
+            for g, n in zip(groups.prunable, dsa.keep_counts, strict=True)
+        ],
+        "unprunable_groups": [g.describe() for g in groups if not g.prunable],
+        **dsa.summary(),
+        "train_config": cfg.to_dict(),
+        "dsa_config": dcfg.to_dict(),
+        "history": trainer.history,
+        "allocation_history": dsa.history,
+    }
+    return PruneResult(model.eval(), report)

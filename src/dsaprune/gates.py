@@ -1,0 +1,145 @@
+"""Differentiable pruning gates: keep probabilities, Bernoulli masks and the gradient to α.
+
+For group k with channel importances b_i and keep ratio α_k, the keep probability of channel i is
+the sigmoid-log function p_i = sigmoid(β2 (log b_i − log β1)), with β1 solved so that
+mean_i p_i = α_k. All groups are solved at once on a padded [K, C_max] tensor by safeguarded
+Newton steps in t = log β1 (no Python loop over groups, no host synchronisation).
+
+The gradient to α comes from the implicit function theorem on the root condition:
+∂p_i/∂α = C · p_i(1 − p_i) / Σ_j p_j(1 − p_j); the masks are straight-through Bernoulli samples,
+so ∂L/∂p_i = ∂L/∂m_i and ∂L/∂α = C Σ_i (∂L/∂m_i) p_i(1 − p_i) / Σ_j p_j(1 − p_j).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .grouping import Groups
+
+
+def pad_groups(values: list[torch.Tensor], fill: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-group vectors into [K, C_max] plus a validity mask."""
+    k, cmax = len(values), max(v.numel() for v in values)
+    out = torch.full((k, cmax), fill, dtype=values[0].dtype, device=values[0].device)
+    valid = torch.zeros(k, cmax, dtype=torch.bool, device=values[0].device)
+    for i, v in enumerate(values):
+        out[i, : v.numel()] = v
+        valid[i, : v.numel()] = True
+    return out, valid
+
+
+def solve_log_beta1(
+    log_b: torch.Tensor,
+    valid: torch.Tensor,
+    alpha: torch.Tensor,
+    beta2: float,
+    iters: int = 40,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """t_k = log β1_k such that the mean over valid channels of sigmoid(β2 (log b − t)) = α_k."""
+    count = valid.sum(1).to(log_b.dtype)
+    big = torch.finfo(log_b.dtype).max
+    lo = torch.where(valid, log_b, big).amin(1) - 40.0 / beta2  # mean p ≈ 1 here
+    hi = torch.where(valid, log_b, -big).amax(1) + 40.0 / beta2  # mean p ≈ 0 here
+    t = (lo + hi) / 2 if init is None else init.clamp(lo, hi)
+    alpha = alpha.to(log_b.dtype)
+    for _ in range(iters):
+        p = torch.sigmoid(beta2 * (log_b - t[:, None])) * valid
+        f = p.sum(1) / count - alpha  # decreasing in t
+        df = -beta2 * (p * (1 - p)).sum(1) / count
+        lo = torch.where(f > 0, t, lo)
+        hi = torch.where(f > 0, hi, t)
+        newton = t - f / df.clamp(max=-1e-30)
+        inside = (newton > lo) & (newton < hi)
+        t = torch.where(inside, newton, (lo + hi) / 2)
+    return t
+
+
+def keep_probabilities(
+    importance: torch.Tensor,
+    valid: torch.Tensor,
+    alpha: torch.Tensor,
+    beta2: float,
+    iters: int = 40,
+    init: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """p [K, C_max] (zero at padding) whose gradient to ``alpha`` is the implicit one, and t."""
+    log_b = importance.detach().clamp_min(1e-12).log()
+    with torch.no_grad():
+        t = solve_log_beta1(log_b, valid, alpha.detach(), beta2, iters, init)
+        p0 = torch.sigmoid(beta2 * (log_b - t[:, None])) * valid
+        w = p0 * (1 - p0)
+        dp_dalpha = valid.sum(1, keepdim=True) * w / w.sum(1, keepdim=True).clamp_min(1e-30)
+    # value p0, derivative dp/dα: exact first-order dependence on α through β1(α)
+    p = p0 + (alpha - alpha.detach())[:, None].to(p0.dtype) * dp_dalpha
+    return p, t
+
+
+def sample_masks(p: torch.Tensor, floor: float = 0.0, generator=None) -> torch.Tensor:
+    """Bernoulli masks with straight-through gradients (∂m/∂p = 1); ``floor`` bounds the sampling
+    probability from below (the authors use 0.01) without changing the gradient."""
+    probs = p.detach().clamp(min=floor) if floor > 0 else p.detach()
+    m = torch.bernoulli(probs, generator=generator)
+    return m + p - p.detach()
+
+
+def hardness(p: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Σ p(1 − p) / C per group: 0 for hard (0/1) masks, up to 0.25 for p = 1/2."""
+    return (p * (1 - p) * valid).sum(1) / valid.sum(1)
+
+
+def beta2_at(
+    epochs_since_start: float, init: float = 0.05, growth: float = 1.1, time_scale: float = 1.0
+) -> float:
+    """The β2 schedule: ``init`` · ``growth`` per epoch of allocation (epochs × ``time_scale``,
+    which stretches a shortened schedule onto the paper's 300-epoch one)."""
+    return init * growth ** (max(0.0, epochs_since_start) * time_scale)
+
+
+class GateHooks:
+    """Multiplies each group's masked modules' outputs by that group's current mask.
+
+    ``set(masks)`` installs a [K, C_max] mask tensor (the same tensor for every producer of a
+    group, so their gradients add up on it); ``clear()`` makes the hooks pass outputs through.
+    """
+
+    def __init__(self, groups: Groups) -> None:
+        self.masks: torch.Tensor | None = None
+        self.handles = []
+        for k, g in enumerate(groups.prunable):
+            for name in g.masked:
+                hook = self._hook(k, g.channels)
+                self.handles.append(groups.module(name).register_forward_hook(hook))
+
+    def _hook(self, k: int, channels: int):
+        def hook(_m, _inp, out):
+            if self.masks is None:
+                return None
+            m = self.masks[k, :channels].to(out.dtype)
+            return out * m.view((1, -1) + (1,) * (out.dim() - 2))
+
+        return hook
+
+    def set(self, masks: torch.Tensor | None) -> None:
+        self.masks = masks
+
+    def clear(self) -> None:
+        self.masks = None
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+class KeepRatios(nn.Module):
+    """The allocation variables: logits Θ with α = sigmoid(Θ), one per prunable group."""
+
+    def __init__(self, num_groups: int, init_alpha: float = 0.99) -> None:
+        super().__init__()
+        logit = torch.logit(torch.tensor(init_alpha, dtype=torch.float64))
+        self.theta = nn.Parameter(torch.full((num_groups,), float(logit)))
+
+    def forward(self) -> torch.Tensor:
+        return torch.sigmoid(self.theta)

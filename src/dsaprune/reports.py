@@ -1,0 +1,106 @@
+"""Run reports: ``report.json``, ``report.md``, ``allocation.png`` (keep ratio per group) and
+``training.png`` (loss, accuracy and cost ratio over the schedule)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import atomic_write_json, atomic_write_text
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.2f}%"
+
+
+def markdown(r: dict) -> str:
+    lines = [
+        f"# DSA pruning report: {r.get('model') or 'model'} at {r['budget']}",
+        "",
+        "| | before | after | ratio |",
+        "|---|---|---|---|",
+        f"| FLOPs (2 per MAC) | {r['flops_before']:,} | {r['flops_after']:,} | "
+        f"{r['flops_ratio']:.4f} |",
+        f"| parameters | {r['params_before']:,} | {r['params_after']:,} | "
+        f"{r['params_ratio']:.4f} |",
+        f"| test accuracy | {_pct(r.get('acc_before'))} | {_pct(r.get('acc_after'))} | |",
+        "",
+        f"Budget met by: **{r.get('met_by')}**"
+        + (f" at epoch {r['met_at_epoch']:.2f}" if r.get("met_at_epoch") is not None else "")
+        + f"; {r.get('allocation_updates', 0)} allocation updates; "
+        f"{r['epochs']:g} epochs in {r['wall_time_s']:.0f} s.",
+        "",
+        "Time per phase (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in r.get("phase_time_s", {}).items()),
+        "",
+        "| group | members | channels | kept | keep ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for g in r["groups"]:
+        lines.append(
+            f"| {g['index']} | {g['members']} | {g['channels_before']} | "
+            f"{g['channels_after']} | {g['keep_ratio']:.3f} |"
+        )
+    if r.get("unprunable_groups"):
+        lines += ["", "Not pruned: " + "; ".join(r["unprunable_groups"])]
+    return "\n".join(lines) + "\n"
+
+
+def plot_allocation(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gs = r["groups"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(gs)), 3.5))
+    ax.bar(range(len(gs)), [g["keep_ratio"] for g in gs], color="tab:blue")
+    ax.axhline(r["budget_fraction"], color="tab:red", ls="--", lw=1, label=f"budget {r['budget']}")
+    ax.set_xticks(range(len(gs)))
+    ax.set_xticklabels([str(g["index"]) for g in gs], fontsize=7)
+    ax.set_xlabel("channel group (execution order)")
+    ax.set_ylabel("keep ratio")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{r.get('model') or 'model'}: keep ratio per group at {r['budget']}")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = r.get("history", [])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    ep = [x["epoch"] for x in h]
+    axes[0].plot(ep, [x["train_loss"] for x in h], label="train loss")
+    if h and "test_loss" in h[0]:
+        axes[0].plot(ep, [x["test_loss"] for x in h], label="test loss")
+    axes[0].set_xlabel("epoch")
+    axes[0].legend(fontsize=8)
+    if h and "test_acc" in h[0]:
+        axes[1].plot(ep, [100 * x["test_acc"] for x in h], color="tab:green")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("test accuracy (%)")
+    ah = r.get("allocation_history", [])
+    if ah:
+        axes[2].plot([a["step"] for a in ah], [a["cost_ratio"] for a in ah], label="cost of A")
+        axes[2].axhline(r["budget_fraction"], color="tab:red", ls="--", lw=1, label="budget")
+        axes[2].set_xlabel("step")
+        axes[2].set_ylabel(f"{r['budget_kind']} ratio")
+        axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(r: dict, out_dir: str | Path) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(r, out / "report.json")
+    atomic_write_text(markdown(r), out / "report.md")
+    plot_allocation(r, out / "allocation.png")
+    plot_training(r, out / "training.png")

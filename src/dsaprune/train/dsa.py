@@ -1,0 +1,272 @@
+"""The DSA training flow, as a callback of :class:`~dsaprune.train.Trainer`.
+
+Phases, as fractions of the whole schedule (the paper's 300-epoch CIFAR-10 run: warm-up to epoch
+20, allocation window to epoch 100), so any length, even a fraction of an epoch, works:
+
+1. warm-up: plain training on the 90% training split;
+2. allocation: masks sampled from the keep probabilities; every ``alloc_every`` weight steps one
+   fresh validation batch gives ∂L_val/∂Θ and the allocator takes one step; stops as soon as the
+   cost of A is within the budget (then A is frozen and the whole training set trains);
+3. settling: masks keep being sampled with A frozen while β2 grows, until they are hard
+   (Σ p(1 − p)/C < ``hard_threshold`` for every group) or the window ends;
+4. finalising: if the allocator did not meet the budget by the end of the window, all logits are
+   shifted by one amount until it does (the fallback, reported); A is calibrated to the budget,
+   rounded to whole channels with a greedy fix-up, and each group keeps its top channels by
+   importance; the network is physically pruned (or, with ``physical=False``, hard-masked);
+5. training continues on the smaller network until the schedule ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget
+from ..budget import Budget, BudgetError
+from ..cost import QuadraticCost
+from ..gates import GateHooks, beta2_at, hardness, keep_probabilities, pad_groups, sample_masks
+from ..grouping import Groups, channel_importance
+from ..surgery import HardMasks, prune_groups, top_channels
+from .distributed import all_reduce_sum
+
+PAPER_EPOCHS = 300
+
+
+@dataclass
+class DSAConfig:
+    warmup_fraction: float = 20 / 300
+    window_end_fraction: float = 100 / 300
+    alloc_every: int = 20  # weight steps per α update (fewer when the window is short)
+    min_updates: int = 100  # the window holds at least this many α updates where it can
+    beta2_init: float = 0.05
+    beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
+    prob_floor: float = 0.01
+    importance: str = "bn_first"
+    init_alpha: float = 0.99
+    hard_threshold: float = 0.01
+    round_to: int = 1
+    physical: bool = True  # physically prune once masks are hard; False keeps masked training
+    val_bn_eval: bool = True  # validation forward of the Θ-step with BN running statistics
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DSAConfig:
+        d = dict(d)
+        alloc = AllocatorConfig(**d.pop("allocator", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown DSA settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(allocator=alloc, **d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DSA:
+    """Drives allocation inside a Trainer; ``result()`` describes what it decided."""
+
+    def __init__(
+        self,
+        groups: Groups,
+        cost: QuadraticCost,
+        budget: Budget,
+        val_batches,
+        full_train_loader,
+        cfg: DSAConfig,
+        steps_per_epoch: int,
+    ) -> None:
+        self.groups, self.cost, self.budget, self.cfg = groups, cost, budget, cfg
+        floor = cost.floor()
+        if budget.fraction < floor:
+            raise BudgetError(
+                f"budget {budget} is below what the unprunable layers alone cost with one "
+                f"channel per group: the smallest feasible budget is {budget.kind}={floor:.4f}"
+            )
+        self.val_batches, self.val_iter = val_batches, None
+        self.full_train_loader = full_train_loader
+        self.steps_per_epoch = steps_per_epoch
+        self.channels = [g.channels for g in groups.prunable]
+        self.K = len(self.channels)
+        self.phase = "warmup"
+        self.allocator: Allocator | None = None
+        self.hooks: GateHooks | None = None
+        self.hard: HardMasks | None = None
+        self.t_cache: torch.Tensor | None = None
+        self.events: dict = {"phase_steps": {}, "phase_time_s": {}}
+        self._phase_t0 = time.perf_counter()
+        self.history: list[dict] = []
+        self.keep_counts: list[int] | None = None
+        self.keep_index: list[torch.Tensor] | None = None
+        self.alpha_final: list[float] | None = None
+
+    # -- schedule ------------------------------------------------------------------------------
+    def _bounds(self, trainer) -> tuple[int, int]:
+        total = trainer.total_steps
+        return round(self.cfg.warmup_fraction * total), round(self.cfg.window_end_fraction * total)
+
+    def _alloc_every(self, trainer) -> int:
+        w0, w1 = self._bounds(trainer)
+        return max(1, min(self.cfg.alloc_every, (w1 - w0) // max(1, self.cfg.min_updates)))
+
+    def _beta2(self, trainer) -> float:
+        w0, _ = self._bounds(trainer)
+        epochs = (trainer.step - w0) / self.steps_per_epoch
+        scale = PAPER_EPOCHS / max(trainer.cfg.epochs, 1e-9)
+        return beta2_at(epochs, self.cfg.beta2_init, self.cfg.beta2_growth, scale)
+
+    def _enter(self, trainer, phase: str) -> None:
+        now = time.perf_counter()
+        self.events["phase_time_s"][self.phase] = (
+            self.events["phase_time_s"].get(self.phase, 0.0) + now - self._phase_t0
+        )
+        self._phase_t0 = now
+        self.phase = phase
+        self.events["phase_steps"][phase] = trainer.step
+        self.events.setdefault("phase_epoch", {})[phase] = trainer.step / self.steps_per_epoch
+
+    # -- gates ---------------------------------------------------------------------------------
+    def _probabilities(self, alpha: torch.Tensor, beta2: float, iters: int):
+        imp = channel_importance(self.groups, self.cfg.importance)
+        I, V = pad_groups([i.to(alpha.device) for i in imp])
+        p, t = keep_probabilities(
+            I, V, alpha, beta2, iters, None if self.t_cache is None else self.t_cache
+        )
+        self.t_cache = t.detach()
+        return p, V
+
+    def _alpha(self, device) -> torch.Tensor:
+        return torch.sigmoid(self.allocator.theta).float().to(device)
+
+    # -- callbacks -----------------------------------------------------------------------------
+    def before_step(self, trainer, x, y) -> None:
+        w0, w1 = self._bounds(trainer)
+        if self.phase == "warmup" and trainer.step >= w0:
+            self._start_allocation(trainer, w1 - w0)
+        if self.phase in ("allocate", "settle"):
+            with torch.no_grad():
+                p, _ = self._probabilities(self._alpha(trainer.device), self._beta2(trainer), 8)
+                self.hooks.set(sample_masks(p, self.cfg.prob_floor))
+
+    def after_step(self, trainer) -> None:
+        w0, w1 = self._bounds(trainer)
+        if self.phase == "allocate":
+            if (trainer.step - w0) % self._alloc_every(trainer) == 0:
+                self._alpha_update(trainer)
+            if self.allocator.met():
+                self.events["met_by"] = "allocator"
+                self.events["met_at_epoch"] = trainer.step / self.steps_per_epoch
+                self._enter(trainer, "settle")
+                trainer.train_loader = self.full_train_loader  # from the next epoch on
+            elif trainer.step >= w1:
+                self.events["met_by"] = "shift"
+                self._finalise(trainer)
+        if self.phase == "settle":
+            with torch.no_grad():
+                p, V = self._probabilities(self._alpha(trainer.device), self._beta2(trainer), 8)
+            if trainer.step >= w1 or bool((hardness(p, V) < self.cfg.hard_threshold).all()):
+                self._finalise(trainer)
+
+    def after_epoch(self, trainer, rec: dict) -> None:
+        rec["phase"] = self.phase
+        if self.allocator is not None:
+            rec["alpha"] = torch.sigmoid(self.allocator.theta).tolist()
+            rec["cost_ratio"] = self.allocator.ratio()
+            rec["beta2"] = self._beta2(trainer)
+        if self.alpha_final is not None:
+            rec["alpha"] = self.alpha_final
+            rec["cost_ratio"] = self.final_ratio
+
+    # -- phases --------------------------------------------------------------------------------
+    def _start_allocation(self, trainer, window_steps: int) -> None:
+        self._enter(trainer, "allocate")
+        theta0 = torch.full((self.K,), float(torch.logit(torch.tensor(self.cfg.init_alpha))))
+        n_updates = max(1, window_steps // self._alloc_every(trainer))
+        self.allocator = Allocator(
+            self.cost, self.budget.fraction, theta0, n_updates, self.cfg.allocator
+        )
+        self.hooks = GateHooks(self.groups)
+
+    def _next_val(self):
+        if self.val_iter is None:
+            self.val_iter = iter(self.val_batches)
+        try:
+            return next(self.val_iter)
+        except StopIteration:
+            self.val_iter = iter(self.val_batches)
+            return next(self.val_iter)
+
+    def _alpha_update(self, trainer) -> None:
+        x, y = self._next_val()
+        x, y = x.to(trainer.device), y.to(trainer.device)
+        theta = self.allocator.theta.float().to(trainer.device).requires_grad_(True)
+        p, _ = self._probabilities(torch.sigmoid(theta), self._beta2(trainer), 40)
+        self.hooks.set(sample_masks(p, self.cfg.prob_floor))
+        model = trainer.model  # not the DDP wrapper: only Θ needs a gradient here
+        # BN in eval mode (running statistics): with batch statistics BN re-normalises after the
+        # masks and hides what pruning a channel costs, leaving only the classifier-side group
+        # with a usable gradient (measured: ~1e-7 against ~1e-3 per group with running stats)
+        was = model.training
+        model.train(not self.cfg.val_bn_eval)
+        try:
+            with torch.autocast("cuda", torch.bfloat16, enabled=trainer.amp):
+                loss = trainer.loss_fn(model(x).float(), y)
+            (g,) = torch.autograd.grad(loss, theta)
+        finally:
+            model.train(was)
+        g = all_reduce_sum(g.detach().clone()) / trainer.dist.world_size
+        self.allocator.step(g)
+        self.hooks.clear()
+        self.history.append(
+            {
+                "step": trainer.step,
+                "val_loss": float(loss.detach()),
+                "cost_ratio": self.allocator.ratio(),
+            }
+        )
+
+    def _finalise(self, trainer) -> None:
+        """Meet the budget in whole channels, pick the channels, prune."""
+        self._enter(trainer, "pruned" if self.cfg.physical else "masked")
+        frac = self.budget.fraction
+        theta, shift = shift_to_budget(self.allocator.theta, self.cost, frac)
+        self.events["calibration_shift"] = shift
+        alpha = torch.sigmoid(theta)
+        counts = round_channels(alpha, self.channels, self.cost, frac, self.cfg.round_to)
+        imp = channel_importance(self.groups, self.cfg.importance)
+        keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
+        self.keep_counts, self.keep_index = counts, keep
+        self.alpha_final = [n / c for n, c in zip(counts, self.channels, strict=True)]
+        self.final_ratio = float(
+            self.cost.ratio(torch.tensor(self.alpha_final, dtype=torch.float64))
+        )
+        if self.hooks is not None:
+            self.hooks.remove()
+            self.hooks = None
+        trainer.train_loader = self.full_train_loader
+        if self.cfg.physical:
+            prune_groups(self.groups, keep)
+            trainer.rebuild()
+        else:
+            self.hard = HardMasks(self.groups, keep)
+
+    def finish(self, trainer) -> None:
+        """Called when training has ended: account the last phase's time."""
+        self._enter(trainer, "done")
+
+    def summary(self) -> dict:
+        return {
+            "budget": str(self.budget),
+            "met_by": self.events.get("met_by"),
+            "met_at_epoch": self.events.get("met_at_epoch"),
+            "calibration_shift": self.events.get("calibration_shift"),
+            "phase_start_epoch": self.events.get("phase_epoch", {}),
+            "phase_time_s": self.events["phase_time_s"],
+            "keep_counts": self.keep_counts,
+            "alpha": self.alpha_final,
+            "cost_ratio_model": getattr(self, "final_ratio", math.nan),
+            "allocation_updates": self.allocator.updates if self.allocator else 0,
+        }

@@ -1,0 +1,153 @@
+import pytest
+import torch
+
+from dsaprune import models
+from dsaprune.allocation import Allocator, round_channels, shift_to_budget
+from dsaprune.budget import BudgetError, parse_budget
+from dsaprune.cost import count_flops, count_params, flops_model, params_model
+from dsaprune.grouping import find_groups
+from dsaprune.surgery import HardMasks, load, prune_groups, save
+
+EXPECTED_GROUPS = {"resnet20": 12, "resnet56": 30, "resnet18_cifar": 12}
+
+
+def _small(name):
+    c, h, w = models.input_size(name)
+    return (c, min(h, 64), min(w, 64))
+
+
+def _randomise_bn(m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.weight.data = torch.rand(mod.num_features, generator=g) + 0.1
+            mod.bias.data = torch.rand(mod.num_features, generator=g) - 0.5
+            mod.running_mean = torch.rand(mod.num_features, generator=g) - 0.5
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_GROUPS))
+def test_group_counts(name):
+    G = find_groups(models.create(name), torch.zeros(1, *_small(name)))
+    assert len(G) == EXPECTED_GROUPS[name] and all(g.prunable for g in G)
+
+
+def test_depthwise_joins_its_input_group():
+    G = find_groups(models.create("mobilenetv2_cifar"), torch.zeros(1, 3, 32, 32))
+    g = next(g for g in G if "features.2.conv.1.0" in g.producers)
+    assert "features.2.conv.0.0" in g.producers  # the expansion conv that feeds it
+    assert "features.2.conv.2" in g.consumers
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_cost_models_equal_flop_counter_on_pruned_network(name):
+    torch.manual_seed(1)
+    m = models.create(name).eval()
+    _randomise_bn(m)
+    size = _small(name)
+    with pytest.warns(UserWarning) if name.endswith("_a") else _nothing():
+        G = find_groups(m, torch.zeros(1, *size))
+    F, P = flops_model(G), params_model(G)
+    assert F.full == count_flops(m, size) and P.full == count_params(m)
+    counts = [int(torch.randint(1, g.channels + 1, ())) for g in G.prunable]
+    keep = [
+        torch.randperm(g.channels)[:n].sort().values
+        for g, n in zip(G.prunable, counts, strict=True)
+    ]
+    alpha = torch.tensor(
+        [n / g.channels for g, n in zip(G.prunable, counts, strict=True)], dtype=torch.float64
+    )
+    x = torch.randn(2, *size)
+    hm = HardMasks(G, keep)
+    with torch.no_grad():
+        masked = m(x)
+    hm.remove()
+    prune_groups(G, keep)
+    with torch.no_grad():
+        pruned = m(x)
+    assert round(float(F(alpha))) == count_flops(m, size)
+    assert round(float(P(alpha))) == count_params(m)
+    assert (masked - pruned).abs().max() <= 1e-5
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_budget_parsing():
+    assert parse_budget("flops=0.5").fraction == 0.5
+    assert parse_budget("params=25%").fraction == 0.25
+    with pytest.raises(BudgetError, match="known kinds: flops, params"):
+        parse_budget("latency_gpu=0.5")
+    for bad in ("flops=0", "flops=1.5", "flops=-0.2"):
+        with pytest.raises(BudgetError, match="out of range"):
+            parse_budget(bad)
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.5, 0.75])
+@pytest.mark.parametrize("round_to", [1, 8])
+def test_rounding_meets_budget_tightly(budget, round_to):
+    m = models.create("resnet56")
+    G = find_groups(m, torch.zeros(1, 3, 32, 32))
+    F = flops_model(G)
+    theta = torch.randn(len(G.prunable), dtype=torch.float64)
+    theta, _ = shift_to_budget(theta, F, budget)
+    assert float(F.ratio(torch.sigmoid(theta))) == pytest.approx(budget, abs=1e-6)
+    chans = [g.channels for g in G.prunable]
+    n = round_channels(torch.sigmoid(theta), chans, F, budget, round_to)
+    if round_to > 1:
+        assert all(v % round_to == 0 or v == c for v, c in zip(n, chans, strict=True))
+    keep = [torch.arange(v) for v in n]
+    prune_groups(G, keep)
+    ratio = count_flops(m) / F.full
+    assert 0.97 * budget <= ratio <= budget
+
+
+def test_unreachable_budget_is_reported():
+    G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
+    F = flops_model(G)
+    with pytest.raises(ValueError, match="unreachable"):
+        round_channels(
+            torch.full((12,), 0.01, dtype=torch.float64),
+            [g.channels for g in G.prunable],
+            F,
+            F.floor() / 2,
+        )
+
+
+def test_allocator_reaches_budget_by_itself():
+    G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
+    F = flops_model(G)
+    g = torch.Generator().manual_seed(0)
+    sens = torch.rand(12, generator=g, dtype=torch.float64) + 0.1
+    for budget in (0.33, 0.5, 0.75):
+        A = Allocator(F, budget, torch.full((12,), 4.6, dtype=torch.float64), updates_in_window=200)
+        for _ in range(200):
+            a = torch.sigmoid(A.theta)
+            noise = 1 + 0.5 * torch.randn(12, generator=g, dtype=torch.float64)
+            A.step(-a * (1 - a) * sens / a * noise)
+            if A.met():
+                break
+        assert A.met() and A.updates < 200, (budget, A.updates, A.ratio())
+        assert A.ratio() > budget - 0.05  # paced: no large overshoot
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    m = models.create("resnet20").eval()
+    _randomise_bn(m)
+    G = find_groups(m, torch.zeros(1, 3, 32, 32))
+    prune_groups(G, [torch.arange(max(1, g.channels // 3)) for g in G.prunable])
+    save(m, tmp_path / "p.pt", model_name="resnet20", num_classes=10)
+    raw = torch.load(tmp_path / "p.pt", weights_only=True)
+    assert raw["widths"]["conv1"]["out"] == 5
+    back = load(tmp_path / "p.pt")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(back(x), m(x))
+    save(m, tmp_path / "q.pt", model_name="resnet56", num_classes=10)
+    with pytest.raises(ValueError, match="another architecture"):
+        load(tmp_path / "q.pt")
