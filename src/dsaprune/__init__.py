@@ -1,18 +1,50 @@
 """dsaprune: budgeted channel pruning of convolutional networks with Differentiable Sparsity
 Allocation (DSA, ECCV 2020).
 
-Public API: ``dsaprune.models`` (the zoo), ``dsaprune.data`` (data sets and loaders),
-``dsaprune.train`` (the trainer) and ``dsaprune.cost`` (FLOPs / parameter counting).
+Public API: ``prune`` (the whole DSA pipeline), ``save`` / ``load`` (pruned-model files),
+``models`` (the zoo), ``data`` (data sets and loaders), ``train`` (the trainer), ``cost``
+(counting and cost models), and the lower-level pieces for driving DSA from your own loop:
+``find_groups``, ``flops_model`` / ``params_model``, ``GateHooks`` / ``keep_probabilities`` /
+``sample_masks``, ``Allocator``, ``round_channels``, ``prune_groups``.
 """
 
 __version__ = "0.1.0"
 
 from . import cost, data, models, train  # noqa: E402
-from .cost import count_flops, count_params  # noqa: E402
+from .allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget  # noqa: E402
+from .api import PruneResult, prune  # noqa: E402
+from .budget import Budget, BudgetError, parse_budget  # noqa: E402
+from .cost import count_flops, count_params, flops_model, params_model  # noqa: E402  # noqa: E402
 from .data import load_splits, make_loader  # noqa: E402
+from .gates import GateHooks, keep_probabilities, sample_masks  # noqa: E402
+from .grouping import TraceError, channel_importance, find_groups  # noqa: E402
+from .surgery import load, prune_groups, save  # noqa: E402
 from .train import TrainConfig, Trainer, evaluate  # noqa: E402
+from .train.dsa import DSA, DSAConfig  # noqa: E402
 
 __all__ = [
+    "DSA",
+    "Allocator",
+    "AllocatorConfig",
+    "Budget",
+    "BudgetError",
+    "DSAConfig",
+    "GateHooks",
+    "PruneResult",
+    "TraceError",
+    "channel_importance",
+    "find_groups",
+    "flops_model",
+    "keep_probabilities",
+    "load",
+    "params_model",
+    "parse_budget",
+    "prune",
+    "prune_groups",
+    "round_channels",
+    "sample_masks",
+    "save",
+    "shift_to_budget",
     "Trainer",
     "TrainConfig",
     "__version__",

@@ -206,4 +206,25 @@ def round_channels(
                 break
         else:
             break
+    # still well under budget (single additions all overshoot): move one step between groups
+    for _ in range(10 * len(channels)):
+        cur = frac(n)
+        if cur >= 0.99 * budget:
+            break
+        best, best_val = None, cur
+        for j in range(len(channels)):
+            if n[j] - step[j] < lo[j]:
+                continue
+            for k in range(len(channels)):
+                if k == j or n[k] + step[k] > chans[k]:
+                    continue
+                trial = n.clone()
+                trial[j] -= step[j]
+                trial[k] += step[k]
+                v = frac(trial)
+                if best_val < v <= budget:
+                    best, best_val = trial, v
+        if best is None:
+            break
+        n = best
     return [int(v) for v in n]

@@ -92,21 +92,26 @@ def prune(
     example_inputs: torch.Tensor | None = None,
     loss_fn: nn.Module | None = None,
     test_data=None,
+    full_train_data=None,
     device: str = "auto",
     out_dir: str | Path | None = None,
     ignored_layers: list[str] | None = None,
     model_name: str = "",
     progress: bool = True,
     dist: DistInfo | None = None,
+    pretrained: bool = False,
     **settings,
 ) -> PruneResult:
     """Prune ``model`` to ``budget`` with DSA while it trains for ``epochs`` (may be fractional).
 
     ``train_data`` is any re-iterable of (inputs, targets) batches with a length, e.g. a
-    DataLoader; without ``val_data`` its last 10% of batches are the validation split. Settings
+    DataLoader; without ``val_data`` its last 10% of batches (by position in each pass) are the
+    validation split. With ``val_data``, ``train_data`` trains the weights during allocation and
+    ``full_train_data`` (default: ``train_data``) once the allocation is frozen. Settings
     are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
     (warmup_fraction, round_to, physical, …) or :class:`AllocatorConfig` (rho1, …).
-    Returns the pruned model and a report; with ``out_dir`` also writes the report files.
+    ``pretrained=True`` also measures the accuracy of the network as given (``acc_before``).
+    Returns the pruned model and a report.
     """
     t_start = time.perf_counter()
     b = parse_budget(budget)
@@ -124,6 +129,7 @@ def prune(
         val_data = _BatchRange(train_data, cut, n_batches, cache=True)
     else:
         train_part = train_data
+    full = full_train_data if full_train_data is not None else train_data
     if example_inputs is None:
         example_inputs = next(iter(train_data))[0][:1]
     example_inputs = example_inputs.to(dist.device)
@@ -131,8 +137,10 @@ def prune(
     cost = flops_model(groups) if b.kind == "flops" else params_model(groups)
     in_shape = tuple(example_inputs.shape[1:])
     before = {"flops": count_flops(model, in_shape), "params": count_params(model)}
-    acc_before = evaluate(model, test_data)["acc"] if test_data is not None else None
-    dsa = DSA(groups, cost, b, val_data, train_data, dcfg, steps_per_epoch=n_batches)
+    # from scratch there is no trained "before" network to measure
+    acc_before = evaluate(model, test_data)["acc"] if test_data is not None and pretrained else None
+    n_batches = len(full)
+    dsa = DSA(groups, cost, b, val_data, full, dcfg, steps_per_epoch=n_batches)
     trainer = Trainer(
         model,
         train_part,
@@ -172,7 +180,6 @@ def prune(
         "params_ratio": after["params"] / before["params"],
         "acc_before": acc_before,
         "acc_after": acc_after,
-        "acc_end_of_warmup": dsa.events.get("acc_end_of_warmup"),
         "epochs": epochs,
         "wall_time_s": time.perf_counter() - t_start,
         "groups": [

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from .. import models
-from ..cost import count_flops, count_params
 from ..data import load_splits, make_loader
 from ..io import atomic_write_json
 from ..train import TrainConfig, Trainer, distributed, load_model_state, read_checkpoint
@@ -108,35 +107,5 @@ def evaluate(args: argparse.Namespace) -> int:
     print(
         f"{ckpt['model_name']} on {args.dataset} test ({res['n']} images): "
         f"accuracy {100 * res['acc']:.2f}%, loss {res['loss']:.4f}"
-    )
-    return 0
-
-
-def demo(args: argparse.Namespace) -> int:
-    """Until pruning lands: a short ResNet-20 run on the built-in data set."""
-    ns = argparse.Namespace(
-        dataset="shapes",
-        data=None,
-        download=False,
-        image_size=32,
-        workers=0,
-        device=args.device,
-        model="resnet20",
-        out=args.out,
-        resume=False,
-    )
-    cfg = TrainConfig(epochs=args.epochs, lr=0.1, warmup_epochs=0.5, weight_decay=5e-4)
-    print(
-        f"dsaprune demo: training resnet20 on the built-in 'shapes' data set for {cfg.epochs:g} "
-        f"epochs (10,000 training / 2,000 test images, 32x32, 10 classes)"
-    )
-    out = run_training(ns, cfg)
-    model = out["trainer"].model.cpu()
-    last = out["last"]
-    print(
-        f"\nresnet20: {count_params(model) / 1e6:.3f}M parameters, "
-        f"{count_flops(model) / 1e6:.1f}M FLOPs (2 x multiply-adds)\n"
-        f"test accuracy {100 * last['test_acc']:.2f}% (chance 10%) in {last['wall_time_s']:.0f} s\n"
-        f"checkpoint and metrics in {args.out}/"
     )
     return 0

@@ -7,6 +7,7 @@ import sys
 
 from .. import __version__, models
 from ..data import DATASETS, DataError
+from ..grouping import TraceError
 from ..train import CheckpointError, TrainConfig, TrainingDiverged
 
 
@@ -113,13 +114,62 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256, help="evaluation batch size [256]")
     _data_args(e)
 
+    pr = sub.add_parser(
+        "prune",
+        help="prune a zoo model or a trained checkpoint to a budget with DSA",
+        description="Differentiable Sparsity Allocation under a budget while the weights train "
+        "(from scratch with --model, or from a trained --checkpoint with no warm-up), physical "
+        "channel removal, then training on until the schedule ends. Writes model.pt, "
+        "report.json, report.md, allocation.png and training.png to --out.",
+    )
+    src = pr.add_mutually_exclusive_group()
+    src.add_argument("--model", default="resnet20", help="zoo model to prune from scratch")
+    src.add_argument("--checkpoint", metavar="FILE", help="a trained dsaprune checkpoint")
+    pr.add_argument(
+        "--budget",
+        default="flops=0.5",
+        help="KIND=FRACTION of the full network: flops=0.5, params=0.3 [flops=0.5]",
+    )
+    pr.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
+    pr.add_argument(
+        "--method",
+        choices=["dsa", "uniform"],
+        help="dsa (default) or uniform: one keep ratio for all groups",
+    )
+    pr.add_argument("--round-to", type=int, help="channel counts in multiples of N [1]")
+    pr.add_argument(
+        "--physical",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="physically prune once masks are hard (default), or stay masked",
+    )
+    pr.add_argument(
+        "--warmup-fraction",
+        type=float,
+        help="share of the schedule before allocation [20/300; 0 with --checkpoint]",
+    )
+    pr.add_argument("--quiet", action="store_true", help="no progress output")
+    _data_args(pr)
+    _train_args(pr)
+    pr.set_defaults(epochs_default=1.0)
+
+    ins = sub.add_parser(
+        "inspect",
+        help="list a model's channel groups and their costs",
+        description="Trace a zoo model (or a checkpoint's) into channel groups "
+        "and print members, channels and share of FLOPs and parameters.",
+    )
+    isrc = ins.add_mutually_exclusive_group()
+    isrc.add_argument("--model", default="resnet20", help="zoo model")
+    isrc.add_argument("--checkpoint", metavar="FILE", help="a dsaprune checkpoint")
+
     d = sub.add_parser(
         "demo",
         help="the built-in demonstration (what `make demo` runs)",
         description="A short run on the built-in shapes data set; no files needed.",
     )
     d.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="output [runs/demo]")
-    d.add_argument("--epochs", type=float, default=4.0, help="epochs [4]")
+    d.add_argument("--epochs", type=float, default=3.0, help="epochs of each run [3]")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda")
     return p
 
@@ -129,10 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands
 
     try:
-        return {"train": commands.train, "eval": commands.evaluate, "demo": commands.demo}[
-            args.command
-        ](args)
-    except (DataError, CheckpointError, TrainingDiverged, ValueError) as e:
+        from . import prune as prune_cmds
+
+        args.argv = list(argv if argv is not None else sys.argv[1:])
+        handlers = {
+            "train": commands.train,
+            "eval": commands.evaluate,
+            "demo": prune_cmds.cmd_demo,
+            "prune": prune_cmds.cmd_prune,
+            "inspect": prune_cmds.cmd_inspect,
+        }
+        return handlers[args.command](args)
+    except (DataError, CheckpointError, TrainingDiverged, TraceError, ValueError) as e:
         print(f"dsaprune {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -49,6 +49,7 @@ class DSAConfig:
     hard_threshold: float = 0.01
     round_to: int = 1
     physical: bool = True  # physically prune once masks are hard; False keeps masked training
+    method: str = "dsa"  # "uniform": one keep ratio for every group, no allocation
     val_bn_eval: bool = True  # validation forward of the Θ-step with BN running statistics
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
 
@@ -189,6 +190,12 @@ class DSA:
             self.cost, self.budget.fraction, theta0, n_updates, self.cfg.allocator
         )
         self.hooks = GateHooks(self.groups)
+        if self.cfg.method == "uniform":  # the baseline: equal keep ratios, solved for the budget
+            self.allocator.theta = torch.zeros(self.K, dtype=torch.float64)
+            self.events["met_by"] = "uniform"
+            self._finalise(trainer)
+        elif self.cfg.method != "dsa":
+            raise ValueError(f"method must be 'dsa' or 'uniform', got {self.cfg.method!r}")
 
     def _next_val(self):
         if self.val_iter is None:

@@ -1,0 +1,105 @@
+"""End to end: the prune() API and the `dsaprune prune` / `inspect` commands."""
+
+import json
+
+import pytest
+import torch
+
+import dsaprune
+from dsaprune.cli.main import main
+from dsaprune.data import DeviceLoader, channel_stats, make_shapes
+
+
+def _loaders(n=640, batch=64):
+    tr, te = make_shapes(n, seed=2), make_shapes(200, seed=3)
+    mean, std = channel_stats(tr.images)
+    kw = dict(mean=mean, std=std)
+    return DeviceLoader(tr, batch, train=True, **kw), DeviceLoader(te, 100, train=False, **kw)
+
+
+@pytest.mark.parametrize("method", ["dsa", "uniform"])
+def test_prune_api_meets_budget_and_removes_channels(tiny_net, method):
+    torch.manual_seed(0)
+    tr, te = _loaders()
+    model = tiny_net()
+    full = dsaprune.count_flops(model)
+    res = dsaprune.prune(
+        model,
+        tr,
+        budget="flops=0.5",
+        epochs=1.5,
+        test_data=te,
+        progress=False,
+        device="cpu",
+        method=method,
+    )
+    r = res.report
+    flops = dsaprune.count_flops(res.model)
+    assert flops == r["flops_after"] and flops / full == pytest.approx(r["flops_ratio"])
+    assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
+    assert r["met_by"] in (("allocator", "shift") if method == "dsa" else ("uniform",))
+    assert r["acc_after"] is not None and r["acc_before"] is None
+    widths = [m.out_channels for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths != [16, 32]  # channels were physically removed
+    assert sum(g["channels_after"] for g in r["groups"]) < 48
+    if method == "uniform":
+        ratios = [g["keep_ratio"] for g in r["groups"]]
+        assert max(ratios) - min(ratios) < 0.1
+
+
+def test_prune_rejects_infeasible_and_unknown(tiny_net):
+    tr, _ = _loaders()
+    with pytest.raises(dsaprune.BudgetError, match="smallest feasible budget is flops="):
+        dsaprune.prune(tiny_net(), tr, budget="flops=0.001", epochs=0.1, progress=False)
+    with pytest.raises(ValueError, match="unknown setting 'lrr'"):
+        dsaprune.prune(tiny_net(), tr, epochs=0.1, lrr=0.1, progress=False)
+    with pytest.raises(dsaprune.BudgetError, match="known kinds"):
+        dsaprune.prune(tiny_net(), tr, budget="macs=0.5", epochs=0.1, progress=False)
+
+
+def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys):
+    out = tmp_path / "p"
+    base = ["--dataset", "shapes", "--batch-size", "128", "--device", "cpu", "--quiet"]
+    assert (
+        main(
+            [
+                "prune",
+                "--model",
+                "resnet20",
+                "--budget",
+                "flops=0.5",
+                "--epochs",
+                "0.15",
+                "--out",
+                str(out),
+                *base,
+            ]
+        )
+        == 0
+    )
+    for f in ("model.pt", "report.json", "report.md", "allocation.png", "training.png"):
+        assert (out / f).exists(), f
+    r = json.loads((out / "report.json").read_text())
+    assert r["flops_ratio"] <= 0.5 and len(r["groups"]) == 12
+    raw = torch.load(out / "model.pt", weights_only=True)
+    assert raw["model_name"] == "resnet20"
+    model = dsaprune.load(out / "model.pt")
+    assert dsaprune.count_flops(model) == r["flops_after"]
+    assert "budget met by" in capsys.readouterr().out
+    # from a trained checkpoint: no warm-up, accuracy before is measured
+    run = tmp_path / "t"
+    assert main(["train", "--model", "resnet20", "--epochs", "0.1", "--out", str(run), *base]) == 0
+    out2 = tmp_path / "p2"
+    args = ["prune", "--checkpoint", str(run / "last.pt"), "--budget", "params=0.6"]
+    args += ["--epochs", "0.15", "--round-to", "4", "--out", str(out2), *base]
+    assert main(args) == 0
+    r2 = json.loads((out2 / "report.json").read_text())
+    assert r2["acc_before"] is not None and r2["params_ratio"] <= 0.6
+    assert all(g["channels_after"] % 4 == 0 for g in r2["groups"])
+
+
+def test_cli_inspect_and_errors(capsys):
+    assert main(["inspect", "--model", "resnet56"]) == 0
+    assert "30 channel groups (30 prunable)" in capsys.readouterr().out
+    assert main(["prune", "--budget", "flops=2", "--out", "/tmp/never", "--epochs", "0.1"]) == 2
+    assert "out of range" in capsys.readouterr().err
