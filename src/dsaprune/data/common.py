@@ -1,0 +1,106 @@
+"""The in-memory image set that small data sets decode into, its checks, split and statistics."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class DataError(ValueError):
+    """A data set is missing, malformed or inconsistent; the message says what to do."""
+
+
+@dataclass
+class ImageData:
+    """Decoded images as one uint8 tensor ``[N, H, W, 3]`` with int64 labels ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[3] != 3:
+            raise DataError(
+                f"{self.source or 'data'}: images must be uint8 [N, H, W, 3], got "
+                f"{self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(
+                f"{self.source or 'data'}: {self.images.shape[0]} images but "
+                f"{self.labels.numel()} labels"
+            )
+        self.labels = self.labels.long()
+        if self.labels.numel():
+            lo, hi = int(self.labels.min()), int(self.labels.max())
+            if lo < 0 or hi >= len(self.classes):
+                raise DataError(
+                    f"{self.source or 'data'}: label {hi if hi >= len(self.classes) else lo} is "
+                    f"out of range for {len(self.classes)} classes (valid: 0..{len(self.classes) - 1})"
+                    "; the file is corrupt or belongs to another data set"
+                )
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def subset(self, index: torch.Tensor | slice, source_suffix: str = "") -> ImageData:
+        return ImageData(
+            self.images[index], self.labels[index], self.classes, self.source + source_suffix
+        )
+
+
+def split_train_val(data: ImageData, val_fraction: float = 0.1) -> tuple[ImageData, ImageData]:
+    """Hold out the *last* ``val_fraction`` of the training set (e.g. CIFAR-10's last 5,000)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = max(1, round(len(data) * val_fraction))
+    cut = len(data) - n_val
+    return data.subset(slice(0, cut), "[train]"), data.subset(slice(cut, None), "[val]")
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 NHWC images, in [0, 1] units."""
+    s = torch.zeros(3, dtype=torch.float64)
+    s2 = torch.zeros(3, dtype=torch.float64)
+    for i in range(0, images.shape[0], chunk):
+        x = images[i : i + chunk].reshape(-1, 3).double() / 255.0
+        s += x.sum(0)
+        s2 += (x * x).sum(0)
+    n = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = s / n
+    std = (s2 / n - mean**2).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def stack_images(arrays: list[np.ndarray], names: list[str], source: str) -> torch.Tensor:
+    """Stack HxWx3 arrays into one tensor, refusing mixed sizes with the offending file named."""
+    if not arrays:
+        raise DataError(f"{source}: no images found")
+    shape = arrays[0].shape
+    for a, n in zip(arrays, names, strict=True):
+        if a.shape != shape:
+            raise DataError(
+                f"{source}: images of mixed sizes ({names[0]} is {shape[1]}x{shape[0]}, {n} is "
+                f"{a.shape[1]}x{a.shape[0]}); this loader needs one size. Resize the images, or "
+                "use the 'imagefolder' data set, which crops every image to a fixed size"
+            )
+    return torch.from_numpy(np.stack(arrays))
+
+
+def cache_dir() -> Path:
+    """Where decoded data sets are cached: ``$DSAPRUNE_CACHE`` or ``~/.cache/dsaprune``."""
+    root = os.environ.get("DSAPRUNE_CACHE") or Path.home() / ".cache" / "dsaprune"
+    return Path(root)
