@@ -120,13 +120,13 @@ def prune(
     dcfg = DSAConfig.from_dict(dset)
     dist = dist or setup(device)
     model = model.to(dist.device)
-    n_batches = len(train_data)
     if val_data is None:
-        cut = max(1, int(round(0.9 * n_batches)))
-        if cut >= n_batches:
+        n_given = len(train_data)
+        cut = max(1, int(round(0.9 * n_given)))
+        if cut >= n_given:
             raise ValueError("train_data has too few batches to hold out 10% for validation")
         train_part = _BatchRange(train_data, 0, cut)
-        val_data = _BatchRange(train_data, cut, n_batches, cache=True)
+        val_data = _BatchRange(train_data, cut, n_given, cache=True)
     else:
         train_part = train_data
     full = full_train_data if full_train_data is not None else train_data
@@ -139,8 +139,8 @@ def prune(
     before = {"flops": count_flops(model, in_shape), "params": count_params(model)}
     # from scratch there is no trained "before" network to measure
     acc_before = evaluate(model, test_data)["acc"] if test_data is not None and pretrained else None
-    n_batches = len(full)
-    dsa = DSA(groups, cost, b, val_data, full, dcfg, steps_per_epoch=n_batches)
+    steps_per_epoch = len(full)  # epochs count passes over the whole training set
+    dsa = DSA(groups, cost, b, val_data, full, dcfg, steps_per_epoch=steps_per_epoch)
     trainer = Trainer(
         model,
         train_part,
@@ -151,15 +151,10 @@ def prune(
         progress=progress,
         loss_fn=loss_fn,
         callbacks=[dsa],
-        steps_per_epoch=n_batches,
+        steps_per_epoch=steps_per_epoch,
         meta={"model_name": model_name},
     )
     trainer.fit()
-    if dsa.keep_counts is None:  # a schedule too short to reach the end of the window
-        dsa.events["met_by"] = dsa.events.get("met_by") or "shift"
-        if dsa.allocator is None:
-            dsa._start_allocation(trainer, 1)
-        dsa._finalise(trainer)
     dsa.finish(trainer)
     model = trainer.model
     after = {"flops": count_flops(model, in_shape), "params": count_params(model)}

@@ -116,7 +116,7 @@ class GateHooks:
         def hook(_m, _inp, out):
             if self.masks is None:
                 return None
-            m = self.masks[k, :channels].to(out.dtype)
+            m = self.masks[k, :channels].to(out.device, out.dtype)
             return out * m.view((1, -1) + (1,) * (out.dim() - 2))
 
         return hook

@@ -45,12 +45,18 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_allocation(r: dict, path: Path) -> None:
+def _pyplot():
+    """pyplot on the file-only backend (no display is needed or used)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_allocation(r: dict, path: Path) -> None:
+    plt = _pyplot()
     gs = r["groups"]
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(gs)), 3.5))
     ax.bar(range(len(gs)), [g["keep_ratio"] for g in gs], color="tab:blue")
@@ -68,11 +74,7 @@ def plot_allocation(r: dict, path: Path) -> None:
 
 
 def plot_training(r: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     h = r.get("history", [])
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     ep = [x["epoch"] for x in h]

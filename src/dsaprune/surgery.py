@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .gates import GateHooks, pad_groups
 from .grouping import NORMS, Groups
 from .io import atomic_torch_save
 
@@ -36,28 +37,17 @@ def prune_groups(groups: Groups, keep: list[torch.Tensor]) -> None:
         tg.prune()
 
 
-class HardMasks:
+class HardMasks(GateHooks):
     """Zero the pruned channels with forward hooks (the network keeps its shape)."""
 
     def __init__(self, groups: Groups, keep: list[torch.Tensor]) -> None:
-        self.handles = []
+        super().__init__(groups)
+        masks = []
         for g, kept in zip(groups.prunable, keep, strict=True):
-            mask = torch.zeros(g.channels)
-            mask[kept] = 1.0
-            for name in g.masked:
-                self.handles.append(groups.module(name).register_forward_hook(_mask_hook(mask)))
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _mask_hook(mask: torch.Tensor):
-    def hook(_m, _inp, out):
-        shape = (1, -1) + (1,) * (out.dim() - 2)
-        return out * mask.to(out.device, out.dtype).view(shape)
-
-    return hook
+            m = torch.zeros(g.channels)
+            m[kept] = 1.0
+            masks.append(m)
+        self.set(pad_groups(masks, fill=0.0)[0])
 
 
 def widths(model: nn.Module) -> dict[str, dict[str, int]]:

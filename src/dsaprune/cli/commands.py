@@ -85,11 +85,17 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate(args: argparse.Namespace) -> int:
-    ckpt = read_checkpoint(args.checkpoint)
-    dist = distributed.setup(args.device)
+def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the zoo model a training checkpoint holds, with its weights."""
+    ckpt = read_checkpoint(path)
     model = models.create(ckpt["model_name"], num_classes=int(ckpt["num_classes"]))
-    load_model_state(model, ckpt, args.checkpoint)
+    load_model_state(model, ckpt, path)
+    return model, ckpt
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    model, ckpt = model_from_checkpoint(args.checkpoint)
+    dist = distributed.setup(args.device)
     splits = load_splits(
         args.dataset, args.data, download=args.download, image_size=args.image_size
     )

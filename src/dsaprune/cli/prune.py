@@ -15,7 +15,8 @@ from ..cost import count_flops, count_params
 from ..data import load_splits, make_loader, split_train_val
 from ..grouping import find_groups
 from ..reports import write_report
-from ..train import TrainConfig, distributed, load_model_state, read_checkpoint
+from ..train import TrainConfig, distributed
+from .commands import model_from_checkpoint, run_training
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -39,11 +40,8 @@ def _settings(args: argparse.Namespace) -> dict:
 
 def _model(args) -> tuple[torch.nn.Module, str, int | None]:
     if args.checkpoint:
-        ckpt = read_checkpoint(args.checkpoint)
-        name = ckpt["model_name"]
-        m = models.create(name, num_classes=int(ckpt["num_classes"]))
-        load_model_state(m, ckpt, args.checkpoint)
-        return m, name, int(ckpt["num_classes"])
+        m, ckpt = model_from_checkpoint(args.checkpoint)
+        return m, ckpt["model_name"], int(ckpt["num_classes"])
     return None, args.model, None
 
 
@@ -171,8 +169,6 @@ def _latency_ms(model: torch.nn.Module, size, runs: int = 30) -> float:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """DSA at 50% FLOPs on the built-in data set beside an unpruned run of the same schedule."""
-    from .commands import run_training
-
     epochs = args.epochs
     print(
         f"dsaprune demo: resnet20 on the built-in 'shapes' data set (10 classes, 32x32), "

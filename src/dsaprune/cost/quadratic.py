@@ -17,8 +17,11 @@ from ..grouping import Groups
 class QuadraticCost:
     """One cost (FLOPs or parameters) over the prunable groups' keep ratios."""
 
-    def __init__(self, Q: torch.Tensor, b: torch.Tensor, c: float, name: str) -> None:
+    def __init__(
+        self, Q: torch.Tensor, b: torch.Tensor, c: float, name: str, min_alpha: torch.Tensor
+    ) -> None:
         self.Q, self.b, self.c, self.name = Q, b, float(c), name
+        self.min_alpha = min_alpha.to(Q.dtype)  # one channel per group
         self.full = float(self(torch.ones(b.shape[0], dtype=Q.dtype)))
 
     def __call__(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -33,9 +36,6 @@ class QuadraticCost:
     def floor(self) -> float:
         """The fraction that stays when every prunable group keeps one channel."""
         return float(self.ratio(self.min_alpha))
-
-    def set_min_alpha(self, min_alpha: torch.Tensor) -> None:
-        self.min_alpha = min_alpha.to(self.Q.dtype)
 
 
 def _build(groups: Groups, what: str) -> QuadraticCost:
@@ -95,9 +95,8 @@ def _build(groups: Groups, what: str) -> QuadraticCost:
         for n, m in groups.model.named_modules():
             if n not in counted and not list(m.children()):
                 c += sum(p.numel() for p in m.parameters(recurse=False))
-    cost = QuadraticCost(Q, b, c, what)
-    cost.set_min_alpha(torch.tensor([1.0 / g.channels for g in prunable], dtype=torch.float64))
-    return cost
+    min_alpha = torch.tensor([1.0 / g.channels for g in prunable], dtype=torch.float64)
+    return QuadraticCost(Q, b, c, what, min_alpha)
 
 
 def flops_model(groups: Groups) -> QuadraticCost:

@@ -68,7 +68,7 @@ class DSAConfig:
 
 
 class DSA:
-    """Drives allocation inside a Trainer; ``result()`` describes what it decided."""
+    """Drives allocation inside a Trainer; ``summary()`` describes what it decided."""
 
     def __init__(
         self,
@@ -97,11 +97,11 @@ class DSA:
         self.hooks: GateHooks | None = None
         self.hard: HardMasks | None = None
         self.t_cache: torch.Tensor | None = None
-        self.events: dict = {"phase_steps": {}, "phase_time_s": {}}
+        self._step_p: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's (p, valid)
+        self.events: dict = {"phase_time_s": {}}
         self._phase_t0 = time.perf_counter()
         self.history: list[dict] = []
         self.keep_counts: list[int] | None = None
-        self.keep_index: list[torch.Tensor] | None = None
         self.alpha_final: list[float] | None = None
 
     # -- schedule ------------------------------------------------------------------------------
@@ -126,7 +126,6 @@ class DSA:
         )
         self._phase_t0 = now
         self.phase = phase
-        self.events["phase_steps"][phase] = trainer.step
         self.events.setdefault("phase_epoch", {})[phase] = trainer.step / self.steps_per_epoch
 
     # -- gates ---------------------------------------------------------------------------------
@@ -149,8 +148,10 @@ class DSA:
             self._start_allocation(trainer, w1 - w0)
         if self.phase in ("allocate", "settle"):
             with torch.no_grad():
-                p, _ = self._probabilities(self._alpha(trainer.device), self._beta2(trainer), 8)
-                self.hooks.set(sample_masks(p, self.cfg.prob_floor))
+                self._step_p = self._probabilities(
+                    self._alpha(trainer.device), self._beta2(trainer), 8
+                )
+                self.hooks.set(sample_masks(self._step_p[0], self.cfg.prob_floor))
 
     def after_step(self, trainer) -> None:
         w0, w1 = self._bounds(trainer)
@@ -161,13 +162,20 @@ class DSA:
                 self.events["met_by"] = "allocator"
                 self.events["met_at_epoch"] = trainer.step / self.steps_per_epoch
                 self._enter(trainer, "settle")
+                self._step_p = None  # drawn before this update moved A
                 trainer.train_loader = self.full_train_loader  # from the next epoch on
             elif trainer.step >= w1:
                 self.events["met_by"] = "shift"
                 self._finalise(trainer)
         if self.phase == "settle":
-            with torch.no_grad():
-                p, V = self._probabilities(self._alpha(trainer.device), self._beta2(trainer), 8)
+            # A is frozen while settling: reuse the probabilities this step's masks were drawn
+            # from rather than solving for β1 a second time in the same step
+            if self._step_p is None:
+                with torch.no_grad():
+                    self._step_p = self._probabilities(
+                        self._alpha(trainer.device), self._beta2(trainer), 8
+                    )
+            p, V = self._step_p
             if trainer.step >= w1 or bool((hardness(p, V) < self.cfg.hard_threshold).all()):
                 self._finalise(trainer)
 
@@ -245,7 +253,7 @@ class DSA:
         counts = round_channels(alpha, self.channels, self.cost, frac, self.cfg.round_to)
         imp = channel_importance(self.groups, self.cfg.importance)
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
-        self.keep_counts, self.keep_index = counts, keep
+        self.keep_counts = counts
         self.alpha_final = [n / c for n, c in zip(counts, self.channels, strict=True)]
         self.final_ratio = float(
             self.cost.ratio(torch.tensor(self.alpha_final, dtype=torch.float64))
@@ -261,7 +269,15 @@ class DSA:
             self.hard = HardMasks(self.groups, keep)
 
     def finish(self, trainer) -> None:
-        """Called when training has ended: account the last phase's time."""
+        """Called when training has ended. A schedule too short to reach the end of the window
+        is finalised here (by the fallback), so every run ends within the budget; then the last
+        phase's time is accounted."""
+        if self.keep_counts is None:
+            self.events["met_by"] = self.events.get("met_by") or "shift"
+            if self.allocator is None:
+                self._start_allocation(trainer, 1)
+            if self.keep_counts is None:  # uniform finalises as it starts
+                self._finalise(trainer)
         self._enter(trainer, "done")
 
     def summary(self) -> dict:
