@@ -243,11 +243,19 @@ def test_cifar_download_when_nothing_local(tmp_path, http_root, monkeypatch):
 
 
 # -- splits, built-in data, loaders --------------------------------------------------------------
-def test_split_holds_out_the_last_tenth():
+def test_split_holds_out_the_last_tenth_of_each_class():
     d = make_shapes(200)
     tr, va = split_train_val(d)
     assert len(tr) == 180 and len(va) == 20
-    assert torch.equal(va.images, d.images[180:])
+    assert va.labels.bincount(minlength=10).tolist() == [2] * 10
+    # a class-sorted set (as image folders are) still gives every class to both parts
+    order = d.labels.argsort(stable=True)
+    s = d.subset(order)
+    tr, va = split_train_val(s)
+    assert tr.labels.bincount(minlength=10).tolist() == [18] * 10
+    assert va.labels.bincount(minlength=10).tolist() == [2] * 10
+    last = s.labels == 0
+    assert torch.equal(va.images[va.labels == 0], s.images[last][-2:])  # each class's tail
 
 
 def test_shapes_deterministic_and_balanced():
