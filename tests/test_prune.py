@@ -103,3 +103,50 @@ def test_cli_inspect_and_errors(capsys):
     assert "30 channel groups (30 prunable)" in capsys.readouterr().out
     assert main(["prune", "--budget", "flops=2", "--out", "/tmp/never", "--epochs", "0.1"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashingLoss(torch.nn.CrossEntropyLoss):
+    """Raises on the n-th call: a run killed part-way through an epoch."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, out, y):
+        self.n -= 1
+        if self.n < 0:
+            raise _Crash
+        return super().forward(out, y)
+
+
+@pytest.mark.parametrize("crash_at", [27, 45])  # during allocation / after physical pruning
+def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, crash_at):
+    tr, te = _loaders()
+    mean, std = channel_stats(make_shapes(640, seed=2).images)
+    val = DeviceLoader(make_shapes(128, seed=5), 64, train=True, mean=mean, std=std)
+    kw = dict(budget="flops=0.5", epochs=6, progress=False, device="cpu", val_data=val)
+    kw["warmup_fraction"] = 0.05
+    kw["window_end_fraction"] = 0.5
+
+    def run(out, loss_fn=None, resume=False):
+        torch.manual_seed(0)
+        return dsaprune.prune(tiny_net(), tr, out_dir=out, loss_fn=loss_fn, resume=resume, **kw)
+
+    full = run(tmp_path / "a")
+    with pytest.raises(_Crash):
+        run(tmp_path / "b", loss_fn=_CrashingLoss(crash_at))
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert saved["callbacks"]["DSA"]["phase"] == ("allocate" if crash_at == 27 else "pruned")
+    resumed = run(tmp_path / "b", resume=True)
+    assert resumed.report["keep_counts"] == full.report["keep_counts"]
+    assert resumed.report["allocation_updates"] == full.report["allocation_updates"]
+    for a, b in zip(
+        full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run(tmp_path / "c", resume=True)

@@ -100,6 +100,7 @@ def prune(
     progress: bool = True,
     dist: DistInfo | None = None,
     pretrained: bool = False,
+    resume: bool = False,
     **settings,
 ) -> PruneResult:
     """Prune ``model`` to ``budget`` with DSA while it trains for ``epochs`` (may be fractional).
@@ -111,6 +112,8 @@ def prune(
     are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
     (warmup_fraction, round_to, physical, …) or :class:`AllocatorConfig` (rho1, …).
     ``pretrained=True`` also measures the accuracy of the network as given (``acc_before``).
+    With ``out_dir`` a checkpoint (``last.pt``: weights, optimizer, allocator, phase) is written
+    after every epoch; ``resume=True`` continues from it (pass the same, unpruned, model).
     Returns the pruned model and a report.
     """
     t_start = time.perf_counter()
@@ -154,6 +157,11 @@ def prune(
         steps_per_epoch=steps_per_epoch,
         meta={"model_name": model_name},
     )
+    if resume:
+        if out_dir is None:
+            raise ValueError("resume=True needs the out_dir of the run to continue")
+        if not trainer.resume():
+            raise FileNotFoundError(f"{Path(out_dir) / 'last.pt'}: no checkpoint to resume from")
     trainer.fit()
     dsa.finish(trainer)
     model = trainer.model

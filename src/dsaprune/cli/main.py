@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="share of the schedule before allocation [20/300; 0 with --checkpoint]",
     )
+    pr.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from RUN_DIR/last.pt"
+    )
     pr.add_argument("--quiet", action="store_true", help="no progress output")
     _data_args(pr)
     _train_args(pr)

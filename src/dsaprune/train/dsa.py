@@ -102,7 +102,10 @@ class DSA:
         self._phase_t0 = time.perf_counter()
         self.history: list[dict] = []
         self.keep_counts: list[int] | None = None
+        self.keep_index: list[list[int]] | None = None
         self.alpha_final: list[float] | None = None
+        self.final_ratio = math.nan
+        self.val_consumed = 0  # validation batches drawn so far, so a resumed run draws the next
 
     # -- schedule ------------------------------------------------------------------------------
     def _bounds(self, trainer) -> tuple[int, int]:
@@ -208,6 +211,10 @@ class DSA:
     def _next_val(self):
         if self.val_iter is None:
             self.val_iter = iter(self.val_batches)
+            # a resumed run continues where the saved one was in the validation pass
+            for _ in range(self.val_consumed % max(1, len(self.val_batches))):
+                next(self.val_iter)
+        self.val_consumed += 1
         try:
             return next(self.val_iter)
         except StopIteration:
@@ -254,6 +261,7 @@ class DSA:
         imp = channel_importance(self.groups, self.cfg.importance)
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
         self.keep_counts = counts
+        self.keep_index = [[int(v) for v in k] for k in keep]
         self.alpha_final = [n / c for n, c in zip(counts, self.channels, strict=True)]
         self.final_ratio = float(
             self.cost.ratio(torch.tensor(self.alpha_final, dtype=torch.float64))
@@ -262,11 +270,59 @@ class DSA:
             self.hooks.remove()
             self.hooks = None
         trainer.train_loader = self.full_train_loader
+        self._apply_pruning(trainer)
+
+    def _apply_pruning(self, trainer) -> None:
+        keep = [torch.tensor(k, dtype=torch.long) for k in self.keep_index]
         if self.cfg.physical:
             prune_groups(self.groups, keep)
             trainer.rebuild()
         else:
             self.hard = HardMasks(self.groups, keep)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Plain values and tensors only (the checkpoint loads with ``weights_only=True``)."""
+        return {
+            "phase": self.phase,
+            "allocator": self.allocator.state_dict() if self.allocator else None,
+            "events": self.events,
+            "history": self.history,
+            "keep_counts": self.keep_counts,
+            "keep_index": self.keep_index,
+            "alpha_final": self.alpha_final,
+            "final_ratio": self.final_ratio,
+            "val_consumed": self.val_consumed,
+            "channels": self.channels,
+            "t_cache": self.t_cache,  # the β1 solve's warm start: exact resume
+        }
+
+    def load_state_dict(self, trainer, d: dict) -> None:
+        """Restore a saved run into this (unpruned) model: the allocator, the phase, and, if the
+        saved run had pruned, the same pruning, so the saved weights fit."""
+        if list(d["channels"]) != self.channels:
+            raise ValueError(
+                f"the checkpoint's channel groups {d['channels']} are not this model's "
+                f"{self.channels}: it is from another model"
+            )
+        self.phase, self.events, self.history = d["phase"], d["events"], d["history"]
+        self.keep_counts, self.keep_index = d["keep_counts"], d["keep_index"]
+        self.alpha_final, self.final_ratio = d["alpha_final"], d["final_ratio"]
+        self.val_consumed, self.val_iter = d["val_consumed"], None
+        self.t_cache = d["t_cache"]
+        self._phase_t0 = time.perf_counter()
+        if d["allocator"] is not None:
+            theta = d["allocator"]["theta"]
+            self.allocator = Allocator(
+                self.cost, self.budget.fraction, theta, 1, self.cfg.allocator
+            )
+            self.allocator.load_state_dict(d["allocator"])
+        if self.phase in ("allocate", "settle"):
+            self.hooks = GateHooks(self.groups)
+        if self.phase != "warmup" and self.phase != "allocate":
+            trainer.train_loader = self.full_train_loader
+        if self.keep_index is not None:
+            self._apply_pruning(trainer)
 
     def finish(self, trainer) -> None:
         """Called when training has ended. A schedule too short to reach the end of the window
@@ -290,6 +346,6 @@ class DSA:
             "phase_time_s": self.events["phase_time_s"],
             "keep_counts": self.keep_counts,
             "alpha": self.alpha_final,
-            "cost_ratio_model": getattr(self, "final_ratio", math.nan),
+            "cost_ratio_model": self.final_ratio,
             "allocation_updates": self.allocator.updates if self.allocator else 0,
         }

@@ -158,6 +158,11 @@ class Trainer:
             step=self.step,
             config=self.cfg.to_dict(),
             history=self.history,
+            callbacks={
+                type(cb).__name__: cb.state_dict()
+                for cb in self.callbacks
+                if hasattr(cb, "state_dict")
+            },
             **self.meta,
         )
         lines = "".join(json.dumps(h) + "\n" for h in self.history)
@@ -169,6 +174,17 @@ class Trainer:
         if path is None or not path.exists():
             return False
         ckpt = read_checkpoint(path)
+        theirs = ckpt.get("model_name", "?")
+        if self.meta.get("model_name") and theirs != self.meta["model_name"]:
+            load_model_state(self.model, ckpt, path, self.meta["model_name"])  # raises, named
+        # callbacks first: one may change the model's shape (DSA re-applies its pruning)
+        saved = ckpt.get("callbacks", {})
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            if hasattr(cb, "load_state_dict"):
+                if name not in saved:
+                    raise CheckpointError(f"{path}: holds no {name} state; it is from another run")
+                cb.load_state_dict(self, saved[name])
         load_model_state(self.model, ckpt, path, self.meta.get("model_name", ""))
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
