@@ -150,3 +150,26 @@ def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, crash_at)
         assert torch.equal(a, b)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         run(tmp_path / "c", resume=True)
+
+
+def test_export_onnx_matches_pytorch(tmp_path, capsys):
+    import onnxruntime as ort  # a dev dependency, installed by `make test`
+
+    from dsaprune import models
+    from dsaprune.surgery import prune_groups
+
+    model = models.create("resnet20", num_classes=10).eval()
+    groups = dsaprune.find_groups(model, torch.randn(1, 3, 32, 32))
+    keep = [torch.arange(max(1, g.channels // 2)) for g in groups.prunable]
+    prune_groups(groups, keep)
+    dsaprune.save(model, tmp_path / "model.pt", model_name="resnet20", num_classes=10)
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(tmp_path / "model.pt"), "--onnx", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    x = torch.randn(5, 3, 32, 32)  # another batch size than the export's: the axis is dynamic
+    got = ort.InferenceSession(str(out)).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert got.shape == (5, 10) and abs(got - want).max() <= 1e-4
+    assert main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--onnx", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """dsaprune: budgeted channel pruning of convolutional networks with Differentiable Sparsity
 Allocation (DSA, ECCV 2020).
 
-Public API: ``prune`` (the whole DSA pipeline), ``save`` / ``load`` (pruned-model files),
+Public API: ``prune`` (the whole DSA pipeline), ``save`` / ``load`` (pruned-model files), ``export_onnx``,
 ``models`` (the zoo), ``data`` (data sets and loaders), ``train`` (the trainer), ``cost``
 (counting and cost models), and the lower-level pieces for driving DSA from your own loop:
 ``find_groups``, ``flops_model`` / ``params_model``, ``GateHooks`` / ``keep_probabilities`` /
@@ -16,6 +16,7 @@ from .api import PruneResult, prune  # noqa: E402
 from .budget import Budget, BudgetError, parse_budget  # noqa: E402
 from .cost import count_flops, count_params, flops_model, params_model  # noqa: E402  # noqa: E402
 from .data import load_splits, make_loader  # noqa: E402
+from .export import export_onnx  # noqa: E402
 from .gates import GateHooks, keep_probabilities, sample_masks  # noqa: E402
 from .grouping import TraceError, channel_importance, find_groups  # noqa: E402
 from .surgery import load, prune_groups, save  # noqa: E402
@@ -53,6 +54,7 @@ __all__ = [
     "count_params",
     "data",
     "evaluate",
+    "export_onnx",
     "load_splits",
     "make_loader",
     "models",

@@ -166,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     isrc.add_argument("--model", default="resnet20", help="zoo model")
     isrc.add_argument("--checkpoint", metavar="FILE", help="a dsaprune checkpoint")
 
+    ex = sub.add_parser(
+        "export",
+        help="export a pruned model file or a training checkpoint to ONNX",
+        description="Write the model as ONNX (input 'input' [batch, C, H, W], output 'logits', "
+        "dynamic batch axis) for onnxruntime and other deployment runtimes.",
+    )
+    ex.add_argument("--checkpoint", required=True, metavar="FILE", help="model.pt or last.pt")
+    ex.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
+    ex.add_argument(
+        "--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="[the model's own]"
+    )
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset version [17]")
+
     d = sub.add_parser(
         "demo",
         help="the built-in demonstration (what `make demo` runs)",
@@ -191,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "demo": prune_cmds.cmd_demo,
             "prune": prune_cmds.cmd_prune,
             "inspect": prune_cmds.cmd_inspect,
+            "export": prune_cmds.cmd_export,
         }
         return handlers[args.command](args)
     except (DataError, CheckpointError, TrainingDiverged, TraceError, ValueError) as e:

@@ -13,6 +13,7 @@ from .. import models, surgery
 from ..api import prune
 from ..cost import count_flops, count_params
 from ..data import load_splits, make_loader, split_train_val
+from ..export import export_onnx
 from ..grouping import find_groups
 from ..reports import write_report
 from ..train import TrainConfig, distributed
@@ -153,6 +154,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if not g.prunable:
             print(f"{g.index:>5} {g.channels:>8} {'–':>8} {'–':>9}  {g.describe()} (not pruned)")
     print(f"smallest feasible FLOPs budget: {F.floor():.4f}")
+    return 0
+
+
+def load_model_file(path: str) -> tuple[torch.nn.Module, str]:
+    """A pruned-model file (``model.pt``) or a training checkpoint (``last.pt``), as a model."""
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{p}: no such file")
+    raw = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and raw.get("format") == surgery.FORMAT:
+        return surgery.load(p), raw.get("model_name", "")
+    model, ckpt = model_from_checkpoint(str(p))
+    return model.eval(), ckpt["model_name"]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    model, name = load_model_file(args.checkpoint)
+    size = tuple(args.input_size) if args.input_size else models.input_size(name)
+    out = export_onnx(model, args.onnx, size, opset=args.opset)
+    print(f"wrote {out} ({name}, input [batch, {', '.join(map(str, size))}])")
     return 0
 
 
