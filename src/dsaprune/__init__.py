@@ -1,11 +1,12 @@
 """dsaprune: budgeted channel pruning of convolutional networks with Differentiable Sparsity
 Allocation (DSA, ECCV 2020).
 
-Public API: ``prune`` (the whole DSA pipeline), ``save`` / ``load`` (pruned-model files), ``export_onnx``,
-``models`` (the zoo), ``data`` (data sets and loaders), ``train`` (the trainer), ``cost``
-(counting and cost models), and the lower-level pieces for driving DSA from your own loop:
-``find_groups``, ``flops_model`` / ``params_model``, ``GateHooks`` / ``keep_probabilities`` /
-``sample_masks``, ``Allocator``, ``round_channels``, ``prune_groups``.
+Public API: ``prune`` (the whole DSA pipeline), ``save`` / ``load`` (pruned-model files),
+``export_onnx`` (ONNX for deployment), ``models`` (the zoo), ``data`` (data sets and loaders),
+``train`` (the trainer), ``cost`` (counting and cost models), and the lower-level pieces for
+driving DSA from your own loop: ``find_groups``, ``flops_model`` / ``params_model``,
+``GateHooks`` / ``keep_probabilities`` / ``sample_masks``, ``Allocator``, ``round_channels``,
+``prune_groups``.
 """
 
 __version__ = "0.1.0"
