@@ -13,7 +13,46 @@ from dsaprune.data import DeviceLoader, channel_stats, make_shapes  # noqa: E402
 from dsaprune.train import TrainConfig, Trainer, distributed  # noqa: E402
 
 
+def prune_run(out: str) -> None:
+    """DSA under DDP: records what each rank gave to, and got from, the Θ-gradient all-reduce."""
+    import dsaprune
+    import dsaprune.train.dsa as dsa_mod
+
+    dist = distributed.setup("cpu")
+    seen = []
+    reduce = dsa_mod.all_reduce_sum
+
+    def recording(t):
+        local = t.clone()
+        total = reduce(t)
+        seen.append((local, total.clone()))
+        return total
+
+    dsa_mod.all_reduce_sum = recording
+    torch.manual_seed(0)
+    tr, va = make_shapes(512, seed=5), make_shapes(128, seed=7)
+    mean, std = channel_stats(tr.images)
+    kw = dict(mean=mean, std=std, seed=1, rank=dist.rank, world_size=dist.world_size)
+    res = dsaprune.prune(
+        TinyNet(),
+        DeviceLoader(tr, 64, train=True, **kw),
+        DeviceLoader(va, 64, train=True, **kw),
+        budget="flops=0.5",
+        epochs=3,
+        dist=dist,
+        progress=False,
+        window_end_fraction=0.6,
+    )
+    torch.save(
+        {"state": res.model.state_dict(), "report": res.report, "seen": seen},
+        Path(out) / f"dsa-rank{dist.rank}.pt",
+    )
+    distributed.cleanup()
+
+
 def main(out: str, bn: str) -> None:
+    if bn == "dsa":
+        return prune_run(out)
     dist = distributed.setup("cpu")
     torch.manual_seed(0)
     model = TinyNet(bn=bn == "bn")

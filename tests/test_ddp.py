@@ -35,6 +35,19 @@ def runs(tmp_path_factory):
             out,
         )
         _run([sys.executable, str(WORKER), str(out), bn], out)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(WORKER),
+            str(out),
+            "dsa",
+        ],
+        out,
+    )
     return out
 
 
@@ -62,3 +75,21 @@ def test_ddp_matches_single_process_without_batch_norm(runs):
     # with BN the runs differ: each rank normalises with its own half-batch statistics
     bn_ddp, bn_single = _load(runs, "bn-rank0.pt"), _load(runs, "bn-single.pt")
     assert not torch.equal(bn_ddp["state"]["fc.weight"], bn_single["state"]["fc.weight"])
+
+
+def test_dsa_under_ddp_all_reduces_the_allocation_gradient(runs):
+    a, b = _load(runs, "dsa-rank0.pt"), _load(runs, "dsa-rank1.pt")
+    assert len(a["seen"]) == len(b["seen"]) == a["report"]["allocation_updates"] > 0
+    for (la, ta), (lb, tb) in zip(a["seen"], b["seen"], strict=True):
+        torch.testing.assert_close(ta, la + lb)  # the sum over ranks …
+        assert torch.equal(ta, tb)  # … reaches both
+    # each rank's own half of the validation batch gives its own gradient
+    assert any(not torch.equal(la, lb) for (la, _), (lb, _) in zip(a["seen"], b["seen"]))
+    # so both ranks hold the same allocation and prune the same channels
+    assert a["report"]["keep_counts"] == b["report"]["keep_counts"]
+    assert a["report"]["alpha"] == b["report"]["alpha"]
+    assert a["report"]["flops_ratio"] <= 0.5
+    for k, v in a["state"].items():
+        # BN running statistics are per rank (DDP re-broadcasts rank 0's at each forward)
+        if "running_" not in k and "num_batches" not in k:
+            assert torch.equal(v, b["state"][k]), k
