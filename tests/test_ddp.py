@@ -84,7 +84,8 @@ def test_dsa_under_ddp_all_reduces_the_allocation_gradient(runs):
         torch.testing.assert_close(ta, la + lb)  # the sum over ranks …
         assert torch.equal(ta, tb)  # … reaches both
     # each rank's own half of the validation batch gives its own gradient
-    assert any(not torch.equal(la, lb) for (la, _), (lb, _) in zip(a["seen"], b["seen"]))
+    pairs = zip(a["seen"], b["seen"], strict=True)
+    assert any(not torch.equal(la, lb) for (la, _), (lb, _) in pairs)
     # so both ranks hold the same allocation and prune the same channels
     assert a["report"]["keep_counts"] == b["report"]["keep_counts"]
     assert a["report"]["alpha"] == b["report"]["alpha"]
