@@ -173,3 +173,24 @@ def test_export_onnx_matches_pytorch(tmp_path, capsys):
     assert got.shape == (5, 10) and abs(got - want).max() <= 1e-4
     assert main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--onnx", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_paper_configs_load_into_valid_settings():
+    import argparse
+    from pathlib import Path
+
+    from dsaprune.api import _split_settings
+    from dsaprune.cli.prune import _settings
+    from dsaprune.train import TrainConfig
+    from dsaprune.train.dsa import DSAConfig
+
+    files = sorted(Path(__file__).parents[1].glob("configs/cifar10_resnet*_flops*.yaml"))
+    assert len(files) == 6
+    for f in files:
+        s = _settings(argparse.Namespace(config=str(f)))
+        budget = dsaprune.parse_budget(s.pop("budget"))
+        assert budget.fraction in (0.75, 0.5, 0.333) and s.pop("epochs") == 300
+        t, d = _split_settings(s)
+        cfg, dcfg = TrainConfig(**t), DSAConfig.from_dict(d)
+        assert (cfg.lr, cfg.weight_decay, cfg.schedule) == (0.05, 4e-5, "step")
+        assert dcfg.warmup_fraction * 300 == pytest.approx(20, abs=0.05)

@@ -30,6 +30,7 @@ class AllocatorConfig:
     dual_lr: float = 0.05  # u2 ← u2 + dual_lr · ρ2 (Θ − z)
     momentum: float = 0.9  # averaging of ∂L_val/∂Θ over allocation updates
     clip: float = 3.0  # bound on each group's normalised loss gradient
+    centre: bool = True  # subtract the mean over groups (relative sensitivity only)
     u1_max: float = 1e3  # bound on the budget multiplier, so long windows stay finite
     precondition: bool = True  # z-step budget gradient in keep-ratio units (see Allocator)
 
@@ -76,7 +77,8 @@ class Allocator:
         if not c.normalise_loss:
             return c.loss_scale * g
         # relative sensitivity: the budget sets how much is cut, the loss where
-        g = g - g.mean()
+        if c.centre:
+            g = g - g.mean()
         mag = float(g.abs().mean())
         if mag > 0:
             self._grad_scale = mag

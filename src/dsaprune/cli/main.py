@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", metavar="FILE", help="a trained dsaprune checkpoint")
     pr.add_argument(
         "--budget",
-        default="flops=0.5",
-        help="KIND=FRACTION of the full network: flops=0.5, params=0.3 [flops=0.5]",
+        help="KIND=FRACTION of the full network: flops=0.5, params=0.3 [flops=0.5, or the "
+        "config's]",
     )
     pr.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
     pr.add_argument(

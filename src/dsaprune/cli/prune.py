@@ -50,7 +50,8 @@ def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
     dist = distributed.setup(args.device)
     try:
         s = _settings(args)
-        budget = s.pop("budget", None) or args.budget
+        budget = args.budget or s.pop("budget", None) or "flops=0.5"
+        s.pop("budget", None)
         epochs = float(s.pop("epochs", None) or args.epochs_default)
         splits = load_splits(args.dataset, args.data, download=args.download)
         model, name, n_cls = _model(args)
