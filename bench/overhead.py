@@ -47,7 +47,7 @@ def trainers(name: str, steps: int, batch: int, device: torch.device) -> tuple[T
                 warmup_fraction=0.0,
                 window_end_fraction=1.0,
                 min_updates=1,
-                allocator=AllocatorConfig(travel=1e-6),
+                allocator=AllocatorConfig(target_fraction=1e6),
             )
             b = parse_budget("flops=0.5")
             callbacks = [DSA(groups, flops_model(groups), b, val, loader, dcfg, len(loader))]

@@ -132,7 +132,41 @@ def test_allocator_reaches_budget_by_itself():
             if A.met():
                 break
         assert A.met() and A.updates < 200, (budget, A.updates, A.ratio())
-        assert A.ratio() > budget - 0.05  # paced: no large overshoot
+        assert A.updates == pytest.approx(0.6 * 200, abs=2)  # on the pace it promises
+        assert A.ratio() > budget - 0.01  # no overshoot
+
+
+@pytest.mark.parametrize("shape", ["streams_matter", "internals_matter"])
+def test_allocator_trades_loss_against_cost(shape):
+    """A known loss L(A) = Σ s_k (1 − α_k)² on ResNet-20's real cost model, its gradient seen
+    through heavy noise: the allocation must beat uniform pruning on L at the same cost, and
+    protect the groups that matter (a cost-only rule cuts the residual streams, the costliest
+    groups, whatever they are worth)."""
+    G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
+    F = flops_model(G)
+    streams = torch.tensor([0, 4, 8])
+    s = torch.ones(12, dtype=torch.float64)
+    s[streams] = 10.0 if shape == "streams_matter" else 0.3
+
+    def loss(a):
+        return float((s * (1 - a) ** 2).sum())
+
+    g = torch.Generator().manual_seed(1)
+    A = Allocator(F, 0.5, torch.full((12,), 4.6, dtype=torch.float64), updates_in_window=150)
+    while not A.met():
+        theta = A.theta.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad((s * (1 - torch.sigmoid(theta)) ** 2).sum(), theta)
+        noise = 0.5 * grad.abs().mean() * torch.randn(12, generator=g, dtype=torch.float64)
+        A.step(grad + noise)
+    assert A.updates <= 0.6 * 150 + 1
+    a = torch.sigmoid(shift_to_budget(A.theta, F, 0.5)[0])
+    uniform = torch.sigmoid(shift_to_budget(torch.zeros(12), F, 0.5)[0])
+    assert loss(a) < 0.9 * loss(uniform), (loss(a), loss(uniform), a)
+    inner = a[[k for k in range(12) if k not in streams.tolist()]].mean()
+    if shape == "streams_matter":
+        assert a[streams].mean() > inner
+    else:
+        assert a[streams].mean() < inner
 
 
 def test_save_load_roundtrip(tmp_path):

@@ -1,11 +1,18 @@
 """Budgeted sparsity allocation: the ADMM-inspired Θ / z / u1 / u2 updates and the budget
 guarantee (logit shift, whole-channel rounding with greedy fix-up, optional ``round_to``).
 
-Units (the project's decision; the paper's constants are for units it does not state): costs are
-fractions of the unpruned network's, Θ are logits of the keep ratios, and the validation-loss
-gradient is rescaled so that its mean magnitude over groups is ``loss_scale`` (``auto`` mode). The
-Θ step size is set from the number of updates the allocation window holds, so the allocator
-itself reaches the budget inside the window whatever the schedule's length.
+Units and pacing (the project's decisions; the paper's constants are for units it does not state):
+costs are fractions of the unpruned network's and Θ are logits of the keep ratios. Each outer
+iteration the z-step projects Θ toward the budget (u1, ρ1), and the Θ-step weighs two forces
+(in keep-ratio units),
+each normalised to mean magnitude 1 over groups so that neither's units matter: the budget's
+pull u2 + ρ2 (Θ − z), largest on the groups whose channels cost most, against the validation
+loss's resistance ∂L_val/∂Θ (averaged over updates), largest on the groups whose channels matter
+most. The projected difference (keep ratios only fall) is the direction; the step length along
+it is chosen so that the cost falls on a straight line from its start to the budget, reached
+``target_fraction`` of the way through the allocation window. So the allocator itself always
+meets the budget inside the window, and the loss decides *where* channels go, not whether the
+budget is met.
 """
 
 from __future__ import annotations
@@ -23,20 +30,22 @@ class AllocatorConfig:
     rho2: float = 1.0  # Θ–z coupling, in logit units
     z_steps: int = 50
     z_lr: float = 0.05
-    loss_scale: float = 1.0  # mean |s·∂L/∂Θ| after normalisation; 0 ignores the loss
-    normalise_loss: bool = True  # False: s = loss_scale exactly, as in the paper (s = 1e5)
-    travel: float = 6.0  # Θ step size · updates in the window, in logits per unit of gradient
-    target_fraction: float = 0.6  # aim to meet the budget this far into the window
+    loss_scale: float = 1.0  # weight of the loss's resistance against the budget's pull; 0: none
+    target_fraction: float = 0.6  # the cost reaches the budget this far into the window
     dual_lr: float = 0.05  # u2 ← u2 + dual_lr · ρ2 (Θ − z)
     momentum: float = 0.9  # averaging of ∂L_val/∂Θ over allocation updates
     clip: float = 3.0  # bound on each group's normalised loss gradient
-    centre: bool = True  # subtract the mean over groups (relative sensitivity only)
+    centre: bool = False  # subtract the mean over groups (keep only relative sensitivity)
     u1_max: float = 1e3  # bound on the budget multiplier, so long windows stay finite
     precondition: bool = True  # z-step budget gradient in keep-ratio units (see Allocator)
 
 
 class Allocator:
-    """Holds Θ (the logits of A), z, u1, u2, and performs one outer iteration per ``step``."""
+    """Holds Θ (the logits of A), z, u1, u2, and performs one outer iteration per ``step``.
+
+    ``updates_in_window`` sets the pace: the cost falls linearly from its value at the start to
+    the budget over ``target_fraction`` of that many updates.
+    """
 
     def __init__(
         self,
@@ -52,8 +61,8 @@ class Allocator:
         self.z = self.theta.clone()
         self.u1 = torch.zeros((), dtype=torch.float64)
         self.u2 = torch.zeros_like(self.theta)
-        self.lr = self.cfg.travel / max(1.0, self.cfg.target_fraction * updates_in_window)
-        self._grad_scale: float | None = None
+        self.window = max(1, int(updates_in_window))
+        self.start_ratio = self.ratio()
         self._avg: torch.Tensor | None = None
         self.updates = 0
 
@@ -63,38 +72,30 @@ class Allocator:
     def met(self) -> bool:
         return self.ratio() <= self.budget
 
-    def _scaled(self, grad: torch.Tensor) -> torch.Tensor:
-        """s · ∂L/∂Θ. One validation batch gives a noisy gradient, and the projection (keep
-        ratios only fall) turns noise into a ratchet: every positive sample cuts, no negative
-        one restores. So the gradient is averaged with momentum first, centred on its mean over
-        groups (early in training every group's gradient can share one sign; the budget, not
-        the loss, decides how much is cut), normalised so its mean magnitude is
-        ``loss_scale``, and clipped at ``clip`` times that."""
-        c = self.cfg
-        g = grad.detach().double().cpu()
-        self._avg = g if self._avg is None else c.momentum * self._avg + (1 - c.momentum) * g
-        g = self._avg
-        if not c.normalise_loss:
-            return c.loss_scale * g
-        # relative sensitivity: the budget sets how much is cut, the loss where
-        if c.centre:
-            g = g - g.mean()
-        mag = float(g.abs().mean())
-        if mag > 0:
-            self._grad_scale = mag
-        g = g / (self._grad_scale or 1.0)
-        return c.loss_scale * g.clamp(-c.clip, c.clip)
+    def target(self, updates: int | None = None) -> float:
+        """The cost the pace asks for after ``updates`` updates."""
+        n = self.updates if updates is None else updates
+        f = min(1.0, n / max(1.0, self.cfg.target_fraction * self.window))
+        return self.start_ratio + (self.budget - self.start_ratio) * f
 
-    def step(self, loss_grad_theta: torch.Tensor) -> None:
-        """One outer iteration, given ∂L_val/∂Θ from one validation batch."""
+    def _resistance(self, grad: torch.Tensor) -> torch.Tensor:
+        """∂L_val/∂α (from ∂L_val/∂Θ), averaged over updates (one validation batch is noisy:
+        its std across batches exceeds its mean), in units of its mean magnitude over groups,
+        clipped. Keep-ratio units, not logits: the logit factor α(1 − α) would silence the
+        loss of every group still near full width, and those would be cut unopposed."""
         c = self.cfg
-        # 1. Θ-step: projected gradient (≥ 0), so keep ratios only decrease
-        g = self._scaled(loss_grad_theta) + self.u2 + c.rho2 * (self.theta - self.z)
-        g = g.clamp(min=0)
-        # paced: no group moves more than lr logits per update, so the window's updates, not
-        # a few large early steps, shape the allocation
-        self.theta = self.theta - self.lr * g / max(1.0, float(g.max()))
-        # 2. z-step: inner gradient steps on the augmented budget term, u1 updated after each
+        a = torch.sigmoid(self.theta)
+        g = grad.detach().double().cpu() / (a * (1 - a)).clamp_min(1e-6)
+        self._avg = g if self._avg is None else c.momentum * self._avg + (1 - c.momentum) * g
+        g = self._avg - self._avg.mean() if c.centre else self._avg
+        mag = g.abs().mean()
+        if not mag > 0:
+            return torch.zeros_like(g)
+        return (g / mag).clamp(-c.clip, c.clip)
+
+    def _z_step(self) -> None:
+        """Inner gradient steps on the augmented budget term, u1 updated after each."""
+        c = self.cfg
         z = self.z.clone().requires_grad_(True)
         for _ in range(c.z_steps):
             over = torch.relu(self.cost.ratio(torch.sigmoid(z)) - self.budget)
@@ -119,9 +120,45 @@ class Allocator:
                 over = torch.relu(self.cost.ratio(torch.sigmoid(z)) - self.budget)
                 self.u1 = (self.u1 + c.rho1 * over).clamp(max=c.u1_max)
         self.z = z.detach()
+
+    def direction(self, loss_grad_theta: torch.Tensor) -> torch.Tensor:
+        """The projected step direction in keep ratios (≥ 0: they only fall): the budget's pull
+        (the ADMM terms of the Θ-step) minus the loss's resistance, each in units of its mean
+        magnitude over groups."""
+        c = self.cfg
+        pull = self.u2 + c.rho2 * (self.theta - self.z)
+        mag = pull.abs().mean()
+        pull = pull / mag if mag > 0 else pull
+        return (pull + c.loss_scale * self._resistance(loss_grad_theta)).clamp(min=0)
+
+    def step(self, loss_grad_theta: torch.Tensor) -> None:
+        """One outer iteration, given ∂L_val/∂Θ from one validation batch."""
+        c = self.cfg
+        # 1. z-step: where the budget would put Θ
+        self._z_step()
+        # 2. Θ-step: along the projected direction, in keep-ratio space, as far as the pace asks
+        d = self.direction(loss_grad_theta)
+        self.updates += 1
+        target = self.target()
+        if self.ratio() > target and float(d.max()) > 0:
+            self.theta = self._along(d, self._step_length(d, target))
         # 3. dual update of the Θ = z constraint
         self.u2 = self.u2 + c.dual_lr * c.rho2 * (self.theta - self.z)
-        self.updates += 1
+
+    def _along(self, d: torch.Tensor, eta: float) -> torch.Tensor:
+        a = torch.sigmoid(self.theta)
+        return torch.logit((a - eta * d).clamp(6e-6, 1 - 6e-6))
+
+    def _step_length(self, d: torch.Tensor, target: float) -> float:
+        """The smallest η with cost(α − η d) ≤ target (bisection; the cost falls along d)."""
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if self.ratio(self._along(d, mid)) > target:
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
     def state_dict(self) -> dict:
         return {
@@ -129,16 +166,16 @@ class Allocator:
             "z": self.z,
             "u1": self.u1,
             "u2": self.u2,
-            "grad_scale": self._grad_scale,
             "avg": self._avg,
             "updates": self.updates,
-            "lr": self.lr,
+            "window": self.window,
+            "start_ratio": self.start_ratio,
         }
 
     def load_state_dict(self, d: dict) -> None:
         self.theta, self.z, self.u1, self.u2 = d["theta"], d["z"], d["u1"], d["u2"]
-        self._grad_scale, self.updates, self.lr = d["grad_scale"], d["updates"], d["lr"]
-        self._avg = d["avg"]
+        self._avg, self.updates = d["avg"], d["updates"]
+        self.window, self.start_ratio = d["window"], d["start_ratio"]
 
 
 def shift_to_budget(
