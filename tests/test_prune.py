@@ -123,7 +123,7 @@ class _CrashingLoss(torch.nn.CrossEntropyLoss):
         return super().forward(out, y)
 
 
-@pytest.mark.parametrize("crash_at", [27, 45])  # during allocation / after physical pruning
+@pytest.mark.parametrize("crash_at", [27, 62])  # during allocation / after physical pruning
 def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, crash_at):
     tr, te = _loaders()
     mean, std = channel_stats(make_shapes(640, seed=2).images)
@@ -194,3 +194,37 @@ def test_paper_configs_load_into_valid_settings():
         cfg, dcfg = TrainConfig(**t), DSAConfig.from_dict(d)
         assert (cfg.lr, cfg.weight_decay, cfg.schedule) == (0.05, 4e-5, "step")
         assert dcfg.warmup_fraction * 300 == pytest.approx(20, abs=0.05)
+
+
+def test_group_without_bn_uses_filter_l1_with_a_warning(tiny_net):
+    from dsaprune.grouping import channel_importance
+
+    model = tiny_net(bn=False)
+    with pytest.warns(UserWarning, match="has no BN: its channel importance is the L1 norm"):
+        groups = dsaprune.find_groups(model, torch.randn(1, 3, 32, 32))
+    imp = channel_importance(groups, "bn_first")
+    want = model.body[0].weight.detach().abs().flatten(1).sum(1)
+    assert torch.equal(imp[0], want)
+
+
+class _NaNAfter(torch.nn.CrossEntropyLoss):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, out, y):
+        self.n -= 1
+        loss = super().forward(out, y)
+        return loss * float("nan") if self.n < 0 else loss
+
+
+def test_prune_stops_on_nan_with_its_checkpoint_intact(tmp_path, tiny_net):
+    tr, _ = _loaders()
+    kw = dict(budget="flops=0.5", epochs=4, progress=False, device="cpu", out_dir=tmp_path)
+    with pytest.raises(dsaprune.train.TrainingDiverged, match="last good checkpoint is intact"):
+        dsaprune.prune(tiny_net(), tr, loss_fn=_NaNAfter(40), **kw)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["epoch"] >= 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    res = dsaprune.prune(tiny_net(), tr, resume=True, **kw)  # and the run can go on from it
+    assert res.report["flops_ratio"] <= 0.5

@@ -240,7 +240,8 @@ class DSA:
         finally:
             model.train(was)
         g = all_reduce_sum(g.detach().clone()) / trainer.dist.world_size
-        self.allocator.step(g)
+        if bool(torch.isfinite(g).all()):  # a diverging run is stopped by the trainer, with
+            self.allocator.step(g)  # the allocation of its last good state kept
         self.hooks.clear()
         self.history.append(
             {
