@@ -17,37 +17,18 @@ def _run(args: list[str], tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
+def _torchrun(out: Path, mode: str) -> None:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    _run([*launcher, str(WORKER), str(out), mode], out)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     for bn in ("bn", "nobn"):
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                "--nproc_per_node=2",
-                str(WORKER),
-                str(out),
-                bn,
-            ],
-            out,
-        )
+        _torchrun(out, bn)
         _run([sys.executable, str(WORKER), str(out), bn], out)
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(WORKER),
-            str(out),
-            "dsa",
-        ],
-        out,
-    )
+    _torchrun(out, "dsa")
     return out
 
 

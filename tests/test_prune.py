@@ -109,18 +109,22 @@ class _Crash(RuntimeError):
     pass
 
 
-class _CrashingLoss(torch.nn.CrossEntropyLoss):
-    """Raises on the n-th call: a run killed part-way through an epoch."""
+class _FailingLoss(torch.nn.CrossEntropyLoss):
+    """Fails from the n-th call on: raises (a run killed part-way through an epoch) or, with
+    ``nan=True``, returns NaN (a diverging run)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, nan: bool = False) -> None:
         super().__init__()
-        self.n = n
+        self.n, self.nan = n, nan
 
     def forward(self, out, y):
         self.n -= 1
-        if self.n < 0:
-            raise _Crash
-        return super().forward(out, y)
+        loss = super().forward(out, y)
+        if self.n >= 0:
+            return loss
+        if self.nan:
+            return loss * float("nan")
+        raise _Crash
 
 
 @pytest.mark.parametrize("crash_at", [27, 62])  # during allocation / after physical pruning
@@ -138,7 +142,7 @@ def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, crash_at)
 
     full = run(tmp_path / "a")
     with pytest.raises(_Crash):
-        run(tmp_path / "b", loss_fn=_CrashingLoss(crash_at))
+        run(tmp_path / "b", loss_fn=_FailingLoss(crash_at))
     saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert saved["callbacks"]["DSA"]["phase"] == ("allocate" if crash_at == 27 else "pruned")
     resumed = run(tmp_path / "b", resume=True)
@@ -207,22 +211,11 @@ def test_group_without_bn_uses_filter_l1_with_a_warning(tiny_net):
     assert torch.equal(imp[0], want)
 
 
-class _NaNAfter(torch.nn.CrossEntropyLoss):
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-
-    def forward(self, out, y):
-        self.n -= 1
-        loss = super().forward(out, y)
-        return loss * float("nan") if self.n < 0 else loss
-
-
 def test_prune_stops_on_nan_with_its_checkpoint_intact(tmp_path, tiny_net):
     tr, _ = _loaders()
     kw = dict(budget="flops=0.5", epochs=4, progress=False, device="cpu", out_dir=tmp_path)
     with pytest.raises(dsaprune.train.TrainingDiverged, match="last good checkpoint is intact"):
-        dsaprune.prune(tiny_net(), tr, loss_fn=_NaNAfter(40), **kw)
+        dsaprune.prune(tiny_net(), tr, loss_fn=_FailingLoss(40, nan=True), **kw)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert ckpt["epoch"] >= 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
