@@ -17,7 +17,7 @@ def _loaders(n=640, batch=64):
     return DeviceLoader(tr, batch, train=True, **kw), DeviceLoader(te, 100, train=False, **kw)
 
 
-@pytest.mark.parametrize("method", ["dsa", "uniform"])
+@pytest.mark.parametrize("method", ["dsa", "uniform", "magnitude"])
 def test_prune_api_meets_budget_and_removes_channels(tiny_net, method):
     torch.manual_seed(0)
     tr, te = _loaders()
@@ -37,7 +37,7 @@ def test_prune_api_meets_budget_and_removes_channels(tiny_net, method):
     flops = dsaprune.count_flops(res.model)
     assert flops == r["flops_after"] and flops / full == pytest.approx(r["flops_ratio"])
     assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
-    assert r["met_by"] in (("allocator", "shift") if method == "dsa" else ("uniform",))
+    assert r["met_by"] in (("allocator", "shift") if method == "dsa" else (method,))
     assert r["acc_after"] is not None and r["acc_before"] is None
     widths = [m.out_channels for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert widths != [16, 32]  # channels were physically removed
@@ -53,6 +53,8 @@ def test_prune_rejects_infeasible_and_unknown(tiny_net):
         dsaprune.prune(tiny_net(), tr, budget="flops=0.001", epochs=0.1, progress=False)
     with pytest.raises(ValueError, match="unknown setting 'lrr'"):
         dsaprune.prune(tiny_net(), tr, epochs=0.1, lrr=0.1, progress=False)
+    with pytest.raises(ValueError, match="unknown method 'l1'; known: dsa, uniform, magnitude"):
+        dsaprune.prune(tiny_net(), tr, epochs=0.1, method="l1", progress=False)
     with pytest.raises(dsaprune.BudgetError, match="known kinds"):
         dsaprune.prune(tiny_net(), tr, budget="macs=0.5", epochs=0.1, progress=False)
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dsaprune import models
-from dsaprune.allocation import Allocator, round_channels, shift_to_budget
+from dsaprune.allocation import Allocator, magnitude_keep_ratios, round_channels, shift_to_budget
 from dsaprune.budget import BudgetError, parse_budget
 from dsaprune.cost import count_flops, count_params, flops_model, params_model
 from dsaprune.grouping import find_groups
@@ -185,3 +185,22 @@ def test_save_load_roundtrip(tmp_path):
     save(m, tmp_path / "q.pt", model_name="resnet56", num_classes=10)
     with pytest.raises(ValueError, match="another architecture"):
         load(tmp_path / "q.pt")
+
+
+def test_magnitude_keep_ratios_use_one_global_threshold():
+    G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
+    F = flops_model(G)
+    g = torch.Generator().manual_seed(0)
+    imp = [torch.rand(c.channels, generator=g) * (k + 1) for k, c in enumerate(G.prunable)]
+    for budget in (0.3, 0.5, 0.75):
+        a = magnitude_keep_ratios(imp, F, budget)
+        assert 0.95 * budget <= float(F.ratio(a)) <= budget
+        rel = [i / i.mean() for i in imp]
+        kept, dropped = [], []
+        for r, ak in zip(rel, a, strict=True):
+            n = round(float(ak) * r.numel())
+            kept.append(r.sort(descending=True).values[:n])
+            dropped.append(r.sort(descending=True).values[n:])
+        lowest_kept = min(float(k.min()) for k in kept if k.numel() > 1)
+        highest_dropped = max(float(d.max()) for d in dropped if d.numel())
+        assert highest_dropped < lowest_kept  # one threshold across groups, in relative units

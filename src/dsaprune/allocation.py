@@ -193,6 +193,29 @@ def shift_to_budget(
     return theta + lo, lo
 
 
+def magnitude_keep_ratios(
+    importance: list[torch.Tensor], cost: QuadraticCost, budget: float, iters: int = 60
+) -> torch.Tensor:
+    """Keep ratios of magnitude pruning: one global threshold on each channel's importance (in
+    units of its group's mean, so layers of different scale compare), the lowest threshold
+    whose kept channels fit the budget. Every group keeps at least one channel."""
+    rel = [i.double().cpu() / i.double().mean().clamp_min(1e-12) for i in importance]
+    chans = torch.tensor([r.numel() for r in rel], dtype=torch.float64)
+
+    def alpha(tau: float) -> torch.Tensor:
+        kept = torch.tensor([float((r >= tau).sum().clamp_min(1)) for r in rel])
+        return kept.double() / chans
+
+    lo, hi = 0.0, max(float(r.max()) for r in rel) + 1.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if float(cost.ratio(alpha(mid))) > budget:
+            lo = mid
+        else:
+            hi = mid
+    return alpha(hi)
+
+
 def round_channels(
     alpha: torch.Tensor,
     channels: list[int],

@@ -133,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
     pr.add_argument(
         "--method",
-        choices=["dsa", "uniform"],
-        help="dsa (default) or uniform: one keep ratio for all groups",
+        choices=["dsa", "uniform", "magnitude"],
+        help="dsa (default), or a baseline in the same flow: uniform (one keep ratio for all "
+        "groups) or magnitude (a global threshold on filter L1 norms; use with --checkpoint)",
     )
     pr.add_argument("--round-to", type=int, help="channel counts in multiples of N [1]")
     pr.add_argument(

@@ -24,7 +24,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget
+from ..allocation import (
+    Allocator,
+    AllocatorConfig,
+    magnitude_keep_ratios,
+    round_channels,
+    shift_to_budget,
+)
 from ..budget import Budget, BudgetError
 from ..cost import QuadraticCost
 from ..gates import GateHooks, beta2_at, hardness, keep_probabilities, pad_groups, sample_masks
@@ -33,6 +39,12 @@ from ..surgery import HardMasks, prune_groups, top_channels
 from .distributed import all_reduce_sum
 
 PAPER_EPOCHS = 300
+METHODS = {
+    "dsa": "differentiable sparsity allocation (the default)",
+    "uniform": "one keep ratio for every group, solved for the budget",
+    "magnitude": "one global threshold on filter L1 norms (relative to each group's mean), "
+    "solved for the budget; channels with the largest L1 norms are kept",
+}
 
 
 @dataclass
@@ -49,9 +61,13 @@ class DSAConfig:
     hard_threshold: float = 0.01
     round_to: int = 1
     physical: bool = True  # physically prune once masks are hard; False keeps masked training
-    method: str = "dsa"  # "uniform": one keep ratio for every group, no allocation
+    method: str = "dsa"  # or a baseline in the same flow: "uniform", "magnitude" (see METHODS)
     val_bn_eval: bool = True  # validation forward of the Θ-step with BN running statistics
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
 
     @classmethod
     def from_dict(cls, d: dict) -> DSAConfig:
@@ -201,12 +217,17 @@ class DSA:
             self.cost, self.budget.fraction, theta0, n_updates, self.cfg.allocator
         )
         self.hooks = GateHooks(self.groups)
-        if self.cfg.method == "uniform":  # the baseline: equal keep ratios, solved for the budget
+        if self.cfg.method == "dsa":
+            return
+        # a baseline: its keep ratios are decided at once and the network is pruned now
+        if self.cfg.method == "uniform":
             self.allocator.theta = torch.zeros(self.K, dtype=torch.float64)
-            self.events["met_by"] = "uniform"
-            self._finalise(trainer)
-        elif self.cfg.method != "dsa":
-            raise ValueError(f"method must be 'dsa' or 'uniform', got {self.cfg.method!r}")
+        else:  # magnitude
+            imp = channel_importance(self.groups, "l1")
+            alpha = magnitude_keep_ratios(imp, self.cost, self.budget.fraction)
+            self.allocator.theta = torch.logit(alpha.clamp(1e-6, 1 - 1e-6))
+        self.events["met_by"] = self.cfg.method
+        self._finalise(trainer)
 
     def _next_val(self):
         if self.val_iter is None:
@@ -259,7 +280,8 @@ class DSA:
         self.events["calibration_shift"] = shift
         alpha = torch.sigmoid(theta)
         counts = round_channels(alpha, self.channels, self.cost, frac, self.cfg.round_to)
-        imp = channel_importance(self.groups, self.cfg.importance)
+        source = "l1" if self.cfg.method == "magnitude" else self.cfg.importance
+        imp = channel_importance(self.groups, source)
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
         self.keep_counts = counts
         self.keep_index = [[int(v) for v in k] for k in keep]
@@ -333,7 +355,7 @@ class DSA:
             self.events["met_by"] = self.events.get("met_by") or "shift"
             if self.allocator is None:
                 self._start_allocation(trainer, 1)
-            if self.keep_counts is None:  # uniform finalises as it starts
+            if self.keep_counts is None:  # a baseline finalises as it starts
                 self._finalise(trainer)
         self._enter(trainer, "done")
 
