@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .io import atomic_write_bytes
 
 
 def export_onnx(
@@ -21,28 +22,21 @@ def export_onnx(
     """Write ``model`` (in eval mode, on the CPU) as an ONNX graph with a dynamic batch axis:
     input ``input`` of shape [batch, *input_shape], output ``logits``. The file is written
     atomically (a failed export leaves no partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     x = torch.randn(1, *input_shape)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            # the TorchScript-based exporter is the one that needs no extra package (onnxscript)
-            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
-            torch.onnx.export(
-                model,
-                (x,),
-                tmp,
-                dynamo=False,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=opset,
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # the TorchScript-based exporter is the one that needs no extra package (onnxscript)
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
+        torch.onnx.export(
+            model,
+            (x,),
+            buf,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+        )
+    atomic_write_bytes(buf.getvalue(), path)
+    return Path(path)

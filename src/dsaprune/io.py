@@ -31,8 +31,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     _atomic(Path(path), lambda f: torch.save(obj, f))
 
 
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    _atomic(Path(path), lambda f: f.write(data))
+
+
 def atomic_write_text(text: str, path: str | Path) -> None:
-    _atomic(Path(path), lambda f: f.write(text.encode()))
+    atomic_write_bytes(text.encode(), path)
 
 
 def atomic_write_json(obj: Any, path: str | Path) -> None:
