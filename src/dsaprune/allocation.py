@@ -72,10 +72,9 @@ class Allocator:
     def met(self) -> bool:
         return self.ratio() <= self.budget
 
-    def target(self, updates: int | None = None) -> float:
-        """The cost the pace asks for after ``updates`` updates."""
-        n = self.updates if updates is None else updates
-        f = min(1.0, n / max(1.0, self.cfg.target_fraction * self.window))
+    def target(self) -> float:
+        """The cost the pace asks for after the updates made so far."""
+        f = min(1.0, self.updates / max(1.0, self.cfg.target_fraction * self.window))
         return self.start_ratio + (self.budget - self.start_ratio) * f
 
     def _resistance(self, grad: torch.Tensor) -> torch.Tensor:
@@ -150,15 +149,8 @@ class Allocator:
         return torch.logit((a - eta * d).clamp(6e-6, 1 - 6e-6))
 
     def _step_length(self, d: torch.Tensor, target: float) -> float:
-        """The smallest η with cost(α − η d) ≤ target (bisection; the cost falls along d)."""
-        lo, hi = 0.0, 1.0
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            if self.ratio(self._along(d, mid)) > target:
-                lo = mid
-            else:
-                hi = mid
-        return hi
+        """The smallest η ≤ 1 with cost(α − η d) ≤ target (1 if none: a full step)."""
+        return _bisect(lambda eta: self.ratio(self._along(d, eta)) <= target, 1.0, 0.0, 40)
 
     def state_dict(self) -> dict:
         return {
@@ -178,19 +170,27 @@ class Allocator:
         self.window, self.start_ratio = d["window"], d["start_ratio"]
 
 
+def _bisect(fits, good: float, bad: float, iters: int) -> float:
+    """Bisection for the boundary of a monotone predicate: ``fits(good)`` is assumed true and
+    ``fits(bad)`` false; returns the point nearest ``bad`` at which ``fits`` still held."""
+    for _ in range(iters):
+        mid = (good + bad) / 2
+        if fits(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
 def shift_to_budget(
     theta: torch.Tensor, cost: QuadraticCost, budget: float, iters: int = 100
 ) -> tuple[torch.Tensor, float]:
     """Shift all logits by one amount δ (bisection) so that the cost fraction equals ``budget``."""
     theta = theta.detach().double()
-    lo, hi = -60.0, 60.0
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if float(cost.ratio(torch.sigmoid(theta + mid))) > budget:
-            hi = mid
-        else:
-            lo = mid
-    return theta + lo, lo
+    shift = _bisect(
+        lambda d: float(cost.ratio(torch.sigmoid(theta + d))) <= budget, -60.0, 60.0, iters
+    )
+    return theta + shift, shift
 
 
 def magnitude_keep_ratios(
@@ -206,14 +206,8 @@ def magnitude_keep_ratios(
         kept = torch.tensor([float((r >= tau).sum().clamp_min(1)) for r in rel])
         return kept.double() / chans
 
-    lo, hi = 0.0, max(float(r.max()) for r in rel) + 1.0
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if float(cost.ratio(alpha(mid))) > budget:
-            lo = mid
-        else:
-            hi = mid
-    return alpha(hi)
+    top = max(float(r.max()) for r in rel) + 1.0  # one channel per group: assumed to fit
+    return alpha(_bisect(lambda t: float(cost.ratio(alpha(t))) <= budget, top, 0.0, iters))
 
 
 def round_channels(
