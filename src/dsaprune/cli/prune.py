@@ -50,8 +50,8 @@ def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
     dist = distributed.setup(args.device)
     try:
         s = _settings(args)
-        budget = args.budget or s.pop("budget", None) or "flops=0.5"
-        s.pop("budget", None)
+        in_config = s.pop("budget", None)
+        budget = args.budget or in_config or "flops=0.5"  # the command line wins
         epochs = float(s.pop("epochs", None) or args.epochs_default)
         splits = load_splits(args.dataset, args.data, download=args.download)
         model, name, n_cls = _model(args)

@@ -37,15 +37,20 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_model_state(model: nn.Module, ckpt: dict, path: str | Path, model_name: str = "") -> None:
-    """Load ``ckpt['model']`` into ``model``; a checkpoint of another architecture is refused
-    with both names and the first mismatching tensor."""
+def check_model_name(ckpt: dict, path: str | Path, model_name: str) -> None:
+    """Refuse a checkpoint of another zoo model, naming both (no check without a name)."""
     theirs = ckpt.get("model_name", "?")
     if model_name and theirs != model_name:
         raise CheckpointError(
             f"{path} holds a {theirs!r} model, not {model_name!r}; pass --model {theirs} "
             "or choose another checkpoint / output folder"
         )
+
+
+def load_model_state(model: nn.Module, ckpt: dict, path: str | Path, model_name: str = "") -> None:
+    """Load ``ckpt['model']`` into ``model``; a checkpoint of another architecture is refused
+    with both names and the first mismatching tensor."""
+    check_model_name(ckpt, path, model_name)
     state = ckpt["model"]
     mine = model.state_dict()
     for k, v in mine.items():

@@ -21,7 +21,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_text
-from .checkpoint import CheckpointError, load_model_state, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    check_model_name,
+    load_model_state,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum
 from .schedule import lr_factor
@@ -174,9 +180,7 @@ class Trainer:
         if path is None or not path.exists():
             return False
         ckpt = read_checkpoint(path)
-        theirs = ckpt.get("model_name", "?")
-        if self.meta.get("model_name") and theirs != self.meta["model_name"]:
-            load_model_state(self.model, ckpt, path, self.meta["model_name"])  # raises, named
+        check_model_name(ckpt, path, self.meta.get("model_name", ""))
         # callbacks first: one may change the model's shape (DSA re-applies its pruning)
         saved = ckpt.get("callbacks", {})
         for cb in self.callbacks:
