@@ -216,8 +216,8 @@ class DSA:
         self.allocator = Allocator(
             self.cost, self.budget.fraction, theta0, n_updates, self.cfg.allocator
         )
-        self.hooks = GateHooks(self.groups)
         if self.cfg.method == "dsa":
+            self.hooks = GateHooks(self.groups)
             return
         # a baseline: its keep ratios are decided at once and the network is pruned now
         if self.cfg.method == "uniform":
