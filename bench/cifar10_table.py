@@ -1,0 +1,345 @@
+"""The CIFAR-10 comparison table: the unpruned network and every pruning method at each budget,
+all on one shared schedule, on the real CIFAR-10 archive.
+
+Each row is one ``dsaprune`` command run in its own process (the row records the command):
+
+- ``unpruned``: ``dsaprune train`` for ``--epochs``;
+- ``dsa``, ``uniform``, ``ssl``, ``morphnet``: ``dsaprune prune --model M`` from scratch for
+  ``--epochs`` (one training run each: allocation or penalty, pruning and the rest of the schedule);
+- ``magnitude``: ``dsaprune prune --checkpoint`` of the unpruned run, fine-tuned for
+  ``--finetune-epochs`` at ``--finetune-lr``; its pipeline cost includes the unpruned run.
+
+Runs live in ``--runs`` (one folder each). A finished run is not run again and an interrupted one
+resumes from its checkpoint, so the script can be stopped and restarted. ``--parallel N`` runs N
+processes at once (on one GPU the small CIFAR networks leave most of it idle). Writes
+``cifar10.json`` (the rows), ``cifar10.md`` (beside the paper's numbers),
+``accuracy_vs_flops.png`` and each DSA run's allocation plot into ``--results``.
+
+Pipeline hours are the summed training-epoch times of every run in the method's pipeline (without
+the per-epoch test evaluation and process start-up), on the device named in the row.
+
+    python bench/cifar10_table.py --models resnet20 --budgets 0.5 --epochs 8   # CPU, ~1.5 h
+    python bench/cifar10_table.py --config configs/cifar10_resnet20_flops50.yaml --epochs 300 \\
+        --parallel 6 --device cuda                                            # the paper's table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["unpruned", "dsa", "uniform", "magnitude", "ssl", "morphnet"]
+# ../shared/docs/dsa-method.md §7: (FLOPs ratio %, accuracy %, drop) per (model, budget, method);
+# baselines ResNet-20 92.17%, ResNet-56 93.12%; † = over budget in the paper
+PAPER_BASE = {"resnet20": 92.17, "resnet56": 93.12}
+PAPER = {
+    ("resnet20", 0.75): {"ssl": "73.8, 91.08, −1.09", "morphnet": "74.9, 90.64, −1.53",
+                         "dsa": "74.0, 92.10, −0.07"},
+    ("resnet20", 0.5): {"ssl": "51.8†, 89.78, −2.39", "morphnet": "47.1, 90.1, −2.07",
+                        "dsa": "49.7, 91.38, −0.79"},
+    ("resnet20", 0.333): {"ssl": "34.6†, 89.06, −3.11", "morphnet": "30.5, 88.72, −3.45",
+                          "dsa": "32.5, 90.24, −1.93"},
+    ("resnet56", 0.75): {"ssl": "69.0, 92.06, −1.06", "morphnet": "69.2, 91.71, −1.41",
+                         "dsa": "70.7, 93.08, −0.04"},
+    ("resnet56", 0.5): {"ssl": "45.5, 91.22, −1.90", "morphnet": "51.9†, 91.55, −1.57",
+                        "dsa": "47.8, 92.91, −0.22"},
+    ("resnet56", 0.333): {"ssl": "38.1†, 91.32, −1.80", "morphnet": "39.7†, 91.21, −1.91",
+                          "dsa": "32.6, 92.20, −0.92"},
+}  # fmt: skip
+
+
+@dataclass
+class Job:
+    model: str
+    method: str
+    budget: float  # 1.0 for the unpruned run
+    out: Path
+    argv: list[str]
+    deps: list[Job] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    state: str = "pending"  # pending, running, done, failed
+
+    @property
+    def done_file(self) -> Path:
+        return self.out / "table_done.json"
+
+    @property
+    def command(self) -> str:
+        return "dsaprune " + shlex.join(self.argv)
+
+
+def _budget_tag(b: float) -> str:
+    return f"{round(100 * b, 1):g}".replace(".", "p")
+
+
+def plan(a: argparse.Namespace) -> list[Job]:
+    common = ["--dataset", "cifar10", "--data", a.data, "--device", a.device, "--quiet"]
+    if a.config:
+        common += ["--config", a.config]
+    wd = ["--weight-decay", f"{a.wd:g}"] if a.wd_given else []
+    sched = ["--epochs", f"{a.epochs:g}", *(["--lr", f"{a.lr:g}"] if a.lr_given else []), *wd]
+    runs = Path(a.runs)
+    jobs: list[Job] = []
+    for m in a.models:
+        out = runs / f"{m}_unpruned_e{a.epochs:g}"
+        base = Job(m, "unpruned", 1.0, out, ["train", "--model", m, *sched, *common, "--out",
+                                             str(out)])  # fmt: skip
+        jobs.append(base)
+        for b in a.budgets:
+            for method in a.methods:
+                if method == "unpruned":
+                    continue
+                tag = f"{m}_{method}_f{_budget_tag(b)}_e{a.epochs:g}"
+                if method == "magnitude":
+                    tag += f"_ft{a.finetune_epochs:g}"
+                    src = ["--checkpoint", str(base.out / "last.pt")]
+                    s = ["--epochs", f"{a.finetune_epochs:g}", "--lr", f"{a.finetune_lr:g}", *wd]
+                    deps = [base]
+                else:
+                    src, s, deps = ["--model", m], sched, []
+                out = runs / tag
+                argv = ["prune", *src, "--budget", f"flops={b:g}", "--method", method, *s,
+                        *common, "--out", str(out)]  # fmt: skip
+                jobs.append(Job(m, method, b, out, argv, deps))
+    keep = set(a.methods) | ({"unpruned"} if "magnitude" in a.methods else set())
+    return [j for j in jobs if j.method in keep]
+
+
+def _start(j: Job) -> None:
+    argv = list(j.argv)
+    if (j.out / "last.pt").exists():
+        argv.append("--resume")  # an interrupted run continues from its checkpoint
+    j.out.mkdir(parents=True, exist_ok=True)
+    log = open(j.out / "table.log", "a")  # noqa: SIM115 (closed with the process)
+    log.write(f"\n$ dsaprune {shlex.join(argv)}\n")
+    log.flush()
+    j.proc = subprocess.Popen(
+        [sys.executable, "-m", "dsaprune", *argv], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+    )
+    j.proc.log = log  # type: ignore[attr-defined]
+    j.state = "running"
+    print(f"[{time.strftime('%H:%M:%S')}] start {j.out.name}", flush=True)
+
+
+def run_all(jobs: list[Job], parallel: int) -> None:
+    for j in jobs:
+        if j.done_file.exists():
+            j.state = "done"
+    while True:
+        running = [j for j in jobs if j.state == "running"]
+        for j in running:
+            rc = j.proc.poll()
+            if rc is None:
+                continue
+            j.proc.log.close()
+            if rc == 0:
+                j.state = "done"
+                j.done_file.write_text(json.dumps({"command": j.command}))
+                print(f"[{time.strftime('%H:%M:%S')}] done  {j.out.name}", flush=True)
+            else:
+                j.state = "failed"
+                tail = (j.out / "table.log").read_text().splitlines()[-15:]
+                print(f"FAILED {j.out.name} (exit {rc}):\n  " + "\n  ".join(tail), flush=True)
+        for j in jobs:  # a run whose prerequisite failed cannot start
+            if j.state == "pending" and any(d.state == "failed" for d in j.deps):
+                j.state = "failed"
+        ready = [j for j in jobs if j.state == "pending" and all(d.state == "done" for d in j.deps)]
+        slots = parallel - sum(j.state == "running" for j in jobs)
+        for j in ready[: max(0, slots)]:
+            _start(j)
+        if all(j.state in ("done", "failed") for j in jobs):
+            return
+        time.sleep(2)
+
+
+# -- results ---------------------------------------------------------------------------------------
+def _history(j: Job) -> tuple[list[dict], dict | None]:
+    rep = j.out / "report.json"
+    if rep.exists():
+        r = json.loads(rep.read_text())
+        return r["history"], r
+    lines = (j.out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines if x.strip()], None
+
+
+def _device(a: argparse.Namespace) -> str:
+    import torch
+
+    if a.device != "cpu" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} ({a.parallel} runs at once)"
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads per run)"
+
+
+def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
+    device = _device(a)
+    hours, acc, out = {}, {}, []
+    for j in jobs:
+        if j.state != "done":
+            continue
+        hist, rep = _history(j)
+        hours[id(j)] = sum(h["epoch_time_s"] for h in hist) / 3600
+        acc[id(j)] = rep["acc_after"] if rep else hist[-1]["test_acc"]
+    for j in jobs:
+        if j.state != "done":
+            continue
+        hist, rep = _history(j)
+        base = next((b for b in jobs if b.model == j.model and b.method == "unpruned"), None)
+        base_acc = acc.get(id(base)) if base else None
+        pipeline_h = hours[id(j)] + sum(hours.get(id(d), 0.0) for d in j.deps)
+        epochs = hist[-1]["epoch"] + sum(_history(d)[0][-1]["epoch"] for d in j.deps)
+        row = {
+            "model": j.model,
+            "method": j.method,
+            "budget": j.budget,
+            "flops_ratio": rep["flops_ratio"] if rep else 1.0,
+            "acc": 100 * acc[id(j)],
+            "baseline_acc": None if base_acc is None else 100 * base_acc,
+            "drop": None if base_acc is None else 100 * (acc[id(j)] - base_acc),
+            "epochs": epochs,
+            "device": device,
+            "gpu_hours": pipeline_h,
+            "command": " && ".join([d.command for d in j.deps] + [j.command]),
+        }
+        if rep:
+            row["met_by"] = rep.get("met_by")
+            row["keep_ratios"] = [g["keep_ratio"] for g in rep["groups"]]
+        out.append(row)
+    return out
+
+
+def markdown(rs: list[dict], a: argparse.Namespace, argv: list[str]) -> str:
+    dsa_h = {(r["model"], r["budget"]): r["gpu_hours"] for r in rs if r["method"] == "dsa"}
+    lines = [
+        "# CIFAR-10: DSA and the baselines on one schedule",
+        "",
+        f"Made by `python bench/cifar10_table.py {shlex.join(argv)}` on {rs[0]['device']}"
+        if rs
+        else "",
+        "",
+        f"Schedule: {a.epochs:g} epochs, batch 128, SGD lr {a.lr:g} "
+        f"({'config ' + a.config if a.config else 'cosine'}), weight decay {a.wd:g}; "
+        f"magnitude prunes the unpruned run and fine-tunes {a.finetune_epochs:g} epochs at lr "
+        f"{a.finetune_lr:g}. Accuracy is top-1 on the 10,000 test images; drop is against the "
+        "unpruned run on the same schedule. Hours: summed training-epoch time of the method's "
+        "whole pipeline; ÷DSA: that time over DSA's at the same budget.",
+        "",
+        "Paper (../shared/docs/dsa-method.md §7, 300 epochs): FLOPs %, accuracy, drop "
+        "(their baselines: ResNet-20 92.17%, ResNet-56 93.12%; † over budget).",
+        "",
+        "| model | budget | method | FLOPs ratio | acc % | drop | hours | ÷DSA | met by | paper |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rs:
+        paper = PAPER.get((r["model"], round(r["budget"], 3)), {}).get(r["method"], "")
+        if r["method"] == "unpruned":
+            paper = f"{PAPER_BASE.get(r['model'], '')}"
+        d = dsa_h.get((r["model"], r["budget"]))
+        ratio = f"{r['gpu_hours'] / d:.2f}" if d and r["method"] != "unpruned" else ""
+        drop = "" if r["drop"] is None or r["method"] == "unpruned" else f"{r['drop']:+.2f}"
+        budget = "–" if r["method"] == "unpruned" else f"{100 * r['budget']:.1f}%"
+        lines.append(
+            f"| {r['model']} | {budget} | {r['method']} | {r['flops_ratio']:.4f} | "
+            f"{r['acc']:.2f} | {drop} | {r['gpu_hours']:.3g} | {ratio} | "
+            f"{r.get('met_by') or ''} | {paper} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rs})
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    for ax, m in zip(axes[0], models, strict=True):
+        for method in METHODS:
+            pts = sorted(
+                (r["flops_ratio"], r["acc"])
+                for r in rs
+                if r["model"] == m and r["method"] == method
+            )
+            if not pts:
+                continue
+            if method == "unpruned":
+                ax.axhline(pts[0][1], color="grey", ls="--", label="unpruned")
+                continue
+            ax.plot(*zip(*pts, strict=True), marker="o", label=method)
+        ax.set_xlabel("FLOPs ratio of the pruned network")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"CIFAR-10 {m}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=lambda s: s.split(","), default=["resnet20", "resnet56"])
+    p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")],
+                   default=[0.75, 0.5, 0.333])  # fmt: skip
+    p.add_argument("--methods", type=lambda s: s.split(","), default=METHODS)
+    p.add_argument("--epochs", type=float, default=300.0, help="the shared schedule [300]")
+    p.add_argument("--lr", type=float, help="peak learning rate [the config's, else 0.1]")
+    p.add_argument("--wd", type=float, help="weight decay [the config's, else 5e-4]")
+    p.add_argument("--config", help="YAML of training settings passed to every run")
+    p.add_argument("--finetune-epochs", type=float, help="magnitude's fine-tuning [epochs / 2]")
+    p.add_argument("--finetune-lr", type=float, help="magnitude's fine-tuning lr [lr / 10]")
+    p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once [1]")
+    p.add_argument("--runs", default="runs/table", help="run folders [runs/table]")
+    p.add_argument("--results", default="bench/results", help="where tables and plots go")
+    a = p.parse_args(argv)
+    unknown = set(a.methods) - set(METHODS)
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+    a.lr_given, a.wd_given = a.lr is not None, a.wd is not None
+    cfg = {}
+    if a.config:
+        import yaml
+
+        cfg = yaml.safe_load(Path(a.config).read_text()) or {}
+        cfg = cfg.get("train", cfg)
+    a.lr = a.lr if a.lr_given else float(cfg.get("lr", 0.1))
+    a.wd = a.wd if a.wd_given else float(cfg.get("weight_decay", 5e-4))
+    if not a.config:  # the defaults are passed explicitly, so every row's command is complete
+        a.lr_given = a.wd_given = True
+    a.finetune_epochs = a.finetune_epochs or a.epochs / 2
+    a.finetune_lr = a.finetune_lr or a.lr / 10
+    jobs = plan(a)
+    run_all(jobs, a.parallel)
+    rs = rows(jobs, a)
+    res = Path(a.results)
+    res.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "src"))
+    from dsaprune.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(rs, res / "cifar10.json")
+    atomic_write_text(markdown(rs, a, argv), res / "cifar10.md")
+    if rs:
+        plot(rs, res / "accuracy_vs_flops.png")
+    for j in jobs:
+        if j.method == "dsa" and j.state == "done" and (j.out / "allocation.png").exists():
+            shutil.copyfile(j.out / "allocation.png", res / f"cifar10_{j.out.name}_allocation.png")
+    failed = [j.out.name for j in jobs if j.state == "failed"]
+    if failed:
+        print(f"failed runs: {failed} (logs: <run>/table.log)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
