@@ -53,7 +53,9 @@ def test_prune_rejects_infeasible_and_unknown(tiny_net):
         dsaprune.prune(tiny_net(), tr, budget="flops=0.001", epochs=0.1, progress=False)
     with pytest.raises(ValueError, match="unknown setting 'lrr'"):
         dsaprune.prune(tiny_net(), tr, epochs=0.1, lrr=0.1, progress=False)
-    with pytest.raises(ValueError, match="unknown method 'l1'; known: dsa, uniform, magnitude"):
+    with pytest.raises(
+        ValueError, match="unknown method 'l1'; known: dsa, uniform, magnitude, ssl, morphnet"
+    ):
         dsaprune.prune(tiny_net(), tr, epochs=0.1, method="l1", progress=False)
     with pytest.raises(dsaprune.BudgetError, match="known kinds"):
         dsaprune.prune(tiny_net(), tr, budget="macs=0.5", epochs=0.1, progress=False)
@@ -129,14 +131,18 @@ class _FailingLoss(torch.nn.CrossEntropyLoss):
         raise _Crash
 
 
-@pytest.mark.parametrize("crash_at", [27, 62])  # during allocation / after physical pruning
-def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, crash_at):
+@pytest.mark.parametrize(
+    "method, crash_at, phase",
+    [("dsa", 27, "allocate"), ("dsa", 62, "pruned"), ("ssl", 27, "penalty")],
+)
+def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, method, crash_at, phase):
     tr, te = _loaders()
     mean, std = channel_stats(make_shapes(640, seed=2).images)
     val = DeviceLoader(make_shapes(128, seed=5), 64, train=True, mean=mean, std=std)
     kw = dict(budget="flops=0.5", epochs=6, progress=False, device="cpu", val_data=val)
     kw["warmup_fraction"] = 0.05
     kw["window_end_fraction"] = 0.5
+    kw["method"] = method
 
     def run(out, loss_fn=None, resume=False):
         torch.manual_seed(0)
@@ -146,7 +152,7 @@ def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, crash_at)
     with pytest.raises(_Crash):
         run(tmp_path / "b", loss_fn=_FailingLoss(crash_at))
     saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert saved["callbacks"]["DSA"]["phase"] == ("allocate" if crash_at == 27 else "pruned")
+    assert saved["callbacks"]["DSA"]["phase"] == phase
     resumed = run(tmp_path / "b", resume=True)
     assert resumed.report["keep_counts"] == full.report["keep_counts"]
     assert resumed.report["allocation_updates"] == full.report["allocation_updates"]

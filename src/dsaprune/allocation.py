@@ -194,12 +194,20 @@ def shift_to_budget(
 
 
 def magnitude_keep_ratios(
-    importance: list[torch.Tensor], cost: QuadraticCost, budget: float, iters: int = 60
+    importance: list[torch.Tensor],
+    cost: QuadraticCost,
+    budget: float,
+    iters: int = 60,
+    relative: bool = True,
 ) -> torch.Tensor:
-    """Keep ratios of magnitude pruning: one global threshold on each channel's importance (in
-    units of its group's mean, so layers of different scale compare), the lowest threshold
-    whose kept channels fit the budget. Every group keeps at least one channel."""
-    rel = [i.double().cpu() / i.double().mean().clamp_min(1e-12) for i in importance]
+    """Keep ratios of threshold pruning: one global threshold on each channel's importance, the
+    lowest whose kept channels fit the budget. ``relative``: importances in units of their
+    group's mean, so layers of different scale compare (magnitude pruning); otherwise as given
+    (after a sparsity penalty, whose zeros are absolute). Every group keeps at least one channel."""
+    if relative:
+        rel = [i.double().cpu() / i.double().mean().clamp_min(1e-12) for i in importance]
+    else:
+        rel = [i.double().cpu() for i in importance]
     chans = torch.tensor([r.numel() for r in rel], dtype=torch.float64)
 
     def alpha(tau: float) -> torch.Tensor:

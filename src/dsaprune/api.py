@@ -133,6 +133,8 @@ def prune(
     else:
         train_part = train_data
     full = full_train_data if full_train_data is not None else train_data
+    if dcfg.method != "dsa":
+        train_part = full  # only DSA's allocation reads the validation split
     if example_inputs is None:
         example_inputs = next(iter(train_data))[0][:1]
     example_inputs = example_inputs.to(dist.device)

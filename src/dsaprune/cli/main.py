@@ -133,9 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
     pr.add_argument(
         "--method",
-        choices=["dsa", "uniform", "magnitude"],
+        choices=["dsa", "uniform", "magnitude", "ssl", "morphnet"],
         help="dsa (default), or a baseline in the same flow: uniform (one keep ratio for all "
-        "groups) or magnitude (a global threshold on filter L1 norms; use with --checkpoint)",
+        "groups), magnitude (a global threshold on filter L1 norms; use with --checkpoint), "
+        "ssl (group lasso, then a threshold) or morphnet (FLOPs-weighted L1 on BN scales, then "
+        "a threshold)",
+    )
+    pr.add_argument(
+        "--penalty",
+        type=float,
+        help="strength of the ssl / morphnet penalty [ssl 5e-4, morphnet 2e-3]",
     )
     pr.add_argument("--round-to", type=int, help="channel counts in multiples of N [1]")
     pr.add_argument(

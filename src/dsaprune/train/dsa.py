@@ -35,6 +35,7 @@ from ..budget import Budget, BudgetError
 from ..cost import QuadraticCost
 from ..gates import GateHooks, beta2_at, hardness, keep_probabilities, pad_groups, sample_masks
 from ..grouping import Groups, channel_importance
+from ..penalties import PENALTY_METHODS, make_penalty
 from ..surgery import HardMasks, prune_groups, top_channels
 from .distributed import all_reduce_sum
 
@@ -44,6 +45,10 @@ METHODS = {
     "uniform": "one keep ratio for every group, solved for the budget",
     "magnitude": "one global threshold on filter L1 norms (relative to each group's mean), "
     "solved for the budget; channels with the largest L1 norms are kept",
+    "ssl": "group-lasso penalty on each channel's weights in the first third of training, then "
+    "one global threshold on the channels' RMS weight, solved for the budget",
+    "morphnet": "FLOPs-weighted L1 penalty on BN scales in the first third of training, then one "
+    "global threshold on |γ|, solved for the budget",
 }
 
 
@@ -61,13 +66,16 @@ class DSAConfig:
     hard_threshold: float = 0.01
     round_to: int = 1
     physical: bool = True  # physically prune once masks are hard; False keeps masked training
-    method: str = "dsa"  # or a baseline in the same flow: "uniform", "magnitude" (see METHODS)
+    method: str = "dsa"  # or a baseline in the same flow (see METHODS)
+    penalty: float | None = None  # ssl / morphnet strength (None: ssl 5e-4, morphnet 2e-3)
     val_bn_eval: bool = True  # validation forward of the Θ-step with BN running statistics
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.penalty is not None and self.penalty < 0:
+            raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
 
     @classmethod
     def from_dict(cls, d: dict) -> DSAConfig:
@@ -112,6 +120,7 @@ class DSA:
         self.allocator: Allocator | None = None
         self.hooks: GateHooks | None = None
         self.hard: HardMasks | None = None
+        self.penalty = None  # the ssl / morphnet penalty while it is applied
         self.t_cache: torch.Tensor | None = None
         self._step_p: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's (p, valid)
         self.events: dict = {"phase_time_s": {}}
@@ -163,7 +172,10 @@ class DSA:
     # -- callbacks -----------------------------------------------------------------------------
     def before_step(self, trainer, x, y) -> None:
         w0, w1 = self._bounds(trainer)
-        if self.phase == "warmup" and trainer.step >= w0:
+        if self.phase == "warmup" and self.cfg.method in PENALTY_METHODS:
+            self._enter(trainer, "penalty")  # from the first step to the end of the window
+            self.penalty = make_penalty(self.cfg.method, self.groups, self.cost, self.cfg.penalty)
+        elif self.phase == "warmup" and trainer.step >= w0:
             self._start_allocation(trainer, w1 - w0)
         if self.phase in ("allocate", "settle"):
             with torch.no_grad():
@@ -174,6 +186,10 @@ class DSA:
 
     def after_step(self, trainer) -> None:
         w0, w1 = self._bounds(trainer)
+        if self.phase == "penalty":
+            self.penalty.step(trainer.optimizer.param_groups[0]["lr"])
+            if trainer.step >= w1:
+                self._start_allocation(trainer, 1)
         if self.phase == "allocate":
             if (trainer.step - w0) % self._alloc_every(trainer) == 0:
                 self._alpha_update(trainer)
@@ -222,9 +238,11 @@ class DSA:
         # a baseline: its keep ratios are decided at once and the network is pruned now
         if self.cfg.method == "uniform":
             self.allocator.theta = torch.zeros(self.K, dtype=torch.float64)
-        else:  # magnitude
-            imp = channel_importance(self.groups, "l1")
-            alpha = magnitude_keep_ratios(imp, self.cost, self.budget.fraction)
+        else:  # a threshold on channel importances: relative (magnitude) or absolute (penalties)
+            relative = self.cfg.method == "magnitude"
+            alpha = magnitude_keep_ratios(
+                self._final_importance(), self.cost, self.budget.fraction, relative=relative
+            )
             self.allocator.theta = torch.logit(alpha.clamp(1e-6, 1 - 1e-6))
         self.events["met_by"] = self.cfg.method
         self._finalise(trainer)
@@ -280,8 +298,8 @@ class DSA:
         self.events["calibration_shift"] = shift
         alpha = torch.sigmoid(theta)
         counts = round_channels(alpha, self.channels, self.cost, frac, self.cfg.round_to)
-        source = "l1" if self.cfg.method == "magnitude" else self.cfg.importance
-        imp = channel_importance(self.groups, source)
+        imp = self._final_importance()
+        self.penalty = None
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
         self.keep_counts = counts
         self.keep_index = [[int(v) for v in k] for k in keep]
@@ -294,6 +312,13 @@ class DSA:
             self.hooks = None
         trainer.train_loader = self.full_train_loader
         self._apply_pruning(trainer)
+
+    def _final_importance(self) -> list[torch.Tensor]:
+        """The channel importances the final channels are chosen by."""
+        if self.penalty is not None:
+            return self.penalty.importance()
+        source = "l1" if self.cfg.method == "magnitude" else self.cfg.importance
+        return channel_importance(self.groups, source)
 
     def _apply_pruning(self, trainer) -> None:
         keep = [torch.tensor(k, dtype=torch.long) for k in self.keep_index]
@@ -342,6 +367,8 @@ class DSA:
             self.allocator.load_state_dict(d["allocator"])
         if self.phase in ("allocate", "settle"):
             self.hooks = GateHooks(self.groups)
+        if self.phase == "penalty":
+            self.penalty = make_penalty(self.cfg.method, self.groups, self.cost, self.cfg.penalty)
         if self.phase != "warmup" and self.phase != "allocate":
             trainer.train_loader = self.full_train_loader
         if self.keep_index is not None:
