@@ -110,7 +110,9 @@ def prune(
     validation split. With ``val_data``, ``train_data`` trains the weights during allocation and
     ``full_train_data`` (default: ``train_data``) once the allocation is frozen. Settings
     are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
-    (warmup_fraction, round_to, physical, …) or :class:`AllocatorConfig` (rho1, …).
+    (warmup_fraction, round_to, physical, ``method``: ``dsa`` or a baseline ``uniform``,
+    ``magnitude``, ``ssl``, ``morphnet``, ``penalty``: their strength, …) or
+    :class:`AllocatorConfig` (rho1, …).
     ``pretrained=True`` also measures the accuracy of the network as given (``acc_before``).
     With ``out_dir`` a checkpoint (``last.pt``: weights, optimizer, allocator, phase) is written
     after every epoch; ``resume=True`` continues from it (pass the same, unpruned, model).

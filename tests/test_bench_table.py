@@ -1,0 +1,78 @@
+"""bench/cifar10_table.py: its plan is valid dsaprune commands, its tables read real runs."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsaprune.cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location("cifar10_table", ROOT / "bench/cifar10_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["cifar10_table"] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    yield mod
+    del sys.modules["cifar10_table"]
+
+
+def _args(table, tmp_path, *extra):
+    import argparse
+
+    a = argparse.Namespace(
+        models=["resnet20"], budgets=[0.75, 0.333], methods=table.METHODS, epochs=8.0,
+        lr=0.1, wd=5e-4, lr_given=True, wd_given=True, config=None, finetune_epochs=4.0,
+        finetune_lr=0.01, data="DATA", device="cpu", parallel=1, runs=str(tmp_path),
+    )  # fmt: skip
+    for k, v in extra:
+        setattr(a, k, v)
+    return a
+
+
+def test_plan_is_valid_commands_with_magnitude_after_the_unpruned_run(table, tmp_path):
+    jobs = table.plan(_args(table, tmp_path))
+    assert [j.method for j in jobs].count("unpruned") == 1
+    assert len(jobs) == 1 + 2 * 5
+    parser = build_parser()
+    for j in jobs:
+        ns = parser.parse_args(j.argv)  # every row's command is one the CLI accepts
+        assert ns.out == str(j.out) and ns.data == "DATA"
+        if j.method == "unpruned":
+            assert ns.command == "train" and ns.epochs == 8
+        elif j.method == "magnitude":
+            assert ns.checkpoint == str(jobs[0].out / "last.pt") and j.deps == [jobs[0]]
+            assert ns.epochs == 4 and ns.lr == 0.01
+        else:
+            assert ns.method == j.method and ns.model == "resnet20" and ns.epochs == 8
+            assert ns.budget == f"flops={j.budget:g}" and not j.deps
+    assert len({j.out for j in jobs}) == len(jobs)
+
+
+def test_rows_and_markdown_from_finished_runs(table, tmp_path):
+    a = _args(table, tmp_path, ("methods", ["dsa", "magnitude"]), ("budgets", [0.5]))
+    jobs = table.plan(a)
+    hist = [{"epoch": e, "epoch_time_s": 360.0, "test_acc": 0.8} for e in range(1, 9)]
+    base, dsa, mag = jobs
+    base.out.mkdir(parents=True)
+    (base.out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
+    for j, acc, n in ((dsa, 0.75, 8), (mag, 0.78, 4)):
+        j.out.mkdir(parents=True)
+        rep = {"history": hist[:n], "acc_after": acc, "flops_ratio": 0.4995, "met_by": j.method,
+               "groups": [{"keep_ratio": 0.5}]}  # fmt: skip
+        (j.out / "report.json").write_text(json.dumps(rep))
+    for j in jobs:
+        j.state = "done"
+    rows = {r["method"]: r for r in table.rows(jobs, a)}
+    assert rows["unpruned"]["acc"] == pytest.approx(80.0) and rows["unpruned"]["flops_ratio"] == 1
+    assert rows["dsa"]["drop"] == pytest.approx(-5.0)
+    assert rows["magnitude"]["gpu_hours"] == pytest.approx(12 * 0.1)  # pre-training included
+    assert rows["magnitude"]["epochs"] == 12 and " && " in rows["magnitude"]["command"]
+    md = table.markdown(list(rows.values()), a, ["--epochs", "8"])
+    assert "| resnet20 | 50.0% | dsa | 0.4995 | 75.00 | -5.00 | 0.8 | 1.00 |" in md
+    assert "49.7, 91.38, −0.79" in md  # the paper's DSA row beside ours
