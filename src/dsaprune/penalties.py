@@ -8,7 +8,9 @@ exactly zero instead of oscillating around it, and it costs no extra backward pa
 - ``ssl`` (group lasso): every channel of every prunable group is one group of weights: the
   producers' filters and biases, the BN scales and shifts and the consumers' input slices, all
   that is removed with the channel. Penalty λ Σ √n ‖w‖ (n: the channel's weight count, so the
-  strength is per weight, as weight decay's is); importance: the channel's RMS weight.
+  strength is per weight, as weight decay's is); importance: the channel's RMS weight, which
+  the threshold reads relative to its group's mean: deeper layers have smaller weights (larger
+  fan-in), and an absolute threshold cut ResNet-20's last stage to 1–5 channels of 64.
 - ``morphnet``: L1 on the BN scales γ, each group's weighted by the FLOPs one of its channels
   costs (∂F/∂α_k / C_k, divided by the mean over groups, so the strength is that of an average
   channel). Importance: the mean |γ| over the group's BNs (groups without BN: filter L1 norm).

@@ -46,7 +46,8 @@ METHODS = {
     "magnitude": "one global threshold on filter L1 norms (relative to each group's mean), "
     "solved for the budget; channels with the largest L1 norms are kept",
     "ssl": "group-lasso penalty on each channel's weights in the first third of training, then "
-    "one global threshold on the channels' RMS weight, solved for the budget",
+    "one global threshold on the channels' weight norms (relative to each group's mean), solved "
+    "for the budget",
     "morphnet": "FLOPs-weighted L1 penalty on BN scales in the first third of training, then one "
     "global threshold on |γ|, solved for the budget",
 }
@@ -238,8 +239,9 @@ class DSA:
         # a baseline: its keep ratios are decided at once and the network is pruned now
         if self.cfg.method == "uniform":
             self.allocator.theta = torch.zeros(self.K, dtype=torch.float64)
-        else:  # a threshold on channel importances: relative (magnitude) or absolute (penalties)
-            relative = self.cfg.method == "magnitude"
+        else:  # one threshold on channel importances, relative to each group's mean except
+            # for morphnet, whose BN scales compare across layers as they are
+            relative = self.cfg.method != "morphnet"
             alpha = magnitude_keep_ratios(
                 self._final_importance(), self.cost, self.budget.fraction, relative=relative
             )
