@@ -204,3 +204,13 @@ def test_magnitude_keep_ratios_use_one_global_threshold():
         lowest_kept = min(float(k.min()) for k in kept if k.numel() > 1)
         highest_dropped = max(float(d.max()) for d in dropped if d.numel())
         assert highest_dropped < lowest_kept  # one threshold across groups, in relative units
+
+
+def test_round_channels_trades_several_steps_to_reach_the_budget(tiny_net):
+    # from (11, 19) of (16, 32) (0.484 of the FLOPs) no single addition fits and no one-for-one
+    # swap helps; one channel more in the first group for five fewer in the second reaches 0.499
+    G = find_groups(tiny_net(), torch.zeros(1, 3, 32, 32))
+    F = flops_model(G)
+    n = round_channels(torch.tensor([11 / 16, 19 / 32], dtype=torch.float64), [16, 32], F, 0.5)
+    ratio = float(F.ratio(torch.tensor([n[0] / 16, n[1] / 32], dtype=torch.float64)))
+    assert 0.99 * 0.5 <= ratio <= 0.5, (n, ratio)

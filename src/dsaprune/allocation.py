@@ -270,21 +270,23 @@ def round_channels(
                 break
         else:
             break
-    # still well under budget (single additions all overshoot): move one step between groups
+    # still well under budget (single additions all overshoot): add a step to one group and
+    # take as few steps from another as that needs to fit
     for _ in range(10 * len(channels)):
         cur = frac(n)
         if cur >= 0.99 * budget:
             break
         best, best_val = None, cur
-        for j in range(len(channels)):
-            if n[j] - step[j] < lo[j]:
+        for k in range(len(channels)):
+            if n[k] + step[k] > chans[k]:
                 continue
-            for k in range(len(channels)):
-                if k == j or n[k] + step[k] > chans[k]:
+            for j in range(len(channels)):
+                if j == k:
                     continue
                 trial = n.clone()
-                trial[j] -= step[j]
                 trial[k] += step[k]
+                while frac(trial) > budget and trial[j] - step[j] >= lo[j]:
+                    trial[j] -= step[j]
                 v = frac(trial)
                 if best_val < v <= budget:
                     best, best_val = trial, v
