@@ -181,21 +181,18 @@ def _device(a: argparse.Namespace) -> str:
 
 def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
     device = _device(a)
-    hours, acc, out = {}, {}, []
+    runs = {id(j): _history(j) for j in jobs if j.state == "done"}  # (history, report)
+    hours = {k: sum(h["epoch_time_s"] for h in hist) / 3600 for k, (hist, _) in runs.items()}
+    acc = {k: rep["acc_after"] if rep else hist[-1]["test_acc"] for k, (hist, rep) in runs.items()}
+    out = []
     for j in jobs:
         if j.state != "done":
             continue
-        hist, rep = _history(j)
-        hours[id(j)] = sum(h["epoch_time_s"] for h in hist) / 3600
-        acc[id(j)] = rep["acc_after"] if rep else hist[-1]["test_acc"]
-    for j in jobs:
-        if j.state != "done":
-            continue
-        hist, rep = _history(j)
+        hist, rep = runs[id(j)]
         base = next((b for b in jobs if b.model == j.model and b.method == "unpruned"), None)
         base_acc = acc.get(id(base)) if base else None
         pipeline_h = hours[id(j)] + sum(hours.get(id(d), 0.0) for d in j.deps)
-        epochs = hist[-1]["epoch"] + sum(_history(d)[0][-1]["epoch"] for d in j.deps)
+        epochs = hist[-1]["epoch"] + sum(runs[id(d)][0][-1]["epoch"] for d in j.deps)
         row = {
             "model": j.model,
             "method": j.method,

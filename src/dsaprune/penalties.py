@@ -128,10 +128,9 @@ class WeightedBNL1:
 
 
 def make_penalty(method: str, groups: Groups, cost: QuadraticCost, strength: float | None):
-    """The penalty of ``method`` (``ssl`` or ``morphnet``) at ``strength`` (None: its default)."""
+    """The penalty of ``method`` (``ssl`` or ``morphnet``) at ``strength`` (None: its default;
+    ``DSAConfig`` has refused a negative one)."""
     s = DEFAULT_STRENGTH[method] if strength is None else float(strength)
-    if s < 0:
-        raise ValueError(f"penalty strength must be >= 0, got {s}")
     if method == "ssl":
         return GroupLasso(groups, s)
     return WeightedBNL1(groups, cost, s)

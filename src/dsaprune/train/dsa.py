@@ -237,17 +237,17 @@ class DSA:
             self.hooks = GateHooks(self.groups)
             return
         # a baseline: its keep ratios are decided at once and the network is pruned now
+        imp = None
         if self.cfg.method == "uniform":
             self.allocator.theta = torch.zeros(self.K, dtype=torch.float64)
         else:  # one threshold on channel importances, relative to each group's mean except
             # for morphnet, whose BN scales compare across layers as they are
             relative = self.cfg.method != "morphnet"
-            alpha = magnitude_keep_ratios(
-                self._final_importance(), self.cost, self.budget.fraction, relative=relative
-            )
+            imp = self._final_importance()
+            alpha = magnitude_keep_ratios(imp, self.cost, self.budget.fraction, relative=relative)
             self.allocator.theta = torch.logit(alpha.clamp(1e-6, 1 - 1e-6))
         self.events["met_by"] = self.cfg.method
-        self._finalise(trainer)
+        self._finalise(trainer, imp)
 
     def _next_val(self):
         if self.val_iter is None:
@@ -292,15 +292,16 @@ class DSA:
             }
         )
 
-    def _finalise(self, trainer) -> None:
-        """Meet the budget in whole channels, pick the channels, prune."""
+    def _finalise(self, trainer, imp: list[torch.Tensor] | None = None) -> None:
+        """Meet the budget in whole channels, pick the channels (by ``imp`` if the caller has
+        the importances already), prune."""
         self._enter(trainer, "pruned" if self.cfg.physical else "masked")
         frac = self.budget.fraction
         theta, shift = shift_to_budget(self.allocator.theta, self.cost, frac)
         self.events["calibration_shift"] = shift
         alpha = torch.sigmoid(theta)
         counts = round_channels(alpha, self.channels, self.cost, frac, self.cfg.round_to)
-        imp = self._final_importance()
+        imp = imp if imp is not None else self._final_importance()
         self.penalty = None
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
         self.keep_counts = counts
