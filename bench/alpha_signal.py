@@ -1,23 +1,27 @@
-"""Does DSA's α-gradient rank the groups the way removing their channels does?
+"""Does the Θ-step's loss signal rank the groups the way removing their channels does?
 
-On a trained network, every prunable group at keep ratio ``--alpha``:
+On a trained network with every prunable group hard-masked to keep ratio ``--alpha`` (its most
+important channels by |γ|) and BN statistics re-estimated under those masks:
 
-- *signal*: the mean ∂L_val/∂α_k DSA's Θ-step reads (sampled gates, straight-through, BN in eval
-  mode as in the Θ-step), for several gate temperatures β2, divided by ∂F/∂α_k (loss per FLOP);
-  ``--bn batch`` uses each batch's own BN statistics for both measurements;
-- *truth*: the loss increase when group k alone loses another ``--delta`` of its channels
-  (lowest importance first, hard masks, the others hard at ``--alpha``), per FLOP saved.
+- *truth*: the validation-loss increase when group k alone loses its next ``--delta`` of
+  channels (least important first), BN re-estimated again under the new masks, divided by the
+  FLOPs that saves (loss per FLOP);
+- *signal*: what each registered estimator (``dsaprune.estimators``) gives the allocator,
+  −∂L/∂α_k per unit of ∂F/∂α_k, averaged over the same validation batches (``ste`` once per
+  gate temperature β2 in ``--beta2``).
 
-Prints the Spearman rank correlation of signal and truth per β2 (1.0: DSA's gradient orders the
-groups exactly as removal does), and writes both to a JSON file.
+Prints, and writes to a JSON file, the Spearman rank correlation of each signal with the truth
+(1.0: the signal orders the groups exactly as removal does).
 
-    python bench/alpha_signal.py --checkpoint runs/table/resnet20_unpruned_e8/last.pt
+    python bench/alpha_signal.py --checkpoint bench/reference/cifar10_resnet20.pt \\
+        --alpha 1.0,0.7 --out bench/results/alpha_signal_resnet20.json
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -26,114 +30,130 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from allocation_quality import load_reference  # noqa: E402
 from sensitivity import spearman  # noqa: E402
 
-from dsaprune.cli.commands import model_from_checkpoint  # noqa: E402
 from dsaprune.cost import flops_model  # noqa: E402
 from dsaprune.data import load_splits, make_loader, split_train_val  # noqa: E402
-from dsaprune.gates import GateHooks, keep_probabilities, pad_groups, sample_masks  # noqa: E402
+from dsaprune.estimators import ESTIMATORS, GateState  # noqa: E402
+from dsaprune.gates import GateHooks, keep_probabilities, pad_groups, topn_masks  # noqa: E402
 from dsaprune.grouping import channel_importance, find_groups  # noqa: E402
 from dsaprune.io import atomic_write_json  # noqa: E402
+from dsaprune.train import recalibrate_bn  # noqa: E402
 
 
-def hard_masks(imp, valid, counts) -> torch.Tensor:
-    m = torch.zeros_like(imp)
-    for k, n in enumerate(counts):
-        c = int(valid[k].sum())
-        m[k, imp[k, :c].argsort(descending=True)[:n]] = 1
-    return m
-
-
-@torch.no_grad()
-def mean_loss(model, hooks, masks, batches) -> float:
+def loss_under(model, hooks, masks, batches, bn_batches) -> float:
+    """Mean validation loss with ``masks`` on, BN re-estimated under them first."""
     hooks.set(masks)
-    loss = sum(float(torch.nn.functional.cross_entropy(model(x), y)) for x, y in batches)
-    hooks.clear()
+    try:
+        recalibrate_bn(model, bn_batches, len(bn_batches))
+        model.eval()
+        with torch.no_grad():
+            loss = sum(float(torch.nn.functional.cross_entropy(model(x), y)) for x, y in batches)
+    finally:
+        hooks.clear()
     return loss / len(batches)
+
+
+def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
+    K = len(G.prunable)
+    chans = torch.tensor([g.channels for g in G.prunable], dtype=torch.float64)
+    imp, valid = pad_groups(channel_importance(G, "bn_first"))
+    imp = imp.double()
+    hooks = GateHooks(G)
+    counts = (alpha * chans).round().clamp_min(1)
+    al = counts / chans
+    a_req = al.clone().requires_grad_(True)
+    (dF,) = torch.autograd.grad(cost(a_req), a_req)
+
+    t0 = time.perf_counter()
+    base = loss_under(model, hooks, topn_masks(imp, valid, al), batches, bn_batches)
+    truth = []
+    for k in range(K):
+        fewer = counts.clone()
+        fewer[k] = max(1.0, float(counts[k]) - max(1, round(a.delta * float(chans[k]))))
+        loss = loss_under(model, hooks, topn_masks(imp, valid, fewer / chans), batches, bn_batches)
+        saved = float(cost(al) - cost(fewer / chans))
+        truth.append((loss - base) / saved * cost.full)
+    t_truth = time.perf_counter() - t0
+    print(f"keep {alpha}: loss {base:.3f} (BN re-estimated); truth per group:",
+          " ".join(f"{v:.2f}" for v in truth), f"({t_truth:.0f} s)", flush=True)  # fmt: skip
+
+    # the signals, at the base masks' re-estimated BN statistics, BN in eval mode (the Θ-step's)
+    hooks.set(topn_masks(imp, valid, al))
+    recalibrate_bn(model, bn_batches, len(bn_batches))
+    hooks.clear()
+    model.eval()
+    out = {"alpha": alpha, "base_loss": base, "truth": truth, "signals": {}}
+    loss_fn = torch.nn.functional.cross_entropy
+    theta = torch.logit(al.clamp(1e-4, 1 - 1e-4)).float()
+    variants = []
+    for name in ESTIMATORS:
+        if name == "ste":
+            variants += [(f"ste_beta2_{b:g}", name, b) for b in a.beta2]
+        else:
+            variants.append((name, name, None))
+    for label, name, b2 in variants:
+        est = ESTIMATORS[name]()
+        beta2 = b2 if b2 is not None else 1.0
+
+        def probabilities(alpha_t, iters, beta2=beta2):
+            return keep_probabilities(imp.float(), valid, alpha_t, beta2, iters)[0]
+
+        gates = GateState(imp.float(), valid, probabilities, 0.01)
+        g = torch.zeros(K, dtype=torch.float64)
+        t0 = time.perf_counter()
+        for x, y in batches:
+            for _ in range(a.samples if name == "ste" else 1):
+                gt, _ = est.loss_grad(model, hooks, x, y, loss_fn, theta, gates)
+                g += gt.double()
+        g /= len(batches) * (a.samples if name == "ste" else 1)
+        dt = (time.perf_counter() - t0) / len(batches)
+        s = torch.sigmoid(theta.double())
+        g_alpha = g / (s * (1 - s)).clamp_min(1e-6)
+        # the allocator protects a group in proportion to −∂L/∂α per unit of cost
+        signal = (-g_alpha / dF * cost.full).tolist()
+        rho = spearman(signal, truth)
+        out["signals"][label] = {"signal": signal, "spearman": rho, "s_per_batch": dt}
+        print(f"  {label:16s} Spearman {rho:+.2f}  ({dt:.2f} s per batch)", flush=True)
+    hooks.remove()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
-    p.add_argument("--alpha", type=float, default=0.7)
+    p.add_argument("--alpha", default="1.0,0.7", help="keep ratios at which to compare")
     p.add_argument("--delta", type=float, default=0.1)
-    p.add_argument("--beta2", default="0.05,0.5,2,5,20")
+    p.add_argument("--beta2", default="0.05,5,100")
     p.add_argument("--batches", type=int, default=8, help="validation batches of 128")
-    p.add_argument("--samples", type=int, default=4, help="mask samples per batch")
-    p.add_argument(
-        "--bn",
-        choices=["eval", "batch"],
-        default="eval",
-        help="BN with running statistics (the Θ-step's default) or with each batch's own",
-    )
+    p.add_argument("--bn-batches", type=int, default=10, help="training batches for BN stats")
+    p.add_argument("--samples", type=int, default=4, help="ste: mask samples per batch")
     p.add_argument("--out", default="bench/results/alpha_signal.json")
     a = p.parse_args(argv)
+    a.beta2 = [float(v) for v in a.beta2.split(",")]
     torch.manual_seed(0)
-    model, _ = model_from_checkpoint(a.checkpoint)
-    model.eval()
+    model, name = load_reference(a.checkpoint)
     splits = load_splits("cifar10", a.data)
-    _, val = split_train_val(splits.train)
-    loader = make_loader(val, splits, 128, train=False)
-    batches = [b for _, b in zip(range(a.batches), loader, strict=False)]
+    train, val = split_train_val(splits.train)
+    vl = make_loader(val, splits, 128, train=False)
+    batches = [b for _, b in zip(range(a.batches), vl, strict=False)]
+    tl = make_loader(train, splits, 128, train=True, seed=1)
+    bn_batches = [b for _, b in zip(range(a.bn_batches), tl, strict=False)]
     G = find_groups(model, batches[0][0][:1])
     cost = flops_model(G)
-    if a.bn == "batch":  # batch statistics, running statistics left as they are
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.train()
-                m.momentum = 0.0
-    K = len(G.prunable)
-    chans = [g.channels for g in G.prunable]
-    imp, valid = pad_groups(channel_importance(G, "bn_first"))
-    hooks = GateHooks(G)
-    alpha0 = torch.full((K,), a.alpha, dtype=torch.float64, requires_grad=True)
-    (dF,) = torch.autograd.grad(cost(alpha0), alpha0)
-
-    counts = [max(1, round(a.alpha * c)) for c in chans]
-    base = mean_loss(model, hooks, hard_masks(imp, valid, counts), batches)
-    truth = []
-    for k in range(K):
-        fewer = list(counts)
-        fewer[k] = max(1, counts[k] - max(1, round(a.delta * chans[k])))
-        loss = mean_loss(model, hooks, hard_masks(imp, valid, fewer), batches)
-        al = torch.tensor([n / c for n, c in zip(fewer, chans, strict=True)], dtype=torch.float64)
-        ac = torch.tensor([n / c for n, c in zip(counts, chans, strict=True)], dtype=torch.float64)
-        saved = float(cost(ac) - cost(al))
-        truth.append((loss - base) / saved * cost.full)
-    print(f"hard masks at keep {a.alpha}: loss {base:.3f}")
-    print("removal cost per FLOP share, per group:", " ".join(f"{v:.2f}" for v in truth))
-
-    out = {
-        "bn": a.bn,
-        "alpha": a.alpha,
+    res = {
+        "model": name,
+        "reference": Path(a.checkpoint).as_posix(),
         "delta": a.delta,
-        "base_loss": base,
-        "truth": truth,
-        "beta2": {},
+        "results": [
+            measure(model, G, cost, batches, bn_batches, float(v), a) for v in a.alpha.split(",")
+        ],  # fmt: skip
+        "command": "python bench/alpha_signal.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    for b2 in [float(v) for v in a.beta2.split(",")]:
-        grads = torch.zeros(K, dtype=torch.float64)
-        for x, y in batches:
-            for _ in range(a.samples):
-                alpha = torch.full((K,), a.alpha, requires_grad=True)
-                pk, _ = keep_probabilities(imp, valid, alpha, b2)
-                hooks.set(sample_masks(pk, 0.01))
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-                (g,) = torch.autograd.grad(loss, alpha)
-                hooks.clear()
-                grads += g.double()
-        grads /= a.batches * a.samples
-        # the Θ-step protects a group in proportion to −∂L/∂α per unit of cost
-        signal = (-grads / dF * cost.full).tolist()
-        rho = spearman(signal, truth)
-        out["beta2"][str(b2)] = {"signal": signal, "spearman": rho}
-        print(f"β2 {b2:g}: Spearman(signal, removal cost) {rho:+.2f}; signal per group:",
-              " ".join(f"{v:.2f}" for v in signal), flush=True)  # fmt: skip
-    out["command"] = "python bench/alpha_signal.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    atomic_write_json(out, a.out)
+    atomic_write_json(res, a.out)
     return 0
 
 

@@ -14,6 +14,7 @@ from . import surgery
 from .budget import parse_budget
 from .cost import count_flops, count_params, flops_model, params_model
 from .grouping import find_groups
+from .methods import make_method
 from .train import TrainConfig, Trainer, evaluate
 from .train.distributed import DistInfo, setup
 from .train.dsa import DSA, DSAConfig
@@ -135,7 +136,7 @@ def prune(
     else:
         train_part = train_data
     full = full_train_data if full_train_data is not None else train_data
-    if dcfg.method != "dsa":
+    if not make_method(dcfg.method).reads_validation:
         train_part = full  # only DSA's allocation reads the validation split
     if example_inputs is None:
         example_inputs = next(iter(train_data))[0][:1]

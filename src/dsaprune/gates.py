@@ -84,6 +84,36 @@ def sample_masks(p: torch.Tensor, floor: float = 0.0, generator=None) -> torch.T
     return m + p - p.detach()
 
 
+def topn_masks(importance: torch.Tensor, valid: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The deterministic mask of keep ratios ``alpha``: group k's ⌊α_k C_k⌋ most important
+    channels get 1, the next one the fractional part of α_k C_k, the rest 0 (so the mask moves
+    continuously with α). [K, C_max], zero at padding."""
+    C = valid.sum(1).to(importance.dtype)
+    n = alpha.detach().to(importance.dtype).clamp(0, 1) * C
+    order = torch.where(valid, importance, -torch.inf).argsort(1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    m = (n[:, None] - rank.to(importance.dtype)).clamp(0, 1)
+    return m * valid
+
+
+def marginal_channels(
+    importance: torch.Tensor, valid: torch.Tensor, alpha: torch.Tensor, fraction: float
+) -> torch.Tensor:
+    """[K, C_max] weights that average over the channels each group would lose next: the
+    ⌈``fraction`` C_k⌉ (at least one) least important of those the top-n mask of ``alpha``
+    still keeps. Rows sum to 1."""
+    C = valid.sum(1).to(importance.dtype)
+    kept = topn_masks(importance, valid, alpha).ceil()
+    q = (fraction * C).ceil().clamp_min(1)
+    score = torch.where(kept > 0, importance, torch.inf)
+    order = score.argsort(1)  # least important kept channel first
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    w = ((rank.to(importance.dtype) < q[:, None]) & (kept > 0)).to(importance.dtype)
+    return w / w.sum(1, keepdim=True).clamp_min(1)
+
+
 def hardness(p: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Σ p(1 − p) / C per group: 0 for hard (0/1) masks, up to 0.25 for p = 1/2."""
     return (p * (1 - p) * valid).sum(1) / valid.sum(1)
@@ -101,7 +131,8 @@ class GateHooks:
     """Multiplies each group's masked modules' outputs by that group's current mask.
 
     ``set(masks)`` installs a [K, C_max] mask tensor (the same tensor for every producer of a
-    group, so their gradients add up on it); ``clear()`` makes the hooks pass outputs through.
+    group, so their gradients add up on it), or an [N, K, C_max] one with a mask per sample of
+    the batch; ``clear()`` makes the hooks pass outputs through.
     """
 
     def __init__(self, groups: Groups) -> None:
@@ -116,6 +147,9 @@ class GateHooks:
         def hook(_m, _inp, out):
             if self.masks is None:
                 return None
+            if self.masks.dim() == 3:  # [N, K, C_max]: one mask per sample (per-sample gradients)
+                m = self.masks[:, k, :channels].to(out.device, out.dtype)
+                return out * m.view(m.shape + (1,) * (out.dim() - 2))
             m = self.masks[k, :channels].to(out.device, out.dtype)
             return out * m.view((1, -1) + (1,) * (out.dim() - 2))
 

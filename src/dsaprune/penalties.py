@@ -23,9 +23,6 @@ import torch
 from .cost import QuadraticCost
 from .grouping import Groups, channel_importance
 
-PENALTY_METHODS = ("ssl", "morphnet")
-DEFAULT_STRENGTH = {"ssl": 5e-4, "morphnet": 2e-3}
-
 
 def _slices(groups: Groups) -> list[list[tuple[torch.Tensor, int, torch.Tensor | None]]]:
     """Per prunable group: (parameter, channel dim, input indices or None) of every tensor a
@@ -125,12 +122,3 @@ class WeightedBNL1:
             else:
                 out.append(fallback.cpu())
         return out
-
-
-def make_penalty(method: str, groups: Groups, cost: QuadraticCost, strength: float | None):
-    """The penalty of ``method`` (``ssl`` or ``morphnet``) at ``strength`` (None: its default;
-    ``DSAConfig`` has refused a negative one)."""
-    s = DEFAULT_STRENGTH[method] if strength is None else float(strength)
-    if method == "ssl":
-        return GroupLasso(groups, s)
-    return WeightedBNL1(groups, cost, s)

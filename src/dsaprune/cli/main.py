@@ -7,7 +7,9 @@ import sys
 
 from .. import __version__, models
 from ..data import DATASETS, DataError
+from ..estimators import ESTIMATORS
 from ..grouping import TraceError
+from ..methods import METHODS, describe_methods
 from ..train import CheckpointError, TrainConfig, TrainingDiverged
 
 
@@ -133,11 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
     pr.add_argument(
         "--method",
-        choices=["dsa", "uniform", "magnitude", "ssl", "morphnet"],
-        help="dsa (default), or a baseline in the same flow: uniform (one keep ratio for all "
-        "groups), magnitude (a global threshold on filter L1 norms; use with --checkpoint), "
-        "ssl (group lasso, then a threshold) or morphnet (FLOPs-weighted L1 on BN scales, then "
-        "a threshold)",
+        choices=list(METHODS),
+        help="dsa (default), or a baseline in the same flow. " + describe_methods(),
     )
     pr.add_argument(
         "--penalty",
@@ -150,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="physically prune once masks are hard (default), or stay masked",
+    )
+    pr.add_argument(
+        "--estimator",
+        choices=list(ESTIMATORS),
+        help="DSA's loss signal for the allocation step: fisher (second-order removal cost "
+        "of each group's next channels, the default) or ste (the paper's straight-through "
+        "gradient of sampled masks)",
     )
     pr.add_argument(
         "--warmup-fraction",

@@ -32,7 +32,7 @@ def _settings(args: argparse.Namespace) -> dict:
         v = getattr(args, k, None)
         if v is not None:
             s[k] = v
-    for k in ("round_to", "method", "physical", "warmup_fraction", "penalty"):
+    for k in ("round_to", "method", "physical", "warmup_fraction", "penalty", "estimator"):
         v = getattr(args, k, None)
         if v is not None:
             s[k] = v

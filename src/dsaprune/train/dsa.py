@@ -24,33 +24,25 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..allocation import (
-    Allocator,
-    AllocatorConfig,
-    magnitude_keep_ratios,
-    round_channels,
-    shift_to_budget,
-)
+from ..allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget
 from ..budget import Budget, BudgetError
 from ..cost import QuadraticCost
-from ..gates import GateHooks, beta2_at, hardness, keep_probabilities, pad_groups, sample_masks
+from ..estimators import GateState, make_estimator
+from ..gates import (
+    GateHooks,
+    beta2_at,
+    hardness,
+    keep_probabilities,
+    pad_groups,
+    sample_masks,
+    topn_masks,
+)
 from ..grouping import Groups, channel_importance
-from ..penalties import PENALTY_METHODS, make_penalty
+from ..methods import make_method
 from ..surgery import HardMasks, prune_groups, top_channels
 from .distributed import all_reduce_sum
 
 PAPER_EPOCHS = 300
-METHODS = {
-    "dsa": "differentiable sparsity allocation (the default)",
-    "uniform": "one keep ratio for every group, solved for the budget",
-    "magnitude": "one global threshold on filter L1 norms (relative to each group's mean), "
-    "solved for the budget; channels with the largest L1 norms are kept",
-    "ssl": "group-lasso penalty on each channel's weights in the first third of training, then "
-    "one global threshold on the channels' weight norms (relative to each group's mean), solved "
-    "for the budget",
-    "morphnet": "FLOPs-weighted L1 penalty on BN scales in the first third of training, then one "
-    "global threshold on |γ|, solved for the budget",
-}
 
 
 @dataclass
@@ -67,16 +59,20 @@ class DSAConfig:
     hard_threshold: float = 0.01
     round_to: int = 1
     physical: bool = True  # physically prune once masks are hard; False keeps masked training
-    method: str = "dsa"  # or a baseline in the same flow (see METHODS)
+    method: str = "dsa"  # or a baseline in the same flow (see dsaprune.methods.METHODS)
     penalty: float | None = None  # ssl / morphnet strength (None: ssl 5e-4, morphnet 2e-3)
     val_bn_eval: bool = True  # validation forward of the Θ-step with BN running statistics
+    estimator: str = "fisher"  # the Θ-step's loss signal (see dsaprune.estimators)
+    # the weights train under masks sampled from the keep probabilities (the paper's), or under
+    # the deterministic top-n mask of the current α (the default: see README, Decisions)
+    sample_train_masks: bool = False
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        make_method(self.method)  # an unknown name fails here, not mid-run
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
+        make_estimator(self.estimator)  # an unknown name fails here, not mid-run
 
     @classmethod
     def from_dict(cls, d: dict) -> DSAConfig:
@@ -132,6 +128,8 @@ class DSA:
         self.alpha_final: list[float] | None = None
         self.final_ratio = math.nan
         self.val_consumed = 0  # validation batches drawn so far, so a resumed run draws the next
+        self.estimator = make_estimator(cfg.estimator)
+        self.method = make_method(cfg.method)
 
     # -- schedule ------------------------------------------------------------------------------
     def _bounds(self, trainer) -> tuple[int, int]:
@@ -158,14 +156,20 @@ class DSA:
         self.events.setdefault("phase_epoch", {})[phase] = trainer.step / self.steps_per_epoch
 
     # -- gates ---------------------------------------------------------------------------------
-    def _probabilities(self, alpha: torch.Tensor, beta2: float, iters: int):
+    def _importance(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         imp = channel_importance(self.groups, self.cfg.importance)
-        I, V = pad_groups([i.to(alpha.device) for i in imp])
+        return pad_groups([i.to(device) for i in imp])
+
+    def _probabilities(self, alpha: torch.Tensor, beta2: float, iters: int):
+        I, V = self._importance(alpha.device)
         p, t = keep_probabilities(
             I, V, alpha, beta2, iters, None if self.t_cache is None else self.t_cache
         )
         self.t_cache = t.detach()
         return p, V
+
+    def _penalty(self):
+        return self.method.make_penalty(self.groups, self.cost, self.cfg.penalty)
 
     def _alpha(self, device) -> torch.Tensor:
         return torch.sigmoid(self.allocator.theta).float().to(device)
@@ -173,17 +177,21 @@ class DSA:
     # -- callbacks -----------------------------------------------------------------------------
     def before_step(self, trainer, x, y) -> None:
         w0, w1 = self._bounds(trainer)
-        if self.phase == "warmup" and self.cfg.method in PENALTY_METHODS:
+        if self.phase == "warmup" and self.method.penalised:
             self._enter(trainer, "penalty")  # from the first step to the end of the window
-            self.penalty = make_penalty(self.cfg.method, self.groups, self.cost, self.cfg.penalty)
+            self.penalty = self._penalty()
         elif self.phase == "warmup" and trainer.step >= w0:
             self._start_allocation(trainer, w1 - w0)
         if self.phase in ("allocate", "settle"):
             with torch.no_grad():
-                self._step_p = self._probabilities(
-                    self._alpha(trainer.device), self._beta2(trainer), 8
-                )
-                self.hooks.set(sample_masks(self._step_p[0], self.cfg.prob_floor))
+                if self.cfg.sample_train_masks:
+                    self._step_p = self._probabilities(
+                        self._alpha(trainer.device), self._beta2(trainer), 8
+                    )
+                    self.hooks.set(sample_masks(self._step_p[0], self.cfg.prob_floor))
+                else:
+                    I, V = self._importance(trainer.device)
+                    self.hooks.set(topn_masks(I, V, self._alpha(trainer.device)))
 
     def after_step(self, trainer) -> None:
         w0, w1 = self._bounds(trainer)
@@ -197,6 +205,9 @@ class DSA:
             if self.allocator.met():
                 self.events["met_by"] = "allocator"
                 self.events["met_at_epoch"] = trainer.step / self.steps_per_epoch
+                if not self.cfg.sample_train_masks:  # top-n masks are hard already
+                    self._finalise(trainer)
+                    return
                 self._enter(trainer, "settle")
                 self._step_p = None  # drawn before this update moved A
                 trainer.train_loader = self.full_train_loader  # from the next epoch on
@@ -233,21 +244,14 @@ class DSA:
         self.allocator = Allocator(
             self.cost, self.budget.fraction, theta0, n_updates, self.cfg.allocator
         )
-        if self.cfg.method == "dsa":
+        alpha = self.method.keep_ratios(self.groups, self.cost, self.budget.fraction, self.penalty)
+        if alpha is None:  # DSA: allocate by gradient steps over the window
             self.hooks = GateHooks(self.groups)
             return
         # a baseline: its keep ratios are decided at once and the network is pruned now
-        imp = None
-        if self.cfg.method == "uniform":
-            self.allocator.theta = torch.zeros(self.K, dtype=torch.float64)
-        else:  # one threshold on channel importances, relative to each group's mean except
-            # for morphnet, whose BN scales compare across layers as they are
-            relative = self.cfg.method != "morphnet"
-            imp = self._final_importance()
-            alpha = magnitude_keep_ratios(imp, self.cost, self.budget.fraction, relative=relative)
-            self.allocator.theta = torch.logit(alpha.clamp(1e-6, 1 - 1e-6))
+        self.allocator.theta = torch.logit(alpha.double().clamp(1e-6, 1 - 1e-6))
         self.events["met_by"] = self.cfg.method
-        self._finalise(trainer, imp)
+        self._finalise(trainer)
 
     def _next_val(self):
         if self.val_iter is None:
@@ -265,9 +269,16 @@ class DSA:
     def _alpha_update(self, trainer) -> None:
         x, y = self._next_val()
         x, y = x.to(trainer.device), y.to(trainer.device)
-        theta = self.allocator.theta.float().to(trainer.device).requires_grad_(True)
-        p, _ = self._probabilities(torch.sigmoid(theta), self._beta2(trainer), 40)
-        self.hooks.set(sample_masks(p, self.cfg.prob_floor))
+        theta = self.allocator.theta.float().to(trainer.device)
+        I, V = self._importance(trainer.device)
+        beta2 = self._beta2(trainer)
+
+        def probabilities(alpha: torch.Tensor, iters: int) -> torch.Tensor:
+            p, t = keep_probabilities(I, V, alpha, beta2, iters, self.t_cache)
+            self.t_cache = t.detach()
+            return p
+
+        gates = GateState(I, V, probabilities, self.cfg.prob_floor)
         model = trainer.model  # not the DDP wrapper: only Θ needs a gradient here
         # BN in eval mode (running statistics): with batch statistics BN re-normalises after the
         # masks and hides what pruning a channel costs, leaving only the classifier-side group
@@ -276,32 +287,27 @@ class DSA:
         model.train(not self.cfg.val_bn_eval)
         try:
             with torch.autocast("cuda", torch.bfloat16, enabled=trainer.amp):
-                loss = trainer.loss_fn(model(x).float(), y)
-            (g,) = torch.autograd.grad(loss, theta)
+                g, loss = self.estimator.loss_grad(
+                    model, self.hooks, x, y, trainer.loss_fn, theta, gates
+                )
         finally:
             model.train(was)
         g = all_reduce_sum(g.detach().clone()) / trainer.dist.world_size
         if bool(torch.isfinite(g).all()):  # a diverging run is stopped by the trainer, with
             self.allocator.step(g)  # the allocation of its last good state kept
-        self.hooks.clear()
         self.history.append(
-            {
-                "step": trainer.step,
-                "val_loss": float(loss.detach()),
-                "cost_ratio": self.allocator.ratio(),
-            }
+            {"step": trainer.step, "val_loss": loss, "cost_ratio": self.allocator.ratio()}
         )
 
-    def _finalise(self, trainer, imp: list[torch.Tensor] | None = None) -> None:
-        """Meet the budget in whole channels, pick the channels (by ``imp`` if the caller has
-        the importances already), prune."""
+    def _finalise(self, trainer) -> None:
+        """Meet the budget in whole channels, pick the channels, prune."""
         self._enter(trainer, "pruned" if self.cfg.physical else "masked")
         frac = self.budget.fraction
         theta, shift = shift_to_budget(self.allocator.theta, self.cost, frac)
         self.events["calibration_shift"] = shift
         alpha = torch.sigmoid(theta)
         counts = round_channels(alpha, self.channels, self.cost, frac, self.cfg.round_to)
-        imp = imp if imp is not None else self._final_importance()
+        imp = self._final_importance()
         self.penalty = None
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
         self.keep_counts = counts
@@ -318,10 +324,7 @@ class DSA:
 
     def _final_importance(self) -> list[torch.Tensor]:
         """The channel importances the final channels are chosen by."""
-        if self.penalty is not None:
-            return self.penalty.importance()
-        source = "l1" if self.cfg.method == "magnitude" else self.cfg.importance
-        return channel_importance(self.groups, source)
+        return self.method.importance(self.groups, self.cfg.importance, self.penalty)
 
     def _apply_pruning(self, trainer) -> None:
         keep = [torch.tensor(k, dtype=torch.long) for k in self.keep_index]
@@ -371,7 +374,7 @@ class DSA:
         if self.phase in ("allocate", "settle"):
             self.hooks = GateHooks(self.groups)
         if self.phase == "penalty":
-            self.penalty = make_penalty(self.cfg.method, self.groups, self.cost, self.cfg.penalty)
+            self.penalty = self._penalty()
         if self.phase != "warmup" and self.phase != "allocate":
             trainer.train_loader = self.full_train_loader
         if self.keep_index is not None:

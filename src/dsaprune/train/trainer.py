@@ -86,6 +86,31 @@ def evaluate(
     return {"loss": loss / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable, max_batches: int = 20) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on ``max_batches`` batches (a plain
+    average, no momentum), without touching a weight: after channels are removed or masked the
+    statistics the network trained with no longer describe its activations."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model
+    was = model.training
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    dev = next(model.parameters()).device
+    for i, (x, _) in enumerate(batches):
+        if i >= max_batches:
+            break
+        model(x.to(dev, non_blocking=True))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    model.train(was)
+    return model
+
+
 class Trainer:
     """Trains ``model`` on ``train_loader``; evaluates on ``eval_loader`` after every epoch.
 

@@ -1,0 +1,363 @@
+"""Is this allocation better? Every method's keep ratios applied to one trained network, side by
+side, in minutes on a CPU.
+
+For a reference network (a ``dsaprune.save`` file or a training checkpoint) and each FLOPs
+budget, every method decides the keep ratios:
+
+- ``uniform``: one keep ratio for every group, solved for the budget;
+- ``magnitude``: one global threshold on relative filter L1 norms (channels chosen by L1);
+- ``dsa`` (``dsa_ste``: with the paper's straight-through estimator): a DSA allocation run from
+  the reference weights (``--alloc-epochs`` on the 90% training split, the allocation window the
+  whole run, lr ``--alloc-lr``), once per seed; only its keep ratios are taken;
+- ``random``: ``--random`` allocations, each group's keep ratio drawn uniformly in [0.05, 1],
+  then all logits shifted together to the budget.
+
+Every allocation is rounded to whole channels the same way (cost ≤ budget), applied to the
+*reference* weights (each group keeps its most important channels, by |γ| of its first BN, by
+L1 for magnitude), physically pruned, and measured on the 10,000 test images twice: after
+re-estimating BN statistics on 20 training batches with no weight update, and after one fixed
+fine-tune (``--finetune-steps`` SGD steps at lr ``--finetune-lr``, the same batches for every
+method of a seed). Writes ``bench/results/allocation_quality_<name>.json``, regenerates
+``allocation_quality.{json,md}`` from every network's file, and plots each method beside the
+spread of the random allocations.
+
+    python bench/allocation_quality.py --checkpoint bench/reference/cifar10_resnet20.pt \\
+        --name resnet20
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import dsaprune  # noqa: E402
+from dsaprune.allocation import magnitude_keep_ratios, round_channels, shift_to_budget  # noqa: E402
+from dsaprune.cli.commands import model_from_checkpoint  # noqa: E402
+from dsaprune.cost import count_flops, flops_model  # noqa: E402
+from dsaprune.data import load_splits, make_loader, split_train_val  # noqa: E402
+from dsaprune.grouping import channel_importance, find_groups  # noqa: E402
+from dsaprune.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from dsaprune.surgery import prune_groups, top_channels  # noqa: E402
+from dsaprune.train import evaluate, recalibrate_bn  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def load_reference(path: str) -> tuple[nn.Module, str]:
+    """A pruned-model file (``dsaprune.save``) or a training checkpoint."""
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and raw.get("format") == dsaprune.surgery.FORMAT:
+        return dsaprune.load(path), str(raw.get("model_name", ""))
+    model, ckpt = model_from_checkpoint(path)
+    return model, str(ckpt["model_name"])
+
+
+class Bench:
+    def __init__(self, model: nn.Module, a: argparse.Namespace) -> None:
+        self.a, self.ref = a, model.eval()
+        self.splits = load_splits("cifar10", a.data)
+        self.train90, self.val10 = split_train_val(self.splits.train)
+        self.test = make_loader(self.splits.test, self.splits, 500, train=False)
+        self.example = next(iter(self.test))[0][:1]
+        self.groups = find_groups(copy.deepcopy(model), self.example)
+        self.cost = flops_model(self.groups)
+        self.channels = [g.channels for g in self.groups.prunable]
+        self.full_flops = count_flops(model, tuple(self.example.shape[1:]))
+
+    # -- allocations ---------------------------------------------------------------------------
+    def counts(self, alpha: torch.Tensor, budget: float) -> list[int]:
+        return round_channels(alpha, self.channels, self.cost, budget, 1)
+
+    def uniform(self, budget: float, seed: int) -> list[int]:
+        theta, _ = shift_to_budget(torch.zeros(len(self.channels)), self.cost, budget)
+        return self.counts(torch.sigmoid(theta), budget)
+
+    def magnitude(self, budget: float, seed: int) -> list[int]:
+        imp = channel_importance(self.groups, "l1")
+        return self.counts(magnitude_keep_ratios(imp, self.cost, budget), budget)
+
+    def random(self, budget: float, seed: int) -> list[int]:
+        g = torch.Generator().manual_seed(1000 + seed)
+        u = 0.05 + 0.95 * torch.rand(len(self.channels), generator=g, dtype=torch.float64)
+        theta, _ = shift_to_budget(torch.logit(u), self.cost, budget)
+        return self.counts(torch.sigmoid(theta), budget)
+
+    def dsa(self, budget: float, seed: int, estimator: str = "fisher") -> list[int]:
+        a = self.a
+        kw = dict(device="cpu", seed=seed)
+        bs = 128
+        res = dsaprune.prune(
+            copy.deepcopy(self.ref),
+            make_loader(self.train90, self.splits, bs, train=True, **kw),
+            make_loader(self.val10, self.splits, bs, train=True, **kw),
+            full_train_data=make_loader(self.splits.train, self.splits, bs, train=True, **kw),
+            budget=f"flops={budget}",
+            epochs=a.alloc_epochs,
+            lr=a.alloc_lr,
+            warmup_epochs=0,
+            weight_decay=5e-4,
+            seed=seed,
+            warmup_fraction=0.0,
+            window_end_fraction=1.0,
+            target_fraction=0.9,
+            estimator=estimator,
+            progress=False,
+        )
+        return [int(g["channels_after"]) for g in res.report["groups"]]
+
+    def dsa_ste(self, budget: float, seed: int) -> list[int]:
+        return self.dsa(budget, seed, "ste")
+
+    # -- measurement ---------------------------------------------------------------------------
+    def measure(self, counts: list[int], seed: int, channels_by: str) -> dict:
+        a = self.a
+        m = copy.deepcopy(self.ref)
+        G = find_groups(m, self.example)
+        imp = channel_importance(G, channels_by)
+        prune_groups(G, [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)])
+        flops = count_flops(m, tuple(self.example.shape[1:])) / self.full_flops
+        kw = dict(device="cpu", seed=seed)
+        train = make_loader(self.splits.train, self.splits, 128, train=True, **kw)
+        recalibrate_bn(m, train, 20)
+        acc_bn = evaluate(m, self.test)["acc"]
+        opt = torch.optim.SGD(
+            m.parameters(), lr=a.finetune_lr, momentum=0.9, nesterov=True, weight_decay=5e-4
+        )
+        m.train()
+        torch.manual_seed(seed)
+        step = 0
+        while step < a.finetune_steps:
+            for x, y in train:
+                loss = nn.functional.cross_entropy(m(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if step >= a.finetune_steps:
+                    break
+        acc_ft = evaluate(m, self.test)["acc"]
+        return {"flops_ratio": flops, "acc_bn": acc_bn, "acc_ft": acc_ft}
+
+
+def percentile_rank(v: float, population: list[float]) -> float:
+    """Share of the population strictly below ``v`` (ties count half)."""
+    if not population:
+        return float("nan")
+    below = sum(p < v for p in population) + 0.5 * sum(p == v for p in population)
+    return below / len(population)
+
+
+def run(a: argparse.Namespace) -> dict:
+    model, model_name = load_reference(a.checkpoint)
+    bench = Bench(model, a)
+    ref_acc = evaluate(model, bench.test)["acc"]
+    print(f"{a.name}: reference accuracy {ref_acc:.4f}, {len(bench.channels)} groups", flush=True)
+    out_path = RESULTS / f"allocation_quality_{a.name}.json"
+    out = json.loads(out_path.read_text()) if out_path.exists() and a.resume else {}
+    out.update(
+        {
+            "name": a.name,
+            "model": model_name,
+            "reference": Path(a.checkpoint).as_posix(),
+            "reference_acc": ref_acc,
+            "channels": bench.channels,
+            "settings": {
+                k: getattr(a, k)
+                for k in ("alloc_epochs", "alloc_lr", "finetune_steps", "finetune_lr", "random")
+            },
+            "command": "python bench/allocation_quality.py " + " ".join(a.argv),
+        }
+    )
+    rows = out.setdefault("rows", [])
+    done = {(r["method"], r["budget"], r["seed"]) for r in rows}
+    seeds = [int(s) for s in a.seeds.split(",")]
+    plan = []
+    for b in [float(v) for v in a.budgets.split(",")]:
+        for method in a.methods.split(","):
+            if method == "random":
+                plan += [(method, b, s) for s in range(a.random)]
+            else:
+                plan += [(method, b, s) for s in seeds]
+    for method, b, seed in plan:
+        if (method, b, seed) in done:
+            continue
+        t0 = time.perf_counter()
+        counts = getattr(bench, method)(b, seed)
+        t1 = time.perf_counter()
+        # a random allocation is fine-tuned with seed 0: its seed draws the allocation
+        ft_seed = 0 if method == "random" else seed
+        r = bench.measure(counts, ft_seed, "l1" if method == "magnitude" else "bn_first")
+        r.update(
+            method=method,
+            budget=b,
+            seed=seed,
+            keep_ratios=[n / c for n, c in zip(counts, bench.channels, strict=True)],
+            alloc_time_s=t1 - t0,
+            measure_time_s=time.perf_counter() - t1,
+        )
+        rows.append(r)
+        print(
+            f"{method:10s} flops={b:<5g} seed {seed:2d}: ratio {r['flops_ratio']:.4f} "
+            f"BN-only {r['acc_bn']:.4f} fine-tuned {r['acc_ft']:.4f} "
+            f"({r['alloc_time_s']:.0f}+{r['measure_time_s']:.0f} s)",
+            flush=True,
+        )
+        atomic_write_json(out, out_path)  # after every row: an interrupted run resumes
+    summarise(out)
+    atomic_write_json(out, out_path)
+    return out
+
+
+def summarise(out: dict) -> None:
+    """Per budget and method: mean accuracies over seeds; DSA's rank among the randoms."""
+    summary = {}
+    for b in sorted({r["budget"] for r in out["rows"]}, reverse=True):
+        rows = [r for r in out["rows"] if r["budget"] == b]
+        rand = [r for r in rows if r["method"] == "random"]
+        s = {"random_ft": sorted(r["acc_ft"] for r in rand)}
+        s["random_bn"] = sorted(r["acc_bn"] for r in rand)
+        if rand:
+            s["random_ft_p90"] = float(torch.tensor(s["random_ft"]).quantile(0.9))
+            s["random_bn_p90"] = float(torch.tensor(s["random_bn"]).quantile(0.9))
+        for m in sorted({r["method"] for r in rows} - {"random"}):
+            mr = [r for r in rows if r["method"] == m]
+            ft = [r["acc_ft"] for r in mr]
+            bn = [r["acc_bn"] for r in mr]
+            s[m] = {
+                "acc_ft_mean": sum(ft) / len(ft),
+                "acc_ft": ft,
+                "acc_bn_mean": sum(bn) / len(bn),
+                "acc_bn": bn,
+                "rank_ft": percentile_rank(sum(ft) / len(ft), s["random_ft"]),
+                "rank_bn": percentile_rank(sum(bn) / len(bn), s["random_bn"]),
+                "keep_ratios": mr[0]["keep_ratios"],
+            }
+        summary[str(b)] = s
+    out["summary"] = summary
+
+
+def write_tables() -> None:
+    """allocation_quality.{json,md} and .png from every network's file."""
+    nets = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("allocation_quality_*.json"))]
+    nets = [n for n in nets if "summary" in n]
+    if not nets:
+        return
+    atomic_write_json({n["name"]: n for n in nets}, RESULTS / "allocation_quality.json")
+    lines = [
+        "# Allocation quality: every method's keep ratios on one trained network",
+        "",
+        "Made by `bench/allocation_quality.py` (commands below). Accuracy on the 10,000 CIFAR-10 "
+        "test images after pruning the reference weights to each allocation: *BN* = BN "
+        "statistics re-estimated, no weight update; *FT* = after the same short fine-tune. "
+        "Mean over seeds; *rank* = share of the random allocations below it.",
+        "",
+    ]
+    for n in nets:
+        st = n["settings"]
+        lines += [
+            f"## {n['name']} (reference {n['reference_acc'] * 100:.2f}%)",
+            "",
+            f"`{n['command']}`",
+            "",
+            f"Fine-tune: {st['finetune_steps']} SGD steps at lr {st['finetune_lr']}, batch 128. "
+            f"DSA allocation run: {st['alloc_epochs']} epoch(s) at lr {st['alloc_lr']}. "
+            f"{st['random']} random allocations per budget.",
+            "",
+            "| FLOPs | method | BN acc % | FT acc % | rank BN | rank FT | seeds (FT) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for b, s in n["summary"].items():
+            for m, v in s.items():
+                if not isinstance(v, dict):
+                    continue
+                seeds = " / ".join(f"{x * 100:.2f}" for x in v["acc_ft"])
+                lines.append(
+                    f"| {b} | {m} | {v['acc_bn_mean'] * 100:.2f} | {v['acc_ft_mean'] * 100:.2f} "
+                    f"| {v['rank_bn']:.2f} | {v['rank_ft']:.2f} | {seeds} |"
+                )
+            if s["random_ft"]:
+                rf, rb = s["random_ft"], s["random_bn"]
+                lines.append(
+                    f"| {b} | random ({len(rf)}) | {rb[0] * 100:.2f}–{rb[-1] * 100:.2f} "
+                    f"(p90 {s['random_bn_p90'] * 100:.2f}) | {rf[0] * 100:.2f}–{rf[-1] * 100:.2f} "
+                    f"(p90 {s['random_ft_p90'] * 100:.2f}) | | | |"
+                )
+        lines += ["", "Keep ratios per group:", ""]
+        for b, s in n["summary"].items():
+            for m, v in s.items():
+                if isinstance(v, dict):
+                    kr = " ".join(f"{x:.2f}" for x in v["keep_ratios"])
+                    lines.append(f"- {b} {m}: {kr}")
+        lines.append("")
+    atomic_write_bytes(("\n".join(lines) + "\n").encode(), RESULTS / "allocation_quality.md")
+    plot(nets)
+
+
+def plot(nets: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [(n, b) for n in nets for b in n["summary"]]
+    fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 4), squeeze=False)
+    colours = {"uniform": "C0", "magnitude": "C1", "dsa": "C3", "dsa_ste": "C4"}
+    for ax, (n, b) in zip(axes[0], cells, strict=True):
+        s = n["summary"][b]
+        for x, key in ((0, "random_bn"), (1, "random_ft")):
+            v = torch.tensor(s[key]) * 100
+            ax.scatter(torch.full_like(v, x) + torch.linspace(-0.15, 0.15, len(v)), v, s=8,
+                       c="0.6", label="random" if x == 0 else None)  # fmt: skip
+        for m, v in s.items():
+            if isinstance(v, dict):
+                c = colours.get(m, "k")
+                ax.plot([-0.3, 0.3], [v["acc_bn_mean"] * 100] * 2, c=c, lw=2, label=m)
+                ax.plot([0.7, 1.3], [v["acc_ft_mean"] * 100] * 2, c=c, lw=2)
+        ax.set_xticks([0, 1], ["BN re-estimated", "fine-tuned"])
+        ax.set_title(f"{n['name']}, FLOPs {b}")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = RESULTS / "allocation_quality.png.tmp"
+    fig.savefig(tmp, format="png", dpi=110)
+    tmp.replace(RESULTS / "allocation_quality.png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=False)
+    p.add_argument("--name", default="resnet20")
+    p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--budgets", default="0.5,0.33")
+    p.add_argument("--methods", default="uniform,magnitude,dsa,random")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--random", type=int, default=20)
+    p.add_argument("--alloc-epochs", type=float, default=1.0)
+    p.add_argument("--alloc-lr", type=float, default=0.01)
+    p.add_argument("--finetune-steps", type=int, default=100)
+    p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--resume", action="store_true", help="keep the rows already in the file")
+    p.add_argument("--tables-only", action="store_true", help="only rebuild the .md / .png")
+    a = p.parse_args(argv)
+    a.argv = sys.argv[1:] if argv is None else argv
+    if not a.tables_only:
+        if not a.checkpoint:
+            p.error("--checkpoint is required")
+        run(a)
+    write_tables()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

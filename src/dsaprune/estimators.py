@@ -1,0 +1,118 @@
+"""The Θ-step's loss signal: estimators of ∂E[L_val]/∂α_k, how the expected validation loss
+changes when group k keeps a larger fraction of its channels.
+
+One class per estimator, registered in ``ESTIMATORS`` under the name ``DSAConfig.estimator``
+takes; each returns ∂L/∂Θ (Θ the logits of the keep ratios) for one validation batch, which
+the allocator turns into the loss's resistance against the budget's pull.
+
+- ``ste`` (the paper's): masks sampled from the sigmoid-log keep probabilities, straight-through
+  derivative ∂L/∂p_i = ∂L/∂m_i, chained to α through the implicit function of β1(α). It is a
+  first-order estimate of E[L | m_i = 1] − E[L | m_i = 0], and the first-order term of a trained
+  network is ≈ 0 in expectation.
+- ``fisher`` (the default): the second-order removal cost of each channel, ½·mean_n (∂L_n/∂m_i)²
+  over the samples n of the batch (per-sample mask gradients from one backward pass through an
+  [N, K, C] mask; every producer of a group shares the mask, so its gradient is already summed
+  over the group's producers before squaring), evaluated at the deterministic top-n mask of the
+  current α with BN running statistics (which track that mask, because the weights train under
+  it). A group's ∂L/∂α_k is −C_k times the mean removal cost of the channels it would lose next
+  (the least important 10% of those it keeps). Measured by ``bench/alpha_signal.py`` against
+  the loss increase of removing the next 10% of each group (BN re-estimated), per FLOP, and
+  recorded in ``bench/results/alpha_signal.md``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .gates import GateHooks, marginal_channels, sample_masks, topn_masks
+
+
+@dataclass
+class GateState:
+    """What an estimator may read about the gates at this Θ-step."""
+
+    importance: torch.Tensor  # [K, C_max] channel importances (padding: any value)
+    valid: torch.Tensor  # [K, C_max] bool
+    # alpha [K] (may carry a gradient), Newton iterations -> keep probabilities p [K, C_max]
+    probabilities: Callable[[torch.Tensor, int], torch.Tensor]
+    prob_floor: float = 0.01
+
+
+class Estimator(ABC):
+    """∂L_val/∂Θ from one validation batch; ``hooks`` are the model's gate hooks."""
+
+    @abstractmethod
+    def loss_grad(
+        self,
+        model: nn.Module,
+        hooks: GateHooks,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: Callable,
+        theta: torch.Tensor,
+        gates: GateState,
+    ) -> tuple[torch.Tensor, float]:
+        """Returns (∂L/∂Θ [K], the batch's loss). Leaves ``hooks`` cleared."""
+
+
+class StraightThrough(Estimator):
+    """The paper's estimator: sampled Bernoulli masks, straight-through gradient."""
+
+    def loss_grad(self, model, hooks, x, y, loss_fn, theta, gates):
+        theta = theta.detach().float().requires_grad_(True)
+        p = gates.probabilities(torch.sigmoid(theta), 40)
+        hooks.set(sample_masks(p, gates.prob_floor))
+        try:
+            loss = loss_fn(model(x).float(), y)
+            (g,) = torch.autograd.grad(loss, theta)
+        finally:
+            hooks.clear()
+        return g.detach(), float(loss.detach())
+
+
+class GroupFisher(Estimator):
+    """Second-order removal cost of the channels each group would lose next (see the module
+    docstring). ``fraction``: how many of a group's channels count as "next"."""
+
+    def __init__(self, fraction: float = 0.1) -> None:
+        self.fraction = fraction
+
+    def channel_costs(self, model, hooks, x, y, loss_fn, alpha, gates):
+        """(½·mean_n g_ni² per channel [K, C_max], the batch's loss) at the top-n mask."""
+        m0 = topn_masks(gates.importance, gates.valid, alpha.detach())
+        n = x.shape[0]
+        masks = m0.to(x.device).expand(n, *m0.shape).clone().requires_grad_(True)
+        hooks.set(masks)
+        try:
+            loss = loss_fn(model(x).float(), y)
+            # the sum of per-sample losses: its gradient on sample n's mask is ∂L_n/∂m_n
+            (g,) = torch.autograd.grad(loss * n, masks)
+        finally:
+            hooks.clear()
+        return 0.5 * g.detach().double().pow(2).mean(0), float(loss.detach())
+
+    def loss_grad(self, model, hooks, x, y, loss_fn, theta, gates):
+        alpha = torch.sigmoid(theta.detach().double()).to(gates.importance.device)
+        cost, loss = self.channel_costs(model, hooks, x, y, loss_fn, alpha, gates)
+        w = marginal_channels(gates.importance.double(), gates.valid, alpha, self.fraction)
+        C = gates.valid.sum(1).double()
+        # keeping more of group k lowers the loss by what its next channels cost
+        g_alpha = -C * (cost.to(w.device) * w).sum(1)
+        return (g_alpha * alpha * (1 - alpha)).to(theta.device, theta.dtype), loss
+
+
+ESTIMATORS: dict[str, Callable[[], Estimator]] = {
+    "fisher": GroupFisher,
+    "ste": StraightThrough,
+}
+
+
+def make_estimator(name: str) -> Estimator:
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[name]()

@@ -1,0 +1,157 @@
+"""The Θ-step's estimators, the top-n training masks, BN re-estimation and the method registry."""
+
+import pytest
+import torch
+from torch import nn
+
+import dsaprune
+from dsaprune import models
+from dsaprune.estimators import ESTIMATORS, GateState, GroupFisher, make_estimator
+from dsaprune.gates import GateHooks, keep_probabilities, marginal_channels, pad_groups, topn_masks
+from dsaprune.grouping import channel_importance, find_groups
+from dsaprune.methods import METHODS, make_method
+from dsaprune.train import recalibrate_bn
+
+
+def test_topn_masks_keep_the_most_important_and_move_continuously():
+    imp = torch.tensor([[0.5, 3.0, 1.0, 2.0], [1.0, 2.0, 0.0, 0.0]])
+    valid = torch.tensor([[True] * 4, [True, True, False, False]])
+    m = topn_masks(imp, valid, torch.tensor([0.5, 0.75]))
+    # group 0: the two largest (3.0, 2.0); group 1: 1.5 channels = the larger + half the other
+    assert m.tolist() == [[0.0, 1.0, 0.0, 1.0], [0.5, 1.0, 0.0, 0.0]]
+    m2 = topn_masks(imp, valid, torch.tensor([0.5 + 1e-4, 0.75]))
+    assert (m2 - m).abs().max() < 1e-3  # continuous in α
+    w = marginal_channels(imp, valid, torch.tensor([0.5, 1.0]), 0.25)
+    # the least important kept channel of each group: 2.0 in group 0, 1.0 in group 1
+    assert w.tolist() == [[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]
+
+
+def test_fisher_costs_are_per_sample_gradients_summed_over_a_groups_producers():
+    torch.manual_seed(0)
+    m = models.create("resnet20").eval()
+    G = find_groups(m, torch.zeros(1, 3, 32, 32))
+    imp, valid = pad_groups(channel_importance(G))
+    hooks = GateHooks(G)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    alpha = torch.full((len(G.prunable),), 0.75)
+    gates = GateState(imp, valid, lambda a, i: None)
+    costs, _ = GroupFisher().channel_costs(
+        m, hooks, x, y, nn.functional.cross_entropy, alpha, gates
+    )
+    # the same, one sample at a time, with one [K, C] mask shared by every producer
+    base = topn_masks(imp, valid, alpha)
+    sq = torch.zeros_like(costs)
+    for n in range(4):
+        mk = base.clone().requires_grad_(True)
+        hooks.set(mk)
+        nn.functional.cross_entropy(m(x[n : n + 1]), y[n : n + 1]).backward()
+        hooks.clear()
+        sq += mk.grad.double() ** 2
+    assert torch.allclose(costs, 0.5 * sq / 4, rtol=1e-4, atol=1e-12)
+    assert costs[0].sum() > 0  # the stream group (4 producers) has a signal
+    hooks.remove()
+
+
+def test_fisher_signal_protects_the_group_the_loss_depends_on():
+    """Two parallel branches, one read by the classifier with a large weight, one with a tiny
+    one: the loss gradient per unit of keep ratio must be far larger for the first."""
+    torch.manual_seed(0)
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+            self.bna, self.bnb = nn.BatchNorm2d(8), nn.BatchNorm2d(8)
+            self.fa, self.fb = nn.Linear(8, 4), nn.Linear(8, 4)
+
+        def forward(self, x):
+            ha = self.bna(self.a(x)).relu().mean((2, 3))
+            hb = self.bnb(self.b(x)).relu().mean((2, 3))
+            return 10 * self.fa(ha) + 0.01 * self.fb(hb)
+
+    m = Two().eval()
+    G = find_groups(m, torch.zeros(1, 3, 8, 8))
+    order = [g.producers[0] for g in G.prunable]
+    imp, valid = pad_groups(channel_importance(G))
+    hooks = GateHooks(G)
+    x, y = torch.randn(64, 3, 8, 8), torch.randint(0, 4, (64,))
+    theta = torch.zeros(len(G.prunable))
+    g, _ = GroupFisher().loss_grad(
+        m, hooks, x, y, nn.functional.cross_entropy, theta, GateState(imp, valid, None)
+    )
+    ga, gb = g[order.index("a")], g[order.index("b")]
+    assert ga < 0 and gb <= 0 and ga.abs() > 100 * gb.abs()
+
+
+def test_straight_through_estimator_returns_the_gate_gradient():
+    torch.manual_seed(0)
+    m = models.create("resnet20").eval()
+    G = find_groups(m, torch.zeros(1, 3, 32, 32))
+    imp, valid = pad_groups(channel_importance(G))
+    hooks = GateHooks(G)
+
+    def probabilities(a, iters):
+        return keep_probabilities(imp, valid, a, 1.0, iters)[0]
+
+    theta = torch.full((len(G.prunable),), 2.0)
+    g, loss = make_estimator("ste").loss_grad(
+        m,
+        hooks,
+        torch.randn(8, 3, 32, 32),
+        torch.randint(0, 10, (8,)),
+        nn.functional.cross_entropy,
+        theta,
+        GateState(imp, valid, probabilities),
+    )
+    assert g.shape == theta.shape and torch.isfinite(g).all() and g.abs().sum() > 0
+    assert hooks.masks is None and loss > 0
+
+
+def test_registries_name_what_they_know():
+    assert set(ESTIMATORS) == {"fisher", "ste"}
+    with pytest.raises(ValueError, match="unknown estimator 'reinforce'; known: fisher, ste"):
+        make_estimator("reinforce")
+    with pytest.raises(ValueError, match="unknown estimator"):
+        dsaprune.DSAConfig(estimator="reinforce")
+    assert list(METHODS) == ["dsa", "uniform", "magnitude", "ssl", "morphnet"]
+    assert [n for n, c in METHODS.items() if c.reads_validation] == ["dsa"]
+    assert [n for n, c in METHODS.items() if c.penalised] == ["ssl", "morphnet"]
+    with pytest.raises(ValueError, match="unknown method 'l1'"):
+        make_method("l1")
+
+
+def test_recalibrate_bn_sets_running_stats_to_the_average_batch_statistics():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    batches = [(torch.randn(8, 3, 6, 6) * 3 + 1, None) for _ in range(3)]
+    net.train()
+    net(torch.randn(8, 3, 6, 6))  # running stats now something else
+    net.eval()
+    recalibrate_bn(net, batches, max_batches=3)
+    assert not net.training
+    with torch.no_grad():
+        z = [net[0](x) for x, _ in batches]
+    mean = torch.stack([v.mean((0, 2, 3)) for v in z]).mean(0)
+    assert torch.allclose(net[1].running_mean, mean, atol=1e-5)
+    assert net[1].momentum == 0.1  # restored
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"estimator": "fisher"},
+        {"estimator": "ste", "sample_train_masks": True},  # the paper's mechanics
+    ],
+)
+def test_dsa_allocates_to_budget_with_each_estimator(tiny_net, settings):
+    from test_prune import _loaders
+
+    torch.manual_seed(0)
+    tr, _ = _loaders()
+    res = dsaprune.prune(
+        tiny_net(), tr, budget="flops=0.5", epochs=1.5, progress=False, device="cpu", **settings
+    )
+    r = res.report
+    assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
+    assert r["allocation_updates"] > 0 and r["met_by"] in ("allocator", "shift")
+    assert r["dsa_config"]["estimator"] == settings["estimator"]
