@@ -191,11 +191,13 @@ def _latency_ms(model: torch.nn.Module, size, runs: int = 30) -> float:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """DSA at 50% FLOPs on the built-in data set beside an unpruned run of the same schedule."""
+    """DSA at 50% FLOPs on the built-in data set beside uniform pruning and an unpruned run,
+    all on the same schedule."""
     epochs = args.epochs
     print(
         f"dsaprune demo: resnet20 on the built-in 'shapes' data set (10 classes, 32x32), "
-        f"{epochs:g} epochs each: an unpruned reference, then DSA at 50% of the FLOPs"
+        f"{epochs:g} epochs each: an unpruned reference, then DSA and uniform pruning at 50% of "
+        "the FLOPs"
     )
     base_ns = argparse.Namespace(
         dataset="shapes",
@@ -229,21 +231,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     out = run_prune(ns, progress=False)
     r, pruned = out["result"].report, out["result"].model.cpu()
+    print(f"DSA: test accuracy {100 * r['acc_after']:.2f}% ({r['wall_time_s']:.0f} s)")
+    uns = argparse.Namespace(**{**vars(ns), "out": str(Path(args.out) / "uniform")})
+    uns.method = "uniform"
+    u = run_prune(uns, progress=False)["result"]
+    print(f"uniform: test accuracy {100 * u.report['acc_after']:.2f}%")
+    nets = (ref_model, pruned, u.model.cpu())
+    accs = (ref_acc, r["acc_after"], u.report["acc_after"])
     size = (3, 32, 32)
     rows = [
-        ("FLOPs (M, 2 per MAC)", count_flops(ref_model) / 1e6, count_flops(pruned) / 1e6, ".2f"),
-        ("parameters (K)", count_params(ref_model) / 1e3, count_params(pruned) / 1e3, ".1f"),
-        ("test accuracy (%)", 100 * ref_acc, 100 * r["acc_after"], ".2f"),
-        (
-            "CPU latency, batch 1 (ms)",
-            _latency_ms(ref_model, size),
-            _latency_ms(pruned, size),
-            ".2f",
-        ),
+        ("FLOPs (M, 2 per MAC)", [count_flops(m) / 1e6 for m in nets], ".2f"),
+        ("parameters (K)", [count_params(m) / 1e3 for m in nets], ".1f"),
+        ("test accuracy (%)", [100 * a for a in accs], ".2f"),
+        ("CPU latency, batch 1 (ms)", [_latency_ms(m, size) for m in nets], ".2f"),
     ]
-    print(f"\n{'':<26} {'unpruned':>10} {'DSA 50%':>10}")
-    for label, a, b, fmt in rows:
-        print(f"{label:<26} {a:>10{fmt}} {b:>10{fmt}}")
+    print(f"\n{'':<26} {'unpruned':>10} {'DSA 50%':>10} {'uniform':>10}")
+    for label, vals, fmt in rows:
+        print(f"{label:<26}" + "".join(f" {v:>10{fmt}}" for v in vals))
     print(
         f"\nbudget flops=0.5 met by the {r['met_by']} (FLOPs ratio {r['flops_ratio']:.4f} on "
         f"the pruned network); DSA run {r['wall_time_s']:.0f} s"
