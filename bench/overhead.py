@@ -1,11 +1,13 @@
 """Cost of DSA over plain training: the time of a training step during allocation (importance
-gather, β1 solve, mask sampling and the masked forward/backward every step, plus one validation
-forward/backward and allocator step every ``alloc_every`` = 20 steps, amortised) divided by the
-time of a plain training step, for ResNet-20 and ResNet-56 at batch 128 on the current device.
+gather, the training mask and the masked forward/backward every step, plus one validation
+forward/backward with the Θ-step's ``--estimator`` and one allocator step every
+``alloc_every`` = 20 steps, amortised) divided by the time of a plain training step, for
+ResNet-20 and ResNet-56 at batch 128 on the current device.
 Plain and DSA epochs alternate in one run and the median of each is compared, so machine noise
 hits both alike. Targets: ≤ 1.15 on CPU, ≤ 1.3 on GPU.
 
-    python bench/overhead.py [--models resnet20,resnet56] [--steps 40] [--repeats 3]
+    python bench/overhead.py [--models resnet20,resnet56] [--steps 40] [--repeats 3] \\
+        [--estimator ste]
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from dsaprune.train import TrainConfig, Trainer, distributed
 from dsaprune.train.dsa import DSA, DSAConfig
 
 
-def trainers(name: str, steps: int, batch: int, device: torch.device) -> tuple[Trainer, Trainer]:
+def trainers(
+    name: str, steps: int, batch: int, device: torch.device, estimator: str = "fisher"
+) -> tuple[Trainer, Trainer]:
     data = make_shapes(batch * steps, seed=0)
     mean, std = channel_stats(data.images)
     kw = dict(mean=mean, std=std, device=device)
@@ -47,6 +51,7 @@ def trainers(name: str, steps: int, batch: int, device: torch.device) -> tuple[T
                 warmup_fraction=0.0,
                 window_end_fraction=1.0,
                 min_updates=1,
+                estimator=estimator,
                 allocator=AllocatorConfig(target_fraction=1e6),
             )
             b = parse_budget("flops=0.5")
@@ -66,11 +71,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
+    p.add_argument("--estimator", default="fisher", help="the Θ-step's estimator [fisher]")
     a = p.parse_args()
     device = distributed.setup(a.device).device
     rows = []
     for name in a.models.split(","):
-        plain, dsa = trainers(name, a.steps, a.batch_size, device)
+        plain, dsa = trainers(name, a.steps, a.batch_size, device, a.estimator)
         tp, td = [], []
         for _ in range(a.repeats):
             tp.append(plain.train_epoch()["epoch_time_s"] / a.steps)
@@ -79,6 +85,7 @@ def main() -> None:
         updates = dsa.callbacks[0].allocator.updates
         row = {
             "model": name,
+            "estimator": a.estimator,
             "device": str(device),
             "plain_step_ms": 1e3 * statistics.median(tp),
             "dsa_step_ms": 1e3 * statistics.median(td),
