@@ -26,12 +26,16 @@ def test_topn_masks_keep_the_most_important_and_move_continuously():
     assert w.tolist() == [[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]
 
 
-def test_fisher_costs_are_per_sample_gradients_summed_over_a_groups_producers():
+def _resnet20_gates():
     torch.manual_seed(0)
     m = models.create("resnet20").eval()
     G = find_groups(m, torch.zeros(1, 3, 32, 32))
     imp, valid = pad_groups(channel_importance(G))
-    hooks = GateHooks(G)
+    return m, G, imp, valid, GateHooks(G)
+
+
+def test_fisher_costs_are_per_sample_gradients_summed_over_a_groups_producers():
+    m, G, imp, valid, hooks = _resnet20_gates()
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     alpha = torch.full((len(G.prunable),), 0.75)
     gates = GateState(imp, valid, lambda a, i: None)
@@ -84,11 +88,7 @@ def test_fisher_signal_protects_the_group_the_loss_depends_on():
 
 
 def test_straight_through_estimator_returns_the_gate_gradient():
-    torch.manual_seed(0)
-    m = models.create("resnet20").eval()
-    G = find_groups(m, torch.zeros(1, 3, 32, 32))
-    imp, valid = pad_groups(channel_importance(G))
-    hooks = GateHooks(G)
+    m, G, imp, valid, hooks = _resnet20_gates()
 
     def probabilities(a, iters):
         return keep_probabilities(imp, valid, a, 1.0, iters)[0]

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .gates import GateHooks, marginal_channels, sample_masks, topn_masks
+from .registry import create
 
 
 @dataclass
@@ -113,6 +114,4 @@ ESTIMATORS: dict[str, Callable[[], Estimator]] = {
 
 
 def make_estimator(name: str) -> Estimator:
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}")
-    return ESTIMATORS[name]()
+    return create(ESTIMATORS, name, "estimator")

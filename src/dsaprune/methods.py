@@ -26,6 +26,7 @@ from .allocation import magnitude_keep_ratios
 from .cost import QuadraticCost
 from .grouping import Groups, channel_importance
 from .penalties import GroupLasso, WeightedBNL1
+from .registry import create
 
 
 class Method:
@@ -128,9 +129,7 @@ METHODS: dict[str, type[Method]] = {
 
 
 def make_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    return METHODS[name]()
+    return create(METHODS, name, "method")
 
 
 def describe_methods() -> str:

@@ -1,0 +1,15 @@
+"""Name → class registries (methods, estimators): one lookup with one error message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def create(registry: dict[str, Callable[[], T]], name: str, what: str) -> T:
+    """An instance of ``registry[name]``; an unknown name is refused with the known ones."""
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(registry)}")
+    return registry[name]()
