@@ -246,13 +246,13 @@ def summarise(out: dict) -> None:
     out["summary"] = summary
 
 
-def write_tables() -> None:
-    """allocation_quality.{json,md} and .png from every network's file."""
-    nets = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("allocation_quality_*.json"))]
+def write_tables(results: Path = RESULTS) -> None:
+    """allocation_quality.{json,md} and .png from every network's file in ``results``."""
+    nets = [json.loads(p.read_text()) for p in sorted(results.glob("allocation_quality_*.json"))]
     nets = [n for n in nets if "summary" in n]
     if not nets:
         return
-    atomic_write_json({n["name"]: n for n in nets}, RESULTS / "allocation_quality.json")
+    atomic_write_json({n["name"]: n for n in nets}, results / "allocation_quality.json")
     lines = [
         "# Allocation quality: every method's keep ratios on one trained network",
         "",
@@ -299,11 +299,11 @@ def write_tables() -> None:
                     kr = " ".join(f"{x:.2f}" for x in v["keep_ratios"])
                     lines.append(f"- {b} {m}: {kr}")
         lines.append("")
-    atomic_write_bytes(("\n".join(lines) + "\n").encode(), RESULTS / "allocation_quality.md")
-    plot(nets)
+    atomic_write_bytes(("\n".join(lines) + "\n").encode(), results / "allocation_quality.md")
+    plot(nets, results)
 
 
-def plot(nets: list[dict]) -> None:
+def plot(nets: list[dict], results: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,9 +328,9 @@ def plot(nets: list[dict]) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = RESULTS / "allocation_quality.png.tmp"
+    tmp = results / "allocation_quality.png.tmp"
     fig.savefig(tmp, format="png", dpi=110)
-    tmp.replace(RESULTS / "allocation_quality.png")
+    tmp.replace(results / "allocation_quality.png")
     plt.close(fig)
 
 
