@@ -129,6 +129,7 @@ class DSA:
         self.final_ratio = math.nan
         self.val_consumed = 0  # validation batches drawn so far, so a resumed run draws the next
         self.estimator = make_estimator(cfg.estimator)
+        self.train_mask: torch.Tensor | None = None  # the top-n mask the weights train under
         self.method = make_method(cfg.method)
 
     # -- schedule ------------------------------------------------------------------------------
@@ -189,9 +190,11 @@ class DSA:
                         self._alpha(trainer.device), self._beta2(trainer), 8
                     )
                     self.hooks.set(sample_masks(self._step_p[0], self.cfg.prob_floor))
-                else:
-                    I, V = self._importance(trainer.device)
-                    self.hooks.set(topn_masks(I, V, self._alpha(trainer.device)))
+                else:  # refreshed after each α update, not every step (its cost is per group)
+                    if self.train_mask is None:
+                        I, V = self._importance(trainer.device)
+                        self.train_mask = topn_masks(I, V, self._alpha(trainer.device))
+                    self.hooks.set(self.train_mask)
 
     def after_step(self, trainer) -> None:
         w0, w1 = self._bounds(trainer)
@@ -295,6 +298,7 @@ class DSA:
         g = all_reduce_sum(g.detach().clone()) / trainer.dist.world_size
         if bool(torch.isfinite(g).all()):  # a diverging run is stopped by the trainer, with
             self.allocator.step(g)  # the allocation of its last good state kept
+        self.train_mask = None
         self.history.append(
             {"step": trainer.step, "val_loss": loss, "cost_ratio": self.allocator.ratio()}
         )
@@ -349,6 +353,7 @@ class DSA:
             "val_consumed": self.val_consumed,
             "channels": self.channels,
             "t_cache": self.t_cache,  # the β1 solve's warm start: exact resume
+            "train_mask": self.train_mask,
         }
 
     def load_state_dict(self, trainer, d: dict) -> None:
@@ -364,6 +369,7 @@ class DSA:
         self.alpha_final, self.final_ratio = d["alpha_final"], d["final_ratio"]
         self.val_consumed, self.val_iter = d["val_consumed"], None
         self.t_cache = d["t_cache"]
+        self.train_mask = d.get("train_mask")
         self._phase_t0 = time.perf_counter()
         if d["allocator"] is not None:
             theta = d["allocator"]["theta"]
