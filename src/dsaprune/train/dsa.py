@@ -3,17 +3,22 @@
 Phases, as fractions of the whole schedule (the paper's 300-epoch CIFAR-10 run: warm-up to epoch
 20, allocation window to epoch 100), so any length, even a fraction of an epoch, works:
 
-1. warm-up: plain training on the 90% training split;
-2. allocation: masks sampled from the keep probabilities; every ``alloc_every`` weight steps one
-   fresh validation batch gives ∂L_val/∂Θ and the allocator takes one step; stops as soon as the
-   cost of A is within the budget (then A is frozen and the whole training set trains);
-3. settling: masks keep being sampled with A frozen while β2 grows, until they are hard
-   (Σ p(1 − p)/C < ``hard_threshold`` for every group) or the window ends;
+1. warm-up (or, for ssl / morphnet, the penalty phase): plain training on the training split;
+2. allocation: the weights train under the top-n mask of the current A (with
+   ``sample_train_masks``, the paper's masks sampled from the keep probabilities); every
+   ``alloc_every`` weight steps one fresh validation batch gives the estimator's ∂L_val/∂Θ
+   (``dsaprune.estimators``) and the allocator takes one step; stops as soon as the cost of A is
+   within the budget (then A is frozen and the whole training set trains);
+3. settling (sampled masks only; top-n masks are hard already): masks keep being sampled with
+   A frozen while β2 grows, until they are hard (Σ p(1 − p)/C < ``hard_threshold`` for every
+   group) or the window ends;
 4. finalising: if the allocator did not meet the budget by the end of the window, all logits are
    shifted by one amount until it does (the fallback, reported); A is calibrated to the budget,
    rounded to whole channels with a greedy fix-up, and each group keeps its top channels by
    importance; the network is physically pruned (or, with ``physical=False``, hard-masked);
 5. training continues on the smaller network until the schedule ends.
+
+Which keep ratios a baseline takes, and when, is its policy's (``dsaprune.methods``).
 """
 
 from __future__ import annotations
