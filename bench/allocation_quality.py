@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import dsaprune  # noqa: E402
 from dsaprune.allocation import magnitude_keep_ratios, round_channels, shift_to_budget  # noqa: E402
-from dsaprune.cli.commands import model_from_checkpoint  # noqa: E402
+from dsaprune.cli.prune import load_model_file  # noqa: E402
 from dsaprune.cost import count_flops, flops_model  # noqa: E402
 from dsaprune.data import load_splits, make_loader, split_train_val  # noqa: E402
 from dsaprune.grouping import channel_importance, find_groups  # noqa: E402
@@ -51,15 +51,6 @@ from dsaprune.surgery import prune_groups, top_channels  # noqa: E402
 from dsaprune.train import evaluate, recalibrate_bn  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-
-
-def load_reference(path: str) -> tuple[nn.Module, str]:
-    """A pruned-model file (``dsaprune.save``) or a training checkpoint."""
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(raw, dict) and raw.get("format") == dsaprune.surgery.FORMAT:
-        return dsaprune.load(path), str(raw.get("model_name", ""))
-    model, ckpt = model_from_checkpoint(path)
-    return model, str(ckpt["model_name"])
 
 
 class Bench:
@@ -158,7 +149,7 @@ def percentile_rank(v: float, population: list[float]) -> float:
 
 
 def run(a: argparse.Namespace) -> dict:
-    model, model_name = load_reference(a.checkpoint)
+    model, model_name = load_model_file(a.checkpoint)
     bench = Bench(model, a)
     ref_acc = evaluate(model, bench.test)["acc"]
     print(f"{a.name}: reference accuracy {ref_acc:.4f}, {len(bench.channels)} groups", flush=True)

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from allocation_quality import load_reference  # noqa: E402
 from sensitivity import spearman  # noqa: E402
 
+from dsaprune.cli.prune import load_model_file  # noqa: E402
 from dsaprune.cost import flops_model  # noqa: E402
 from dsaprune.data import load_splits, make_loader, split_train_val  # noqa: E402
 from dsaprune.estimators import ESTIMATORS, GateState  # noqa: E402
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     a.beta2 = [float(v) for v in a.beta2.split(",")]
     torch.manual_seed(0)
-    model, name = load_reference(a.checkpoint)
+    model, name = load_model_file(a.checkpoint)
     splits = load_splits("cifar10", a.data)
     train, val = split_train_val(splits.train)
     vl = make_loader(val, splits, 128, train=False)

@@ -82,7 +82,7 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
     model = models.create("resnet20")
     path = tmp_path / "ref.pt"
     dsaprune.save(model, path, model_name="resnet20", num_classes=10)
-    ref, name = aq.load_reference(str(path))
+    ref, name = aq.load_model_file(str(path))
     assert name == "resnet20"
     a = Namespace(data=None, finetune_steps=2, finetune_lr=0.01, alloc_epochs=0.1, alloc_lr=0.01)
     bench = aq.Bench(ref, a)
