@@ -11,8 +11,9 @@ A policy answers, at the flow's fixed points:
   Θ-step does; baselines train on the whole training set);
 - ``make_penalty``: a sparsity penalty applied from the first step to the end of the
   allocation window (ssl, morphnet), or None;
-- ``keep_ratios``: at the start of allocation, keep ratios decided at once (a baseline), or None
-  for DSA, which allocates by gradient steps over the window;
+- ``keep_ratios``: at the start of allocation, keep ratios decided at once (a baseline), with
+  the importances they were decided by if any, or None for DSA, which allocates by gradient
+  steps over the window;
 - ``importance``: the per-channel importances the final channels are chosen by.
 """
 
@@ -37,9 +38,13 @@ class Method:
     def make_penalty(self, groups: Groups, cost: QuadraticCost, strength: float | None):
         return None
 
-    def keep_ratios(self, groups: Groups, cost: QuadraticCost, budget: float, penalty):
+    def keep_ratios(
+        self, groups: Groups, cost: QuadraticCost, budget: float, source: str, penalty
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None] | None:
         """Keep ratios [K] decided at once (not yet fitted to the budget: the flow shifts them
-        and rounds), or None to allocate over the window."""
+        and rounds) and the channel importances they were decided by (None: the flow asks
+        ``importance``), or None to allocate over the window. ``source``: the flow's
+        importance setting (``DSAConfig.importance``)."""
         return None
 
     def importance(self, groups: Groups, source: str, penalty) -> list[torch.Tensor]:
@@ -54,41 +59,44 @@ class DSAMethod(Method):
 class Uniform(Method):
     description = "one keep ratio for every group, solved for the budget"
 
-    def keep_ratios(self, groups, cost, budget, penalty):
-        return torch.full((len(groups.prunable),), 0.5, dtype=torch.float64)
+    def keep_ratios(self, groups, cost, budget, source, penalty):
+        return torch.full((len(groups.prunable),), 0.5, dtype=torch.float64), None
 
 
-class Magnitude(Method):
+class _Thresholded(Method):
+    """One global threshold on the channels' importances, the lowest whose kept channels fit
+    the budget; the channels above it are kept."""
+
+    relative: ClassVar[bool]  # threshold in units of each group's mean importance
+
+    def keep_ratios(self, groups, cost, budget, source, penalty):
+        imp = self.importance(groups, source, penalty)
+        return magnitude_keep_ratios(imp, cost, budget, relative=self.relative), imp
+
+
+class Magnitude(_Thresholded):
     description = (
         "one global threshold on filter L1 norms (relative to each group's mean), solved for "
         "the budget; channels with the largest L1 norms are kept (use with --checkpoint)"
     )
-
-    def keep_ratios(self, groups, cost, budget, penalty):
-        imp = self.importance(groups, "l1", penalty)
-        return magnitude_keep_ratios(imp, cost, budget, relative=True)
+    relative = True
 
     def importance(self, groups, source, penalty):
         return channel_importance(groups, "l1")
 
 
-class _Penalised(Method):
-    """A sparsity penalty during the first third of training, then one global threshold on the
-    importances it leaves, solved for the budget."""
+class _Penalised(_Thresholded):
+    """A sparsity penalty during the first third of training, then a threshold on the
+    importances it leaves."""
 
     penalised = True
     default_strength: ClassVar[float]
-    relative: ClassVar[bool]  # threshold in units of each group's mean importance
 
     def make_penalty(self, groups, cost, strength):
         return self._penalty(groups, cost, self.default_strength if strength is None else strength)
 
     def _penalty(self, groups, cost, strength: float):
         raise NotImplementedError
-
-    def keep_ratios(self, groups, cost, budget, penalty):
-        imp = self.importance(groups, "bn_first", penalty)
-        return magnitude_keep_ratios(imp, cost, budget, relative=self.relative)
 
     def importance(self, groups, source, penalty):
         return penalty.importance()

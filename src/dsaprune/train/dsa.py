@@ -166,8 +166,10 @@ class DSA:
         imp = channel_importance(self.groups, self.cfg.importance)
         return pad_groups([i.to(device) for i in imp])
 
-    def _probabilities(self, alpha: torch.Tensor, beta2: float, iters: int):
-        I, V = self._importance(alpha.device)
+    def _probabilities(self, alpha: torch.Tensor, beta2: float, iters: int, padded=None):
+        """Keep probabilities of ``alpha``; ``padded``: the (importance, valid) pair when the
+        caller has it already."""
+        I, V = padded if padded is not None else self._importance(alpha.device)
         p, t = keep_probabilities(
             I, V, alpha, beta2, iters, None if self.t_cache is None else self.t_cache
         )
@@ -252,14 +254,17 @@ class DSA:
         self.allocator = Allocator(
             self.cost, self.budget.fraction, theta0, n_updates, self.cfg.allocator
         )
-        alpha = self.method.keep_ratios(self.groups, self.cost, self.budget.fraction, self.penalty)
-        if alpha is None:  # DSA: allocate by gradient steps over the window
+        decided = self.method.keep_ratios(
+            self.groups, self.cost, self.budget.fraction, self.cfg.importance, self.penalty
+        )
+        if decided is None:  # DSA: allocate by gradient steps over the window
             self.hooks = GateHooks(self.groups)
             return
         # a baseline: its keep ratios are decided at once and the network is pruned now
+        alpha, imp = decided
         self.allocator.theta = torch.logit(alpha.double().clamp(1e-6, 1 - 1e-6))
         self.events["met_by"] = self.cfg.method
-        self._finalise(trainer)
+        self._finalise(trainer, imp)
 
     def _next_val(self):
         if self.val_iter is None:
@@ -282,9 +287,7 @@ class DSA:
         beta2 = self._beta2(trainer)
 
         def probabilities(alpha: torch.Tensor, iters: int) -> torch.Tensor:
-            p, t = keep_probabilities(I, V, alpha, beta2, iters, self.t_cache)
-            self.t_cache = t.detach()
-            return p
+            return self._probabilities(alpha, beta2, iters, (I, V))[0]
 
         gates = GateState(I, V, probabilities, self.cfg.prob_floor)
         model = trainer.model  # not the DDP wrapper: only Θ needs a gradient here
@@ -308,15 +311,16 @@ class DSA:
             {"step": trainer.step, "val_loss": loss, "cost_ratio": self.allocator.ratio()}
         )
 
-    def _finalise(self, trainer) -> None:
-        """Meet the budget in whole channels, pick the channels, prune."""
+    def _finalise(self, trainer, imp: list[torch.Tensor] | None = None) -> None:
+        """Meet the budget in whole channels, pick the channels (by ``imp`` if the method
+        decided by them already), prune."""
         self._enter(trainer, "pruned" if self.cfg.physical else "masked")
         frac = self.budget.fraction
         theta, shift = shift_to_budget(self.allocator.theta, self.cost, frac)
         self.events["calibration_shift"] = shift
         alpha = torch.sigmoid(theta)
         counts = round_channels(alpha, self.channels, self.cost, frac, self.cfg.round_to)
-        imp = self._final_importance()
+        imp = imp if imp is not None else self._final_importance()
         self.penalty = None
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
         self.keep_counts = counts
