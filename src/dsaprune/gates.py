@@ -84,15 +84,21 @@ def sample_masks(p: torch.Tensor, floor: float = 0.0, generator=None) -> torch.T
     return m + p - p.detach()
 
 
+def _ranks(score: torch.Tensor, descending: bool) -> torch.Tensor:
+    """Each entry's position in its row's sorted order (0: first)."""
+    order = score.argsort(1, descending=descending)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return rank
+
+
 def topn_masks(importance: torch.Tensor, valid: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """The deterministic mask of keep ratios ``alpha``: group k's ⌊α_k C_k⌋ most important
     channels get 1, the next one the fractional part of α_k C_k, the rest 0 (so the mask moves
     continuously with α). [K, C_max], zero at padding."""
     C = valid.sum(1).to(importance.dtype)
     n = alpha.detach().to(importance.dtype).clamp(0, 1) * C
-    order = torch.where(valid, importance, -torch.inf).argsort(1, descending=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    rank = _ranks(torch.where(valid, importance, -torch.inf), descending=True)
     m = (n[:, None] - rank.to(importance.dtype)).clamp(0, 1)
     return m * valid
 
@@ -106,10 +112,8 @@ def marginal_channels(
     C = valid.sum(1).to(importance.dtype)
     kept = topn_masks(importance, valid, alpha).ceil()
     q = (fraction * C).ceil().clamp_min(1)
-    score = torch.where(kept > 0, importance, torch.inf)
-    order = score.argsort(1)  # least important kept channel first
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    # rank 0: the least important channel still kept
+    rank = _ranks(torch.where(kept > 0, importance, torch.inf), descending=False)
     w = ((rank.to(importance.dtype) < q[:, None]) & (kept > 0)).to(importance.dtype)
     return w / w.sum(1, keepdim=True).clamp_min(1)
 
