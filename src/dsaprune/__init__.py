@@ -15,7 +15,16 @@ from . import cost, data, models, train  # noqa: E402
 from .allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget  # noqa: E402
 from .api import PruneResult, prune  # noqa: E402
 from .budget import Budget, BudgetError, parse_budget  # noqa: E402
-from .cost import count_flops, count_params, flops_model, params_model  # noqa: E402  # noqa: E402
+from .cost import (  # noqa: E402
+    COSTS,
+    count_flops,
+    count_params,
+    flops_model,
+    latency_model,
+    make_cost,
+    measure_latency,
+    params_model,
+)
 from .data import load_splits, make_loader  # noqa: E402
 from .export import export_onnx  # noqa: E402
 from .gates import GateHooks, keep_probabilities, sample_masks  # noqa: E402
@@ -37,6 +46,10 @@ __all__ = [
     "channel_importance",
     "find_groups",
     "flops_model",
+    "latency_model",
+    "make_cost",
+    "measure_latency",
+    "COSTS",
     "keep_probabilities",
     "load",
     "params_model",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from torch import nn
 
 from . import surgery
 from .budget import parse_budget
-from .cost import count_flops, count_params, flops_model, params_model
+from .cost import COSTS, QuadraticCost, make_cost, measure_latency
 from .grouping import find_groups
 from .methods import make_method
 from .train import TrainConfig, Trainer, evaluate
@@ -102,6 +104,8 @@ def prune(
     dist: DistInfo | None = None,
     pretrained: bool = False,
     resume: bool = False,
+    latency_batch: int = 1,
+    report_latency: bool = True,
     **settings,
 ) -> PruneResult:
     """Prune ``model`` to ``budget`` with DSA while it trains for ``epochs`` (may be fractional).
@@ -115,6 +119,10 @@ def prune(
     ``magnitude``, ``ssl``, ``morphnet``, ``penalty``: their strength, …) or
     :class:`AllocatorConfig` (rho1, …).
     ``pretrained=True`` also measures the accuracy of the network as given (``acc_before``).
+    A ``latency=F`` budget is a fraction of the network's latency on ``device`` at
+    ``latency_batch``, predicted by per-layer fits measured there (cached per device);
+    ``report_latency`` (default on) measures the network before and after pruning, for every
+    budget kind, and reports the measured speed-up beside the predicted one.
     With ``out_dir`` a checkpoint (``last.pt``: weights, optimizer, allocator, phase) is written
     after every epoch; ``resume=True`` continues from it (pass the same, unpruned, model).
     Returns the pruned model and a report.
@@ -142,9 +150,15 @@ def prune(
         example_inputs = next(iter(train_data))[0][:1]
     example_inputs = example_inputs.to(dist.device)
     groups = find_groups(model, example_inputs, ignored_layers)
-    cost = flops_model(groups) if b.kind == "flops" else params_model(groups)
+    budget_cost = make_cost(b.kind, device=dist.device, batch=latency_batch)
+    cost = _shared(lambda: budget_cost.model(groups, progress), dist)
     in_shape = tuple(example_inputs.shape[1:])
-    before = {"flops": count_flops(model, in_shape), "params": count_params(model)}
+    before = _counts(model, in_shape)
+    latency_cost = reference = None
+    if report_latency and dist.is_main:  # fitted now: surgery changes the network in place
+        latency_cost = make_cost("latency", device=dist.device, batch=latency_batch)
+        latency_cost = latency_cost.model(groups, progress)
+        reference = copy.deepcopy(model).eval()
     # from scratch there is no trained "before" network to measure
     acc_before = evaluate(model, test_data)["acc"] if test_data is not None and pretrained else None
     steps_per_epoch = len(full)  # epochs count passes over the whole training set
@@ -170,22 +184,29 @@ def prune(
     trainer.fit()
     dsa.finish(trainer)
     model = trainer.model
-    after = {"flops": count_flops(model, in_shape), "params": count_params(model)}
-    ratio = after[b.kind] / before[b.kind]
+    after = _counts(model, in_shape)
+    # counted kinds are checked on the pruned network itself, measured ones on their fitted model
+    ratio = after[b.kind] / before[b.kind] if b.kind in after else dsa.final_ratio
     if ratio > b.fraction + 1e-9:
         raise RuntimeError(f"internal error: pruned {b.kind} ratio {ratio:.4f} exceeds {b}")
+    latency = None
+    if latency_cost is not None:
+        latency = _latency_report(
+            latency_cost, reference, model, dsa.alpha_final, in_shape, latency_batch, dist.device
+        )
+        if not budget_cost.counted:
+            _check_measured(latency, b)
     acc_after = evaluate(model, test_data)["acc"] if test_data is not None else None
     report = {
         "model": model_name,
         "budget": str(b),
         "budget_kind": b.kind,
         "budget_fraction": b.fraction,
-        "flops_before": before["flops"],
-        "flops_after": after["flops"],
-        "flops_ratio": after["flops"] / before["flops"],
-        "params_before": before["params"],
-        "params_after": after["params"],
-        "params_ratio": after["params"] / before["params"],
+        "budget_ratio": ratio,
+        **{f"{k}_before": v for k, v in before.items()},
+        **{f"{k}_after": v for k, v in after.items()},
+        **{f"{k}_ratio": after[k] / before[k] for k in before},
+        "latency": latency,
         "acc_before": acc_before,
         "acc_after": acc_after,
         "epochs": epochs,
@@ -208,3 +229,58 @@ def prune(
         "allocation_history": dsa.history,
     }
     return PruneResult(model.eval(), report)
+
+
+def _counts(model: nn.Module, in_shape) -> dict[str, int]:
+    """Every countable cost of a concrete network (FLOPs, parameters), by budget kind."""
+    out = {}
+    for kind in COSTS:
+        c = make_cost(kind)
+        if c.counted:
+            out[kind] = int(c.count(model, in_shape))
+    return out
+
+
+def _shared(build, dist: DistInfo) -> QuadraticCost:
+    """``build()`` on the main process, handed to the others, so that every process allocates
+    under the same cost even when it is measured (each process would measure differently)."""
+    if not dist.enabled:
+        return build()
+    import torch.distributed as tdist
+
+    box = [build() if dist.is_main else None]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _latency_report(
+    cost: QuadraticCost, before: nn.Module, after: nn.Module, alpha, in_shape, batch, device
+) -> dict:
+    """Predicted and measured latency of the network before and after pruning, timed
+    interleaved in this process."""
+    t_before, t_after = measure_latency([before, after], in_shape, batch, device)
+    a = torch.tensor(alpha, dtype=torch.float64)
+    p_after = float(cost(a))
+    return {
+        "device": str(device),
+        "batch": batch,
+        "predicted_before_ms": 1e3 * cost.full,
+        "predicted_after_ms": 1e3 * p_after,
+        "predicted_ratio": p_after / cost.full,
+        "measured_before_ms": 1e3 * t_before,
+        "measured_after_ms": 1e3 * t_after,
+        "measured_ratio": t_after / t_before,
+        "measured_speedup": t_before / t_after,
+        "prediction_error": p_after / t_after - 1.0,
+    }
+
+
+def _check_measured(latency: dict, b) -> None:
+    if latency["measured_ratio"] > b.fraction + 0.05:
+        warnings.warn(
+            f"the pruned network meets {b} on the fitted latency model (ratio "
+            f"{latency['predicted_ratio']:.3f}) but measured {latency['measured_ratio']:.3f} "
+            f"here; the model's error on this network is {100 * latency['prediction_error']:+.1f}%"
+            " (a busy machine, or a device unlike the one the tables were measured on)",
+            stacklevel=3,
+        )

@@ -1,10 +1,11 @@
-"""Budgets: ``"flops=0.5"`` or ``"params=0.3"``, a fraction of the unpruned network's cost."""
+"""Budgets: ``"flops=0.5"``, ``"params=0.3"`` or ``"latency=0.5"``, a fraction of the unpruned
+network's cost; the kinds are those registered in ``dsaprune.cost.COSTS``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("flops", "params")
+from .cost import COSTS
 
 
 class BudgetError(ValueError):
@@ -27,8 +28,8 @@ def parse_budget(spec: str | Budget) -> Budget:
     kind = kind.strip().lower()
     if not sep:
         raise BudgetError(f"budget {spec!r} is not KIND=FRACTION, e.g. flops=0.5")
-    if kind not in KINDS:
-        raise BudgetError(f"unknown budget kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if kind not in COSTS:
+        raise BudgetError(f"unknown budget kind {kind!r}; known kinds: {', '.join(COSTS)}")
     try:
         frac = float(value.strip().rstrip("%")) / (100.0 if value.strip().endswith("%") else 1.0)
     except ValueError:

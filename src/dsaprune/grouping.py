@@ -37,6 +37,7 @@ class LayerShape:
     out_spatial: int  # H_out * W_out (1 for linear)
     bias: bool
     order: int  # position in execution order
+    in_spatial: tuple[int, ...] = (1,)  # the input's spatial size (rows for a linear layer)
 
     @property
     def depthwise(self) -> bool:
@@ -77,8 +78,9 @@ class ChannelGroup:
 class Groups:
     """The channel groups of one model, with the recorded layer shapes."""
 
-    def __init__(self, model, graph, groups, shapes, names, input_shape) -> None:
+    def __init__(self, model, graph, groups, shapes, names, input_shape, ignored=()) -> None:
         self.model, self.graph = model, graph
+        self.ignored: list[str] = list(ignored)  # the caller's ignored_layers
         self.groups: list[ChannelGroup] = groups
         self.shapes: dict[str, LayerShape] = shapes
         self.names: dict[nn.Module, str] = names
@@ -126,6 +128,7 @@ def _record_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerSh
                     out.shape[2] * out.shape[3],
                     m.bias is not None,
                     len(shapes),
+                    tuple(_inp[0].shape[2:]),
                 )
             elif isinstance(m, nn.Linear):
                 rows = out.numel() // out.shape[-1]
@@ -139,6 +142,7 @@ def _record_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerSh
                     rows,
                     m.bias is not None,
                     len(shapes),
+                    tuple(_inp[0].shape[1:-1]),
                 )
             else:
                 return
@@ -234,7 +238,9 @@ def find_groups(
                 "L1 norm of its filters",
                 stacklevel=2,
             )
-    return Groups(model, graph, groups, shapes, names, tuple(example_inputs.shape[1:]))
+    return Groups(
+        model, graph, groups, shapes, names, tuple(example_inputs.shape[1:]), ignored_layers
+    )
 
 
 def _inconsistent_member(g: ChannelGroup, model: nn.Module, shapes) -> str:

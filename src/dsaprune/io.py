@@ -41,3 +41,10 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 
 def atomic_write_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def cache_dir() -> Path:
+    """Where decoded data sets and latency tables are cached: ``$DSAPRUNE_CACHE`` or
+    ``~/.cache/dsaprune``."""
+    root = os.environ.get("DSAPRUNE_CACHE") or Path.home() / ".cache" / "dsaprune"
+    return Path(root)

@@ -1,4 +1,4 @@
-"""Name → class registries (methods, estimators): one lookup with one error message."""
+"""Name → class registries (methods, estimators, budget kinds): one lookup, one error message."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def create(registry: dict[str, Callable[[], T]], name: str, what: str) -> T:
-    """An instance of ``registry[name]``; an unknown name is refused with the known ones."""
+def create(registry: dict[str, Callable[..., T]], name: str, what: str, **options) -> T:
+    """An instance of ``registry[name]`` made with ``options``; an unknown name is refused with
+    the known ones."""
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; known: {', '.join(registry)}")
-    return registry[name]()
+    return registry[name](**options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .cost import COSTS, make_cost
 from .io import atomic_write_json, atomic_write_text
 
 
@@ -12,18 +13,47 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}%"
 
 
+def _cost_rows(r: dict) -> list[str]:
+    """One row per counted budget kind, then the latency, predicted and measured."""
+    rows = []
+    for kind in COSTS:
+        if f"{kind}_before" in r:
+            label = make_cost(kind).label
+            rows.append(
+                f"| {label} | {r[f'{kind}_before']:,} | {r[f'{kind}_after']:,} | "
+                f"{r[f'{kind}_ratio']:.4f} |"
+            )
+    lat = r.get("latency")
+    if lat:
+        where = f"{lat['device']}, batch {lat['batch']}"
+        rows += [
+            f"| latency ({where}), predicted | {lat['predicted_before_ms']:.3f} ms | "
+            f"{lat['predicted_after_ms']:.3f} ms | {lat['predicted_ratio']:.4f} |",
+            f"| latency ({where}), measured | {lat['measured_before_ms']:.3f} ms | "
+            f"{lat['measured_after_ms']:.3f} ms | {lat['measured_ratio']:.4f} |",
+        ]
+    return rows
+
+
 def markdown(r: dict) -> str:
+    lat = r.get("latency")
     lines = [
         f"# DSA pruning report: {r.get('model') or 'model'} at {r['budget']}",
         "",
         "| | before | after | ratio |",
         "|---|---|---|---|",
-        f"| FLOPs (2 per MAC) | {r['flops_before']:,} | {r['flops_after']:,} | "
-        f"{r['flops_ratio']:.4f} |",
-        f"| parameters | {r['params_before']:,} | {r['params_after']:,} | "
-        f"{r['params_ratio']:.4f} |",
+        *_cost_rows(r),
         f"| test accuracy | {_pct(r.get('acc_before'))} | {_pct(r.get('acc_after'))} | |",
         "",
+    ]
+    if lat:
+        lines += [
+            f"Measured speed-up **{lat['measured_speedup']:.2f}×** (FLOPs ratio "
+            f"{r['flops_ratio']:.4f}); the latency model's error on the pruned network is "
+            f"{100 * lat['prediction_error']:+.1f}%.",
+            "",
+        ]
+    lines += [
         f"Budget met by: **{r.get('met_by')}**"
         + (f" at epoch {r['met_at_epoch']:.2f}" if r.get("met_at_epoch") is not None else "")
         + f"; {r.get('allocation_updates', 0)} allocation updates; "

@@ -129,8 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", metavar="FILE", help="a trained dsaprune checkpoint")
     pr.add_argument(
         "--budget",
-        help="KIND=FRACTION of the full network: flops=0.5, params=0.3 [flops=0.5, or the "
-        "config's]",
+        help="KIND=FRACTION of the full network: flops=0.5, params=0.3, latency=0.5 (measured "
+        "on --device at --latency-batch) [flops=0.5, or the config's]",
+    )
+    pr.add_argument(
+        "--latency-batch",
+        type=int,
+        help="batch size that latency is predicted and measured at [1]",
+    )
+    pr.add_argument(
+        "--latency-report",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure the network's latency before and after pruning for the report (default)",
     )
     pr.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
     pr.add_argument(
@@ -179,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     isrc = ins.add_mutually_exclusive_group()
     isrc.add_argument("--model", default="resnet20", help="zoo model")
     isrc.add_argument("--checkpoint", metavar="FILE", help="a dsaprune checkpoint")
+    ins.add_argument(
+        "--latency",
+        action="store_true",
+        help="also fit (or read from the cache) the latency model on --device and show each "
+        "group's share of the latency",
+    )
+    ins.add_argument("--latency-batch", type=int, default=1, help="batch size for --latency [1]")
+    ins.add_argument("--device", default="cpu", help="device for --latency [cpu]")
 
     ex = sub.add_parser(
         "export",

@@ -11,7 +11,7 @@ import yaml
 
 from .. import models, surgery
 from ..api import prune
-from ..cost import count_flops, count_params
+from ..cost import COSTS, count_flops, count_params, make_cost
 from ..data import load_splits, make_loader, split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
@@ -32,7 +32,15 @@ def _settings(args: argparse.Namespace) -> dict:
         v = getattr(args, k, None)
         if v is not None:
             s[k] = v
-    for k in ("round_to", "method", "physical", "warmup_fraction", "penalty", "estimator"):
+    for k in (
+        "round_to",
+        "method",
+        "physical",
+        "warmup_fraction",
+        "penalty",
+        "estimator",
+        "latency_batch",
+    ):
         v = getattr(args, k, None)
         if v is not None:
             s[k] = v
@@ -90,6 +98,7 @@ def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
             progress=progress,
             dist=dist,
             pretrained=bool(args.checkpoint),
+            report_latency=getattr(args, "latency_report", None) is not False,
             **s,
         )
         res.report["command"] = "dsaprune " + " ".join(getattr(args, "argv", []) or [])
@@ -116,10 +125,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
     out = run_prune(args, progress=not args.quiet)
     if out["dist"].is_main:
         r = out["result"].report
+        lat = r.get("latency")
+        speed = f", measured speed-up {lat['measured_speedup']:.2f}x" if lat else ""
         print(
             f"pruned {r['model']} to {r['budget']}: FLOPs ratio {r['flops_ratio']:.4f}, "
-            f"params ratio {r['params_ratio']:.4f}, test accuracy {100 * r['acc_after']:.2f}%, "
-            f"budget met by {r['met_by']}; model and report in {args.out}/"
+            f"params ratio {r['params_ratio']:.4f}{speed}, test accuracy "
+            f"{100 * r['acc_after']:.2f}%, budget met by {r['met_by']}; model and report in "
+            f"{args.out}/"
         )
     return 0
 
@@ -130,31 +142,39 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         model = models.create(name)
     size = models.input_size(name)
     G = find_groups(model.eval(), torch.zeros(1, *size))
-    from ..cost import flops_model, params_model
-
-    F, P = flops_model(G), params_model(G)
+    kinds = [k for k in COSTS if make_cost(k).counted]
+    if getattr(args, "latency", False):
+        kinds.append("latency")
+    opts = dict(device=getattr(args, "device", "cpu"), batch=getattr(args, "latency_batch", 1))
+    forms = {k: make_cost(k, **opts).model(G, progress=True) for k in kinds}
     K = len(G.prunable)
+    F, P = forms["flops"], forms["params"]
     print(
         f"{name}: {len(G)} channel groups ({K} prunable), {F.full / 1e6:.2f}M FLOPs "
         f"(2 per multiply-add), {P.full / 1e6:.3f}M parameters; input {size}"
     )
+    if "latency" in forms:
+        L = forms["latency"]
+        print(
+            f"latency on {opts['device']} at batch {opts['batch']}: {1e3 * L.full:.3f} ms "
+            f"predicted, {1e3 * L.meta['full_measured_s']:.3f} ms measured"
+        )
+    heads = "".join(f" {k + ' %':>10}" for k in kinds)
     print(
-        f"{'group':>5} {'channels':>8} {'FLOPs %':>8} {'params %':>9}  members "
-        "(% = share of the cost its channels touch)"
+        f"{'group':>5} {'channels':>8}{heads}  members (% = share of the cost its channels touch)"
     )
     for k, g in enumerate(G.prunable):
         a = torch.ones(K, dtype=torch.float64)
         a[k] = 0.0  # what this group's channels account for
-        fshare = 1 - float(F.ratio(a))
-        pshare = 1 - float(P.ratio(a))
-        print(
-            f"{g.index:>5} {g.channels:>8} {100 * fshare:>8.1f} {100 * pshare:>9.1f}  "
-            f"{g.describe()}"
-        )
+        shares = "".join(f" {100 * (1 - float(f.ratio(a))):>10.1f}" for f in forms.values())
+        print(f"{g.index:>5} {g.channels:>8}{shares}  {g.describe()}")
     for g in G:
         if not g.prunable:
-            print(f"{g.index:>5} {g.channels:>8} {'–':>8} {'–':>9}  {g.describe()} (not pruned)")
-    print(f"smallest feasible FLOPs budget: {F.floor():.4f}")
+            dashes = "".join(f" {'–':>10}" for _ in forms)
+            print(f"{g.index:>5} {g.channels:>8}{dashes}  {g.describe()} (not pruned)")
+    print(
+        "smallest feasible budgets: " + ", ".join(f"{k}={f.floor():.4f}" for k, f in forms.items())
+    )
     return 0
 
 

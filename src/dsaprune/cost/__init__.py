@@ -1,7 +1,25 @@
-"""Cost models: what a network costs (FLOPs, parameters), counted on a concrete network
-(``count``) or as quadratic forms in the groups' keep ratios (``quadratic``)."""
+"""Cost models: what a network costs (FLOPs, parameters, latency), counted on a concrete network
+(``count``), as quadratic forms in the groups' keep ratios (``quadratic``, ``latency``), and the
+registry of budget kinds (``kinds``)."""
 
 from .count import count_flops, count_params
+from .kinds import COSTS, Cost, FlopsCost, LatencyCost, ParamsCost, make_cost
+from .latency import latency_model
 from .quadratic import QuadraticCost, flops_model, params_model
+from .timing import measure_latency
 
-__all__ = ["QuadraticCost", "count_flops", "count_params", "flops_model", "params_model"]
+__all__ = [
+    "COSTS",
+    "Cost",
+    "FlopsCost",
+    "LatencyCost",
+    "ParamsCost",
+    "QuadraticCost",
+    "count_flops",
+    "count_params",
+    "flops_model",
+    "latency_model",
+    "make_cost",
+    "measure_latency",
+    "params_model",
+]

@@ -9,9 +9,11 @@ constant. Input channels from several groups (a concatenation) are split by thei
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..grouping import Groups
+from ..grouping import Groups, LayerShape
 
 
 class QuadraticCost:
@@ -23,6 +25,7 @@ class QuadraticCost:
         self.Q, self.b, self.c, self.name = Q, b, float(c), name
         self.min_alpha = min_alpha.to(Q.dtype)  # one channel per group
         self.full = float(self(torch.ones(b.shape[0], dtype=Q.dtype)))
+        self.meta: dict = {}  # how the form was obtained (the latency fits), for reports
 
     def __call__(self, alpha: torch.Tensor) -> torch.Tensor:
         """Absolute cost at keep ratios ``alpha`` ([K], differentiable)."""
@@ -38,13 +41,48 @@ class QuadraticCost:
         return float(self.ratio(self.min_alpha))
 
 
-def _build(groups: Groups, what: str) -> QuadraticCost:
-    prunable = groups.prunable
-    index = {g.index: k for k, g in enumerate(prunable)}
-    K = len(prunable)
-    Q = torch.zeros(K, K, dtype=torch.float64)
-    b = torch.zeros(K, dtype=torch.float64)
-    c = 0.0
+class QuadraticForm:
+    """Accumulates Q, b, c term by term."""
+
+    def __init__(self, K: int) -> None:
+        self.Q = torch.zeros(K, K, dtype=torch.float64)
+        self.b = torch.zeros(K, dtype=torch.float64)
+        self.c = 0.0
+
+    def add(self, out_k: int | None, in_terms: list[tuple[int | None, float]], amount: float):
+        """amount · α_out · Σ share_j α_j, where a ``None`` index stands for a fixed 1."""
+        for j, share in in_terms:
+            coef = amount * share
+            if out_k is None and j is None:
+                self.c += coef
+            elif out_k is None or j is None:
+                self.b[out_k if j is None else j] += coef
+            else:
+                self.Q[out_k, j] += coef
+
+    def cost(self, groups: Groups, name: str) -> QuadraticCost:
+        min_alpha = torch.tensor([1.0 / g.channels for g in groups.prunable], dtype=torch.float64)
+        return QuadraticCost(self.Q, self.b, self.c, name, min_alpha)
+
+
+@dataclass
+class LayerTerms:
+    """Where one layer's output and input channels come from, as indices into A."""
+
+    name: str
+    shape: LayerShape
+    out_k: int | None  # the prunable group of its output channels (None: fixed)
+    in_terms: list[tuple[int | None, float]]  # (group index or None, share of its inputs)
+
+    @property
+    def varies_in(self) -> bool:
+        return any(j is not None for j, _ in self.in_terms)
+
+
+def layer_terms(groups: Groups) -> list[LayerTerms]:
+    """Every convolution / linear layer with the groups its channels scale with. A depthwise
+    convolution's input and output are one group; its ``in_terms`` are then fixed."""
+    index = {g.index: k for k, g in enumerate(groups.prunable)}
     out_group: dict[str, int] = {}
     for g in groups:
         for p in g.producers:
@@ -53,50 +91,43 @@ def _build(groups: Groups, what: str) -> QuadraticCost:
     for g in groups:
         for layer, idxs in g.consumers.items():
             in_groups.setdefault(layer, {})[g.index] = len(idxs)
-
-    def add(out_k, in_terms, amount):
-        """amount · α_out · Σ (share_j α_j or share_fixed)."""
-        nonlocal c
-        for j, share in in_terms:
-            coef = amount * share
-            if out_k is None and j is None:
-                c += coef
-            elif out_k is None or j is None:
-                b[out_k if j is None else j] += coef
-            else:
-                Q[out_k, j] += coef
-
+    out = []
     for name, s in groups.shapes.items():
         k = index.get(out_group.get(name, -1))
+        terms, covered = [], 0
+        if not s.depthwise:
+            for gi, n in in_groups.get(name, {}).items():
+                covered += n
+                terms.append((index.get(gi), n / s.in_channels))
+        if covered < s.in_channels:
+            terms.append((None, (s.in_channels - covered) / s.in_channels))
+        out.append(LayerTerms(name, s, k, terms))
+    return out
+
+
+def _build(groups: Groups, what: str) -> QuadraticCost:
+    form = QuadraticForm(len(groups.prunable))
+    for t in layer_terms(groups):
+        s = t.shape
         if what == "flops":
             amount = s.flops
         else:
             amount = s.weight_params
             if s.bias:
-                add(k, [(None, 1.0)], s.out_channels)
-        if s.depthwise:  # output and input channels are the same group: linear in it
-            add(k, [(None, 1.0)], amount)
-            continue
-        terms, covered = [], 0
-        for gi, n in in_groups.get(name, {}).items():
-            per_input = n / s.in_channels
-            covered += n
-            terms.append((index.get(gi), per_input))
-        if covered < s.in_channels:
-            terms.append((None, (s.in_channels - covered) / s.in_channels))
-        add(k, terms, amount)
+                form.add(t.out_k, [(None, 1.0)], s.out_channels)
+        form.add(t.out_k, t.in_terms, amount)
     if what == "params":  # BN weight and bias scale with their group
+        index = {g.index: k for k, g in enumerate(groups.prunable)}
         for g in groups:
             for n in g.norms:
                 bn = groups.module(n)
                 size = sum(p.numel() for p in bn.parameters())
-                add(index.get(g.index), [(None, 1.0)], size)
+                form.add(index.get(g.index), [(None, 1.0)], size)
         counted = set(groups.shapes) | {n for g in groups for n in g.norms}
         for n, m in groups.model.named_modules():
             if n not in counted and not list(m.children()):
-                c += sum(p.numel() for p in m.parameters(recurse=False))
-    min_alpha = torch.tensor([1.0 / g.channels for g in prunable], dtype=torch.float64)
-    return QuadraticCost(Q, b, c, what, min_alpha)
+                form.c += sum(p.numel() for p in m.parameters(recurse=False))
+    return form.cost(groups, what)
 
 
 def flops_model(groups: Groups) -> QuadraticCost:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..io import cache_dir  # noqa: F401  (re-exported)
 
 
 class DataError(ValueError):
@@ -41,7 +41,8 @@ class ImageData:
             if lo < 0 or hi >= len(self.classes):
                 raise DataError(
                     f"{self.source or 'data'}: label {hi if hi >= len(self.classes) else lo} is "
-                    f"out of range for {len(self.classes)} classes (valid: 0..{len(self.classes) - 1})"
+                    f"out of range for {len(self.classes)} classes "
+                    f"(valid: 0..{len(self.classes) - 1})"
                     "; the file is corrupt or belongs to another data set"
                 )
 
@@ -114,7 +115,3 @@ def stack_images(arrays: list[np.ndarray], names: list[str], source: str) -> tor
     return torch.from_numpy(np.stack(arrays))
 
 
-def cache_dir() -> Path:
-    """Where decoded data sets are cached: ``$DSAPRUNE_CACHE`` or ``~/.cache/dsaprune``."""
-    root = os.environ.get("DSAPRUNE_CACHE") or Path.home() / ".cache" / "dsaprune"
-    return Path(root)

@@ -1,0 +1,319 @@
+"""Latency as a quadratic form in the keep ratios, fitted from measurements on the target device.
+
+Each convolution / linear layer is rebuilt in its real shape (kernel, stride, padding, dilation,
+groups, input size) and timed at a grid of input and output channel counts. Its time is fitted as
+bilinear in the two keep ratios x (input) and y (output) plus a constant,
+
+    t(x, y) = a·x·y + b·x + c·y + d,    a, b, c, d ≥ 0,
+
+so the network stays ``Aᵀ Q A + bᵀ A + c`` and the allocator, the budget guarantee and the
+rounding work unchanged. What the layers do not explain (BN, activations, additions, pooling,
+Python dispatch) is fitted from whole-network measurements at uniform keep ratios 1, ½ and ¼ as
+``s · v(A) + c0``, where v is the share of activation volume that the kept channels carry.
+
+Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
+``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and
+written atomically; a second run measures nothing. A damaged cache is reported and re-measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..grouping import Groups, find_groups
+from ..io import atomic_write_json, cache_dir
+from .quadratic import LayerTerms, QuadraticCost, QuadraticForm, layer_terms
+from .timing import device_key, measure_latency, time_calls
+
+FORMAT = 1
+GRID = (0.25, 0.5, 0.75, 1.0)
+UNIFORM = (1.0, 0.5, 0.25)  # whole-network keep ratios the residual is fitted on
+
+
+def nnls(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Least squares with non-negative coefficients, exact for the few columns used here: the
+    best feasible solution over every subset of active columns."""
+    n = X.shape[1]
+    best, best_err = torch.zeros(n, dtype=X.dtype), float(y.square().sum())
+    for r in range(1, n + 1):
+        for cols in itertools.combinations(range(n), r):
+            sol = torch.linalg.lstsq(X[:, cols], y.unsqueeze(1)).solution.squeeze(1)
+            if bool((sol < 0).any()):
+                continue
+            err = float((X[:, cols] @ sol - y).square().sum())
+            if err < best_err:
+                best_err = err
+                best = torch.zeros(n, dtype=X.dtype)
+                best[list(cols)] = sol
+    return best
+
+
+def _counts(channels: int, ratios: Sequence[float], multiple: int = 1) -> list[int]:
+    out = []
+    for r in ratios:
+        n = max(multiple, round(r * channels / multiple) * multiple)
+        if n not in out:
+            out.append(min(n, channels))
+    return out
+
+
+def _layer(module: nn.Module, n_in: int, n_out: int, device, dtype) -> nn.Module:
+    """A copy of ``module``'s layer type and geometry with other channel counts. The weights are
+    a constant, not random, so that timing leaves the global random stream alone."""
+    kw = dict(device=device, dtype=dtype)
+    if isinstance(module, nn.Conv2d):
+        groups = module.groups
+        if groups > 1 and module.groups == module.in_channels == module.out_channels:
+            groups = n_in  # depthwise stays depthwise
+        layer = nn.utils.skip_init(
+            nn.Conv2d,
+            n_in,
+            n_out,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=groups,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+            **kw,
+        )
+    else:
+        layer = nn.utils.skip_init(nn.Linear, n_in, n_out, bias=module.bias is not None, **kw)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.fill_(0.01)
+    return layer.eval()
+
+
+def _layer_key(t: LayerTerms, module: nn.Module, batch: int) -> str:
+    s = t.shape
+    geo = ""
+    if isinstance(module, nn.Conv2d):
+        geo = (
+            f"k{module.kernel_size}s{module.stride}p{module.padding}d{module.dilation}"
+            f"g{module.groups}{module.padding_mode}"
+        )
+    return (
+        f"{s.kind}|{s.in_channels}>{s.out_channels}|{geo}|in{tuple(s.in_spatial)}|"
+        f"bias{s.bias}|b{batch}|vary{int(t.varies_in)}{int(t.out_k is not None)}|grid{GRID}"
+    )
+
+
+def _measure_layer(t: LayerTerms, module: nn.Module, batch: int, device, dtype) -> list[list]:
+    """[[x, y, seconds], …] over the grid of the ratios this layer's channels can take."""
+    s = t.shape
+    depthwise = s.depthwise
+    mult = 1 if depthwise or s.groups == 1 else s.groups
+    outs = _counts(s.out_channels, GRID if t.out_k is not None else (1.0,), mult)
+    if depthwise:
+        pairs = [(n, n) for n in outs]
+    else:
+        ins = _counts(s.in_channels, GRID if t.varies_in else (1.0,), mult)
+        pairs = [(i, o) for i in ins for o in outs]
+    inputs = {}
+    for n_in, _ in pairs:
+        if n_in not in inputs:
+            g = torch.Generator().manual_seed(0)
+            shape = (batch, n_in, *s.in_spatial) if s.kind == "conv" else (batch, *s.in_spatial)
+            if s.kind == "linear":
+                shape = (batch, *s.in_spatial, n_in)
+            inputs[n_in] = torch.randn(*shape, generator=g, dtype=dtype).to(device)
+    layers = [_layer(module, i, o, device, dtype) for i, o in pairs]
+    fns = [lambda m=m, x=inputs[i]: m(x) for m, (i, _) in zip(layers, pairs, strict=True)]
+    times = time_calls(fns, device, rounds=5)
+    return [
+        [i / s.in_channels, o / s.out_channels, t_] for (i, o), t_ in zip(pairs, times, strict=True)
+    ]
+
+
+def fit_layer(points: list[list], depthwise: bool = False) -> list[float]:
+    """(a, b, c, d) of t = a·x·y + b·x + c·y + d, non-negative, from [[x, y, t], …]. A depthwise
+    layer (x = y) is fitted as c·y + d."""
+    P = torch.tensor(points, dtype=torch.float64)
+    x, y, t = P[:, 0], P[:, 1], P[:, 2]
+    if depthwise:
+        cols = torch.stack([y, torch.ones_like(y)], 1)
+        c, d = nnls(cols, t).tolist()
+        return [0.0, 0.0, c, d]
+    X = torch.stack([x * y, x, y, torch.ones_like(x)], 1)
+    return nnls(X, t).tolist()
+
+
+def layer_time(coef: Sequence[float], x: float, y: float) -> float:
+    a, b, c, d = coef
+    return a * x * y + b * x + c * y + d
+
+
+class LatencyCache:
+    """The fitted tables of one device: ``{"layers": {key: fit}, "networks": {key: fit}}``."""
+
+    def __init__(self, key: str, root: Path | None = None) -> None:
+        self.path = (root or cache_dir()) / "latency" / f"{key}.json"
+        self.key = key
+        self.layers: dict[str, dict] = {}
+        self.networks: dict[str, dict] = {}
+        self.dirty = False
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            d = json.loads(self.path.read_text())
+            if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("device") != self.key:
+                raise ValueError("not a latency table of this format and device")
+            layers, networks = d["layers"], d["networks"]
+            for entry in list(layers.values()) + list(networks.values()):
+                coef = entry["coef"]
+                if not all(isinstance(v, float | int) and math.isfinite(v) for v in coef):
+                    raise ValueError("a fitted coefficient is not a finite number")
+            self.layers, self.networks = dict(layers), dict(networks)
+        except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+            warnings.warn(
+                f"latency cache {self.path} is damaged ({e}); measuring again and replacing it",
+                stacklevel=3,
+            )
+            self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        d = {"format": FORMAT, "device": self.key, "layers": self.layers, "networks": self.networks}
+        try:
+            atomic_write_json(d, self.path)
+            self.dirty = False
+        except OSError as e:  # a read-only cache costs a re-measurement next time, nothing more
+            warnings.warn(f"could not write the latency cache {self.path}: {e}", stacklevel=2)
+
+
+def _volumes(groups: Groups) -> tuple[list[float], float]:
+    """Activation volume each prunable group's channels carry, and what fixed channels carry."""
+    per, fixed = [], 0.0
+    for g in groups:
+        v = float(sum(groups.shapes[p].out_spatial for p in g.producers if p in groups.shapes))
+        v *= g.channels
+        if g.prunable:
+            per.append(v)
+        else:
+            fixed += v
+    return per, fixed
+
+
+def _uniform_copy(groups: Groups, ratio: float, device) -> tuple[nn.Module, list[float]]:
+    """A physical copy of the network with every prunable group cut to ``ratio``."""
+    from ..surgery import prune_groups  # surgery sits above the cost models
+
+    if ratio >= 1.0:
+        return groups.model, [1.0] * len(groups.prunable)
+    model = copy.deepcopy(groups.model).to(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ex = torch.zeros(1, *groups.input_shape, device=device)
+        G = find_groups(model, ex, groups.ignored)
+    keep, alphas = [], []
+    by_producers = {tuple(g.producers): g for g in G.prunable}
+    for g in groups.prunable:
+        n = max(1, round(ratio * g.channels))
+        keep.append(torch.arange(n))
+        alphas.append(n / g.channels)
+        if tuple(g.producers) not in by_producers:
+            raise RuntimeError(f"group {g.index} was not found again in a copy of the model")
+    prune_groups(G, keep)
+    return model.eval(), alphas
+
+
+def latency_model(
+    groups: Groups,
+    batch: int = 1,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_root: Path | None = None,
+    progress: bool = False,
+) -> QuadraticCost:
+    """Latency in seconds at ``batch`` on ``device`` as a quadratic form in the prunable groups'
+    keep ratios. ``cost.meta`` holds the fits and how well they reproduce the measurements."""
+    device = torch.device(device)
+    cache = LatencyCache(device_key(device, dtype), cache_root)
+    terms = layer_terms(groups)
+    form = QuadraticForm(len(groups.prunable))
+    todo = [t for t in terms if _layer_key(t, groups.module(t.name), batch) not in cache.layers]
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="latency: timing layers", leave=False)
+    fits = {}
+    with torch.random.fork_rng(devices=[]):
+        for t in terms:
+            module = groups.module(t.name)
+            key = _layer_key(t, module, batch)
+            if key not in cache.layers:
+                pts = _measure_layer(t, module, batch, device, dtype)
+                coef = fit_layer(pts, t.shape.depthwise)
+                cache.layers[key] = {"coef": coef, "points": pts}
+                cache.dirty = True
+                if bar is not None:
+                    bar.update()
+            fits[t.name] = cache.layers[key]
+            a, b, c, d = fits[t.name]["coef"]
+            # t = a·α_out·in + b·in + c·α_out + d, where in = Σ share_j α_j
+            form.add(t.out_k, t.in_terms, a)
+            form.add(None, t.in_terms, b)
+            form.add(t.out_k, [(None, 1.0)], c)
+            form.c += d
+        if bar is not None:
+            bar.close()
+        layers_only = form.cost(groups, "latency")
+        per, fixed = _volumes(groups)
+        total = sum(per) + fixed
+        net_key = hashlib.sha1(
+            "|".join(
+                [type(groups.model).__name__, str(batch)]
+                + [_layer_key(t, groups.module(t.name), batch) for t in terms]
+                + [f"{g.index}:{g.channels}:{g.prunable}" for g in groups]
+            ).encode()
+        ).hexdigest()[:16]
+        net = cache.networks.get(net_key)
+        if net is None:
+            copies = [_uniform_copy(groups, r, device) for r in UNIFORM]
+            times = measure_latency([m for m, _ in copies], groups.input_shape, batch, device)
+            rows = []
+            for (_, alphas), t_net in zip(copies, times, strict=True):
+                a = torch.tensor(alphas, dtype=torch.float64)
+                v = (sum(p * x for p, x in zip(per, alphas, strict=True)) + fixed) / total
+                rows.append([v, float(layers_only(a)), t_net])
+            R = torch.tensor(rows, dtype=torch.float64)
+            X = torch.stack([R[:, 0], torch.ones(len(rows), dtype=torch.float64)], 1)
+            s, c0 = nnls(X, (R[:, 2] - R[:, 1]).clamp_min(0)).tolist()
+            net = {"coef": [s, c0], "points": rows}
+            cache.networks[net_key] = net
+            cache.dirty = True
+    cache.save()
+    s, c0 = net["coef"]
+    for k, p in enumerate(per):
+        form.b[k] += s * p / total
+    form.c += c0 + s * fixed / total
+    cost = form.cost(groups, "latency")
+    cost.meta = {
+        "device": str(device),
+        "batch": batch,
+        "layers": fits,
+        "residual": net,
+        "uniform_fit_error": [
+            (row[1] + s * row[0] + c0 - row[2]) / row[2] for row in net["points"]
+        ],
+        "full_measured_s": net["points"][0][2],
+        "full_predicted_s": cost.full,
+    }
+    return cost

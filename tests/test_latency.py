@@ -1,0 +1,203 @@
+"""The latency cost model: fits, the quadratic form, the cache, and latency budgets end to end.
+
+Most tests replace the clock with a synthetic one: every convolution / linear call "takes" a time
+bilinear in its channel counts (what the per-layer model assumes), and a whole network takes the
+sum over its layers. The machinery must then reproduce that time exactly, which a real, noisy
+clock could never show."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import dsaprune
+from dsaprune import models
+from dsaprune.budget import BudgetError
+from dsaprune.cost import latency as lat
+from dsaprune.cost.latency import LatencyCache, fit_layer, latency_model, layer_time, nnls
+from dsaprune.cost.timing import device_key, measure_latency, time_calls
+from dsaprune.grouping import find_groups
+from dsaprune.reports import write_report
+from dsaprune.surgery import prune_groups
+
+CONST = 1e-5  # synthetic per-call overhead of each layer (seconds)
+
+
+def _synthetic_seconds(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> float:
+    if isinstance(m, nn.Conv2d):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        flops = m.in_channels * (m.out_channels // m.groups) * k * out[0, 0].numel()
+        io = m.in_channels * x[0, 0].numel() + m.out_channels * out[0, 0].numel()
+    else:
+        rows = out.numel() // out.shape[-1]
+        flops, io = m.in_features * m.out_features * rows, m.in_features + m.out_features
+    return 1e-9 * flops * x.shape[0] + 1e-8 * io * x.shape[0] + CONST
+
+
+class SyntheticClock:
+    """Stands in for ``time_calls``: runs each function once and sums its layers' times."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, fns, device="cpu", **_kw) -> list[float]:
+        out = []
+        for fn in fns:
+            self.calls += 1
+            total = [0.0]
+
+            def hook(m, inp, o, total=total):
+                if isinstance(m, nn.Conv2d | nn.Linear):
+                    total[0] += _synthetic_seconds(m, inp[0], o)
+
+            h = nn.modules.module.register_module_forward_hook(hook)
+            try:
+                with torch.no_grad():
+                    fn()
+            finally:
+                h.remove()
+            out.append(total[0])
+        return out
+
+
+@pytest.fixture
+def clock(monkeypatch, tmp_path):
+    monkeypatch.setenv("DSAPRUNE_CACHE", str(tmp_path / "cache"))  # tables of this clock only
+    c = SyntheticClock()
+    monkeypatch.setattr(lat, "time_calls", c)
+    monkeypatch.setattr("dsaprune.cost.timing.time_calls", c)
+    return c
+
+
+def _synthetic_network_seconds(model: nn.Module, shape, batch: int) -> float:
+    return SyntheticClock()([lambda: model(torch.zeros(batch, *shape))])[0]
+
+
+def test_nnls_recovers_nonnegative_coefficients_and_clips_negative_ones():
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(20, 4, generator=g, dtype=torch.float64)
+    true = torch.tensor([2.0, 0.0, 0.5, 1.0], dtype=torch.float64)
+    assert torch.allclose(nnls(X, X @ true), true, atol=1e-9)
+    sol = nnls(X, X @ torch.tensor([1.0, -3.0, 0.0, 0.0], dtype=torch.float64))
+    assert bool((sol >= 0).all())
+
+
+def test_fit_layer_reproduces_bilinear_measurements():
+    pts = [[x, y, 3 * x * y + 0.5 * x + 0.25 * y + 0.1] for x in (0.25, 0.5, 1) for y in (0.5, 1)]
+    coef = fit_layer(pts)
+    for x, y, t in pts:
+        assert layer_time(coef, x, y) == pytest.approx(t, rel=1e-9)
+    dw = fit_layer([[y, y, 2 * y + 0.3] for y in (0.25, 0.5, 1.0)], depthwise=True)
+    assert dw[:2] == [0.0, 0.0] and layer_time(dw, 0.5, 0.5) == pytest.approx(1.3)
+
+
+@pytest.mark.parametrize(("name", "batch"), [("resnet20", 1), ("mobilenetv2_cifar", 4)])
+def test_quadratic_form_equals_the_pruned_network_at_whole_channels(clock, name, batch):
+    torch.manual_seed(0)
+    net = models.create(name).eval()
+    G = find_groups(net, torch.zeros(1, 3, 32, 32))
+    cost = latency_model(G, batch=batch)
+    assert cost.full == pytest.approx(_synthetic_network_seconds(net, (3, 32, 32), batch))
+    assert max(abs(e) for e in cost.meta["uniform_fit_error"]) < 1e-9
+    for fit in cost.meta["layers"].values():  # each layer's fit reproduces its measurements
+        for x, y, t in fit["points"]:
+            assert layer_time(fit["coef"], x, y) == pytest.approx(t, rel=1e-6)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        pruned = copy.deepcopy(net)
+        P = find_groups(pruned, torch.zeros(1, 3, 32, 32))
+        counts = [int(torch.randint(1, grp.channels + 1, (1,), generator=g)) for grp in P.prunable]
+        prune_groups(P, [torch.arange(n) for n in counts])
+        alpha = torch.tensor(
+            [n / grp.channels for n, grp in zip(counts, G.prunable, strict=True)],
+            dtype=torch.float64,
+        )
+        true = _synthetic_network_seconds(pruned, (3, 32, 32), batch)
+        assert float(cost(alpha)) == pytest.approx(true, rel=1e-9)
+
+
+def test_cache_round_trips_and_a_second_run_measures_nothing(clock, tiny_net):
+    net = tiny_net().eval()
+    G = find_groups(net, torch.zeros(1, 3, 16, 16))
+    first = latency_model(G, batch=2)
+    assert clock.calls > 0
+    clock.calls = 0
+    second = latency_model(G, batch=2)
+    assert clock.calls == 0
+    assert torch.equal(first.Q, second.Q) and torch.equal(first.b, second.b)
+    assert first.c == second.c
+    other_batch = latency_model(G, batch=3)  # another key: measured again
+    assert clock.calls > 0 and other_batch.full > first.full
+
+
+def test_corrupt_cache_is_refused_and_measured_again(clock, tiny_net):
+    net = tiny_net().eval()
+    G = find_groups(net, torch.zeros(1, 3, 16, 16))
+    good = latency_model(G)
+    path = LatencyCache(device_key("cpu")).path
+    for damage in ("{not json", json.dumps({"format": 1, "device": "x"}), "[]"):
+        path.write_text(damage)
+        clock.calls = 0
+        with pytest.warns(UserWarning, match="damaged"):
+            again = latency_model(G)
+        assert clock.calls > 0 and again.full == pytest.approx(good.full)
+        assert json.loads(path.read_text())["layers"]  # replaced by a valid table
+    d = json.loads(path.read_text())
+    d["layers"][next(iter(d["layers"]))]["coef"][0] = float("nan")
+    path.write_text(json.dumps(d))
+    with pytest.warns(UserWarning, match="damaged"):
+        latency_model(G)
+
+
+def test_measuring_leaves_the_global_random_stream_alone(tiny_net):
+    net = tiny_net().eval()
+    G = find_groups(net, torch.zeros(1, 3, 8, 8))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    latency_model(G)
+    measure_latency(net, (3, 8, 8))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_time_calls_orders_real_work():
+    small, big = torch.randn(64, 64), torch.randn(384, 384)
+    t_small, t_big = time_calls([lambda: small @ small, lambda: big @ big], rounds=5)
+    assert 0 < t_small < t_big
+
+
+def test_latency_budget_below_the_fixed_overhead_is_refused(clock, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CONST", 0.1)  # a large per-layer overhead
+    net = models.create("resnet20")
+    data = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))) for _ in range(10)]
+    floor = latency_model(find_groups(net, torch.zeros(1, 3, 32, 32))).floor()
+    assert floor > 0.95
+    with pytest.raises(BudgetError, match=r"smallest feasible budget is latency=0\.9[5-9]"):
+        dsaprune.prune(net, data, budget="latency=0.5", progress=False, report_latency=False)
+
+
+def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_path):
+    torch.manual_seed(0)
+    net = tiny_net()
+    data = [(torch.randn(16, 3, 48, 48), torch.randint(0, 10, (16,))) for _ in range(10)]
+    # what a tiny network can shed depends on this machine's fixed per-layer overhead: the
+    # budget lies halfway between the smallest feasible one and the full network
+    floor = latency_model(find_groups(net, data[0][0][:1]), batch=32).floor()
+    frac = round((1 + floor) / 2, 3)
+    kw = dict(epochs=1, progress=False, test_data=data[:2], latency_batch=32)
+    res = dsaprune.prune(net, data, budget=f"latency={frac}", **kw)
+    r = res.report
+    assert r["budget_kind"] == "latency" and r["budget_ratio"] <= frac + 1e-9
+    L = r["latency"]
+    assert L["batch"] == 32 and L["predicted_ratio"] == pytest.approx(r["budget_ratio"])
+    assert L["measured_before_ms"] > 0 and L["measured_after_ms"] > 0
+    assert L["measured_speedup"] == pytest.approx(L["measured_before_ms"] / L["measured_after_ms"])
+    assert res.model(torch.randn(2, 3, 48, 48)).shape == (2, 10)
+    write_report(r, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "latency (cpu, batch 32), measured" in md and "Measured speed-up" in md
