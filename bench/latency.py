@@ -1,0 +1,239 @@
+"""Latency budgets and the real speed-up of pruned networks, measured.
+
+For each model, device and batch size the latency model is fitted (``dsaprune.cost.latency``:
+per-layer bilinear fits plus the whole-network residual; the time this takes, or that it came
+from the cache, is recorded). Then for every budget (``latency=0.7``, ``latency=0.5``,
+``flops=0.5``) and ``--round-to`` (1, 8) one allocation is made: random keep-ratio logits (the
+same seed for every budget), all shifted together to the budget, rounded to whole channels by the
+library's own rounding (cost ≤ budget). Each allocation is pruned physically, and the unpruned
+network and all pruned ones are timed interleaved in one process (machines are noisy).
+
+Recorded per run: the predicted latency ratio, the measured one, the prediction error
+(predicted / measured latency of the pruned network − 1) and the FLOPs ratio. Targets:
+
+- latency budgets at CPU batch 64: measured ratio ≤ budget + 0.05;
+- prediction error within ±10%;
+- FLOPs budgets: measured latency ratio ≤ FLOPs ratio + 0.1; where it is not, the table below it
+  says where the time goes, per layer, from the fitted model.
+
+Writes ``bench/results/latency_<device>.{json,md}``.
+
+    python bench/latency.py [--models resnet20,resnet56,mobilenetv2_cifar,vgg16_cifar] \\
+        [--batches 1,64] [--devices cpu[,cuda]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from dsaprune import models  # noqa: E402
+from dsaprune.allocation import round_channels, shift_to_budget  # noqa: E402
+from dsaprune.cost import count_flops, flops_model, latency_model, measure_latency  # noqa: E402
+from dsaprune.cost.latency import layer_time  # noqa: E402
+from dsaprune.cost.quadratic import layer_terms  # noqa: E402
+from dsaprune.cost.timing import describe_device  # noqa: E402
+from dsaprune.grouping import find_groups  # noqa: E402
+from dsaprune.io import atomic_write_json, atomic_write_text  # noqa: E402
+from dsaprune.surgery import prune_groups  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+BUDGETS = (("latency", 0.7), ("latency", 0.5), ("flops", 0.5))
+ROUND_TO = (1, 8)
+
+
+def where_time_goes(G, L, alpha: torch.Tensor, top: int = 5) -> dict:
+    """From the fitted model: the fixed share of the pruned network's time (per-call constants
+    and the residual constant), and the layers whose time falls least against their FLOPs."""
+    rows, fixed = [], L.meta["residual"]["coef"][1]
+    for t in layer_terms(G):
+        coef = L.meta["layers"][t.name]["coef"]
+        x = sum(share * (1.0 if j is None else float(alpha[j])) for j, share in t.in_terms)
+        y = 1.0 if t.out_k is None else float(alpha[t.out_k])
+        if t.shape.depthwise:
+            x = y
+        before, after = layer_time(coef, 1.0, 1.0), layer_time(coef, x, y)
+        fixed += coef[3]
+        flops_ratio = y if t.shape.depthwise else x * y
+        rows.append((t.name, 1e3 * before, 1e3 * after, after / before, flops_ratio))
+    total = float(L(alpha))
+    rows.sort(key=lambda r: r[2] - r[1] * r[4], reverse=True)  # ms above FLOPs-proportional
+    return {
+        "fixed_share_after": fixed / total,
+        "layers": [
+            {"layer": n, "ms_before": b, "ms_after": a, "time_ratio": tr, "flops_ratio": fr}
+            for n, b, a, tr, fr in rows[:top]
+        ],
+    }
+
+
+def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
+    torch.manual_seed(0)
+    model = models.create(name).to(device).eval()
+    shape = models.input_size(name)
+    G = find_groups(model, torch.zeros(1, *shape, device=device))
+    t0 = time.perf_counter()
+    L = latency_model(G, batch=batch, device=device, progress=True)
+    fit_s = time.perf_counter() - t0
+    F = flops_model(G)
+    channels = [g.channels for g in G.prunable]
+    chans = torch.tensor(channels, dtype=torch.float64)
+    theta = torch.randn(len(channels), generator=torch.Generator().manual_seed(seed))
+    runs, nets = [], [model]
+    for kind, frac in BUDGETS:
+        cost = L if kind == "latency" else F  # the bench compares the two kinds side by side
+        for r in ROUND_TO:
+            shifted, _ = shift_to_budget(theta, cost, frac)
+            counts = round_channels(torch.sigmoid(shifted), channels, cost, frac, r)
+            alpha = torch.tensor(counts, dtype=torch.float64) / chans
+            pruned = copy.deepcopy(model)
+            P = find_groups(pruned, torch.zeros(1, *shape, device=device))
+            prune_groups(P, [torch.arange(n) for n in counts])
+            nets.append(pruned.eval())
+            runs.append(
+                {
+                    "budget": f"{kind}={frac:g}",
+                    "round_to": r,
+                    "predicted_ratio": float(L(alpha)) / L.full,
+                    "predicted_ms": 1e3 * float(L(alpha)),
+                    "flops_ratio": count_flops(pruned, shape) / count_flops(model, shape),
+                    "where": where_time_goes(G, L, alpha) if kind == "flops" else None,
+                }
+            )
+    rounds = 15 if batch <= 8 else 9
+    times = measure_latency(nets, shape, batch, device, rounds=rounds)
+    for rec, t in zip(runs, times[1:], strict=True):
+        rec["measured_ms"] = 1e3 * t
+        rec["measured_ratio"] = t / times[0]
+        rec["prediction_error"] = rec["predicted_ms"] / rec["measured_ms"] - 1.0
+    return {
+        "model": name,
+        "device": device,
+        "device_name": describe_device(device),
+        "batch": batch,
+        "fit_s": fit_s,
+        "unpruned_measured_ms": 1e3 * times[0],
+        "unpruned_predicted_ms": 1e3 * L.full,
+        "unpruned_error": L.full / times[0] - 1.0,
+        "runs": runs,
+    }
+
+
+def _target(rec: dict, batch: int, device: str) -> str:
+    kind, frac = rec["budget"].split("=")
+    marks = []
+    if abs(rec["prediction_error"]) > 0.10:
+        marks.append("error > 10%")
+    at_target = kind == "latency" and device == "cpu" and batch == 64
+    if at_target and rec["measured_ratio"] > float(frac) + 0.05:
+        marks.append("over budget + 0.05")
+    if kind == "flops" and rec["measured_ratio"] > rec["flops_ratio"] + 0.1:
+        marks.append("latency > FLOPs ratio + 0.1")
+    return "; ".join(marks) or "met"
+
+
+def markdown(results: list[dict], command: str) -> str:
+    lines = [
+        "# Latency budgets: predicted and measured",
+        "",
+        f"`{command}` (written by `bench/latency.py`; all timings of one model, device and "
+        "batch are interleaved in one process).",
+        "",
+        "| model | device | batch | budget | round to | predicted ratio | measured ratio | "
+        "FLOPs ratio | measured ms (unpruned) | prediction error | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        for rec in res["runs"]:
+            lines.append(
+                f"| {res['model']} | {res['device_name']} | {res['batch']} | {rec['budget']} | "
+                f"{rec['round_to']} | {rec['predicted_ratio']:.3f} | {rec['measured_ratio']:.3f}"
+                f" | {rec['flops_ratio']:.3f} | {rec['measured_ms']:.3f} "
+                f"({res['unpruned_measured_ms']:.3f}) | {100 * rec['prediction_error']:+.1f}% | "
+                f"{_target(rec, res['batch'], res['device'])} |"
+            )
+    lines += [
+        "",
+        "Fitting (per-layer grids and the whole-network residual; ~0 s when cached), and the "
+        "model's error on the unpruned network:",
+        "",
+        "| model | device | batch | fit s | unpruned predicted ms | measured ms | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        lines.append(
+            f"| {res['model']} | {res['device_name']} | {res['batch']} | {res['fit_s']:.1f} | "
+            f"{res['unpruned_predicted_ms']:.3f} | {res['unpruned_measured_ms']:.3f} | "
+            f"{100 * res['unpruned_error']:+.1f}% |"
+        )
+    slow = [
+        (res, rec)
+        for res in results
+        for rec in res["runs"]
+        if rec["where"] and rec["measured_ratio"] > rec["flops_ratio"] + 0.1
+    ]
+    if slow:
+        lines += [
+            "",
+            "## Where the time goes when latency falls less than FLOPs",
+            "",
+            "Fixed share: per-call constants of every layer plus the residual constant (BN, "
+            "activations, additions, dispatch), as a share of the pruned network's predicted "
+            "time. Layers: the five whose time falls least against their FLOPs.",
+        ]
+        for res, rec in slow:
+            w = rec["where"]
+            lines += [
+                "",
+                f"**{res['model']}, {res['device_name']}, batch {res['batch']}, {rec['budget']}, "
+                f"round to {rec['round_to']}**: measured latency ratio "
+                f"{rec['measured_ratio']:.3f} at FLOPs ratio {rec['flops_ratio']:.3f}; fixed "
+                f"share {100 * w['fixed_share_after']:.0f}%.",
+                "",
+                "| layer | ms before | ms after | time ratio | FLOPs ratio |",
+                "|---|---|---|---|---|",
+            ]
+            for row in w["layers"]:
+                lines.append(
+                    f"| {row['layer']} | {row['ms_before']:.3f} | {row['ms_after']:.3f} | "
+                    f"{row['time_ratio']:.3f} | {row['flops_ratio']:.3f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="resnet20,resnet56,mobilenetv2_cifar,vgg16_cifar")
+    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=str(RESULTS))
+    a = ap.parse_args()
+    command = "python bench/latency.py " + " ".join(sys.argv[1:])
+    for device in a.devices.split(","):
+        results = []
+        for name in a.models.split(","):
+            for batch in (int(b) for b in a.batches.split(",")):
+                res = run(name, device, batch)
+                results.append(res)
+                for rec in res["runs"]:
+                    print(
+                        f"{name:>18} {device} b{batch:<3} {rec['budget']:<12} r{rec['round_to']} "
+                        f"pred {rec['predicted_ratio']:.3f} meas {rec['measured_ratio']:.3f} "
+                        f"flops {rec['flops_ratio']:.3f} err {100 * rec['prediction_error']:+.1f}%",
+                        flush=True,
+                    )
+        out = Path(a.out)
+        atomic_write_json({"command": command, "results": results}, out / f"latency_{device}.json")
+        atomic_write_text(markdown(results, command), out / f"latency_{device}.md")
+
+
+if __name__ == "__main__":
+    main()
