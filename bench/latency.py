@@ -1,7 +1,7 @@
 """Latency budgets and the real speed-up of pruned networks, measured.
 
 For each model, device and batch size the latency model is fitted (``dsaprune.cost.latency``:
-per-layer bilinear fits plus the whole-network residual; the time this takes, or that it came
+per-layer bilinear fits calibrated on the whole network; the time this takes, or that it came
 from the cache, is recorded). Then for every budget (``latency=0.7``, ``latency=0.5``,
 ``flops=0.5``) and ``--round-to`` (1, 8) one allocation is made: random keep-ratio logits (the
 same seed for every budget), all shifted together to the budget, rounded to whole channels by the
@@ -51,11 +51,13 @@ ROUND_TO = (1, 8)
 
 
 def where_time_goes(G, L, alpha: torch.Tensor, top: int = 5) -> dict:
-    """From the fitted model: the fixed share of the pruned network's time (per-call constants
-    and the residual constant), and the layers whose time falls least against their FLOPs."""
-    rows, fixed = [], L.meta["residual"]["coef"][1]
+    """From the fitted model: the fixed share of the pruned network's time (the layers' per-call
+    constants and the calibration constant), and the layers whose time falls least against
+    their FLOPs."""
+    kappa, fixed = L.meta["calibration"]["coef"]
+    rows = []
     for t in layer_terms(G):
-        coef = L.meta["layers"][t.name]["coef"]
+        coef = [kappa * v for v in L.meta["layers"][t.name]["coef"]]
         x = sum(share * (1.0 if j is None else float(alpha[j])) for j, share in t.in_terms)
         y = 1.0 if t.out_k is None else float(alpha[t.out_k])
         if t.shape.depthwise:
@@ -162,7 +164,7 @@ def markdown(results: list[dict], command: str) -> str:
             )
     lines += [
         "",
-        "Fitting (per-layer grids and the whole-network residual; ~0 s when cached), and the "
+        "Fitting (per-layer grids and the whole-network calibration; ~0 s when cached), and the "
         "model's error on the unpruned network:",
         "",
         "| model | device | batch | fit s | unpruned predicted ms | measured ms | error |",
@@ -185,9 +187,9 @@ def markdown(results: list[dict], command: str) -> str:
             "",
             "## Where the time goes when latency falls less than FLOPs",
             "",
-            "Fixed share: per-call constants of every layer plus the residual constant (BN, "
-            "activations, additions, dispatch), as a share of the pruned network's predicted "
-            "time. Layers: the five whose time falls least against their FLOPs.",
+            "Fixed share: per-call constants of every layer plus the calibration constant "
+            "(time that does not scale with channels), as a share of the pruned network's "
+            "predicted time. Layers: the five whose time falls least against their FLOPs.",
         ]
         for res, rec in slow:
             w = rec["where"]

@@ -19,7 +19,14 @@ import dsaprune
 from dsaprune import models
 from dsaprune.budget import BudgetError
 from dsaprune.cost import latency as lat
-from dsaprune.cost.latency import LatencyCache, fit_layer, latency_model, layer_time, nnls
+from dsaprune.cost.latency import (
+    UNIFORM,
+    LatencyCache,
+    fit_layer,
+    latency_model,
+    layer_time,
+    nnls,
+)
 from dsaprune.cost.timing import device_key, measure_latency, time_calls
 from dsaprune.grouping import find_groups
 from dsaprune.reports import write_report
@@ -140,7 +147,7 @@ def test_corrupt_cache_is_refused_and_measured_again(clock, tiny_net):
     G = find_groups(net, torch.zeros(1, 3, 16, 16))
     good = latency_model(G)
     path = LatencyCache(device_key("cpu")).path
-    for damage in ("{not json", json.dumps({"format": 1, "device": "x"}), "[]"):
+    for damage in ("{not json", json.dumps({"format": lat.FORMAT, "device": "x"}), "[]"):
         path.write_text(damage)
         clock.calls = 0
         with pytest.warns(UserWarning, match="damaged"):
@@ -152,6 +159,23 @@ def test_corrupt_cache_is_refused_and_measured_again(clock, tiny_net):
     path.write_text(json.dumps(d))
     with pytest.warns(UserWarning, match="damaged"):
         latency_model(G)
+
+
+def test_a_layer_table_far_from_the_network_is_measured_again(clock, tiny_net):
+    net = tiny_net().eval()
+    G = find_groups(net, torch.zeros(1, 3, 16, 16))
+    good = latency_model(G, batch=2)
+    path = LatencyCache(device_key("cpu")).path
+    d = json.loads(path.read_text())
+    for fit in d["layers"].values():  # as if measured while the machine was busy
+        fit["coef"] = [3 * v for v in fit["coef"]]
+    d["networks"] = {}
+    path.write_text(json.dumps(d))
+    clock.calls = 0
+    again = latency_model(G, batch=2)
+    assert clock.calls > len(UNIFORM)  # the layers, not only the whole network, were timed
+    assert again.meta["calibration"]["coef"][0] == pytest.approx(1.0)
+    assert again.full == pytest.approx(good.full)
 
 
 def test_measuring_leaves_the_global_random_stream_alone(tiny_net):

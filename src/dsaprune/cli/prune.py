@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ import yaml
 
 from .. import models, surgery
 from ..api import prune
-from ..cost import COSTS, count_flops, count_params, make_cost
+from ..cost import COSTS, count_flops, count_params, make_cost, measure_latency
 from ..data import load_splits, make_loader, split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
@@ -198,18 +197,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latency_ms(model: torch.nn.Module, size, runs: int = 30) -> float:
-    model = model.eval().cpu()
-    x = torch.randn(1, *size)
-    with torch.inference_mode():
-        for _ in range(5):
-            model(x)
-        t = time.perf_counter()
-        for _ in range(runs):
-            model(x)
-    return (time.perf_counter() - t) / runs * 1e3
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """DSA at 50% FLOPs on the built-in data set beside uniform pruning and an unpruned run,
     all on the same schedule."""
@@ -248,6 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         argv=["demo"],
         lr=0.1,
         weight_decay=5e-4,
+        latency_report=False,  # the demo times all three networks together below
     )
     out = run_prune(ns, progress=False)
     r, pruned = out["result"].report, out["result"].model.cpu()
@@ -263,7 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ("FLOPs (M, 2 per MAC)", [count_flops(m) / 1e6 for m in nets], ".2f"),
         ("parameters (K)", [count_params(m) / 1e3 for m in nets], ".1f"),
         ("test accuracy (%)", [100 * a for a in accs], ".2f"),
-        ("CPU latency, batch 1 (ms)", [_latency_ms(m, size) for m in nets], ".2f"),
+        ("CPU latency, batch 1 (ms)", [1e3 * t for t in measure_latency(nets, size)], ".2f"),
     ]
     print(f"\n{'':<26} {'unpruned':>10} {'DSA 50%':>10} {'uniform':>10}")
     for label, vals, fmt in rows:

@@ -7,9 +7,12 @@ bilinear in the two keep ratios x (input) and y (output) plus a constant,
     t(x, y) = a·x·y + b·x + c·y + d,    a, b, c, d ≥ 0,
 
 so the network stays ``Aᵀ Q A + bᵀ A + c`` and the allocator, the budget guarantee and the
-rounding work unchanged. What the layers do not explain (BN, activations, additions, pooling,
-Python dispatch) is fitted from whole-network measurements at uniform keep ratios 1, ½ and ¼ as
-``s · v(A) + c0``, where v is the share of activation volume that the kept channels carry.
+rounding work unchanged. The layers' sum is then calibrated on the whole network: uniformly
+pruned copies (keep 1, ¾, ½, ¼) are timed and T ≈ κ · Σ layers + c0 is fitted (κ, c0 ≥ 0). κ takes
+up what scales with the layers (BN, activations and additions scale with the same channels;
+layers run slower or faster in the network than alone), c0 what does not (the stem, pooling,
+Python dispatch). A κ far from 1 means the layer table does not describe this machine as it is
+now (measured while it was busy, say): the layers are measured again, once.
 
 Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
 ``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and
@@ -35,9 +38,9 @@ from ..io import atomic_write_json, cache_dir
 from .quadratic import LayerTerms, QuadraticCost, QuadraticForm, layer_terms
 from .timing import device_key, measure_latency, time_calls
 
-FORMAT = 1
+FORMAT = 2
 GRID = (0.25, 0.5, 0.75, 1.0)
-UNIFORM = (1.0, 0.5, 0.25)  # whole-network keep ratios the residual is fitted on
+UNIFORM = (1.0, 0.75, 0.5, 0.25)  # whole-network keep ratios the calibration is fitted on
 
 
 def nnls(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -171,6 +174,9 @@ class LatencyCache:
             return
         try:
             d = json.loads(self.path.read_text())
+            if isinstance(d, dict) and isinstance(d.get("format"), int) and d["format"] < FORMAT:
+                self.dirty = True  # an older layout: measured again, silently
+                return
             if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("device") != self.key:
                 raise ValueError("not a latency table of this format and device")
             layers, networks = d["layers"], d["networks"]
@@ -197,19 +203,6 @@ class LatencyCache:
             warnings.warn(f"could not write the latency cache {self.path}: {e}", stacklevel=2)
 
 
-def _volumes(groups: Groups) -> tuple[list[float], float]:
-    """Activation volume each prunable group's channels carry, and what fixed channels carry."""
-    per, fixed = [], 0.0
-    for g in groups:
-        v = float(sum(groups.shapes[p].out_spatial for p in g.producers if p in groups.shapes))
-        v *= g.channels
-        if g.prunable:
-            per.append(v)
-        else:
-            fixed += v
-    return per, fixed
-
-
 def _uniform_copy(groups: Groups, ratio: float, device) -> tuple[nn.Module, list[float]]:
     """A physical copy of the network with every prunable group cut to ``ratio``."""
     from ..surgery import prune_groups  # surgery sits above the cost models
@@ -233,6 +226,55 @@ def _uniform_copy(groups: Groups, ratio: float, device) -> tuple[nn.Module, list
     return model.eval(), alphas
 
 
+def _layer_fits(groups, terms, batch, device, dtype, cache, fresh: bool, progress: bool):
+    """Each layer's fit, from the cache unless ``fresh``; identical layers are measured once."""
+    keys = {t.name: _layer_key(t, groups.module(t.name), batch) for t in terms}
+    todo = {k for k in keys.values() if fresh or k not in cache.layers}
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="latency: timing layers", leave=False)
+    for t in terms:
+        key = keys[t.name]
+        if key in todo:
+            pts = _measure_layer(t, groups.module(t.name), batch, device, dtype)
+            cache.layers[key] = {"coef": fit_layer(pts, t.shape.depthwise), "points": pts}
+            cache.dirty = True
+            todo.discard(key)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return {t.name: cache.layers[keys[t.name]] for t in terms}
+
+
+def _layers_form(groups: Groups, terms: list[LayerTerms], fits: dict) -> QuadraticForm:
+    form = QuadraticForm(len(groups.prunable))
+    for t in terms:
+        a, b, c, d = fits[t.name]["coef"]
+        # t = a·α_out·in + b·in + c·α_out + d, where in = Σ share_j α_j
+        form.add(t.out_k, t.in_terms, a)
+        form.add(None, t.in_terms, b)
+        form.add(t.out_k, [(None, 1.0)], c)
+        form.c += d
+    return form
+
+
+def _calibrate(groups: Groups, layers: QuadraticCost, batch: int, device) -> dict:
+    """Whole-network times of uniformly pruned copies against the layers' sum there:
+    T ≈ κ · Σ layers + c0 (κ, c0 ≥ 0)."""
+    copies = [_uniform_copy(groups, r, device) for r in UNIFORM]
+    times = measure_latency([m for m, _ in copies], groups.input_shape, batch, device)
+    rows = []
+    for (_, alphas), t_net in zip(copies, times, strict=True):
+        rows.append([float(layers(torch.tensor(alphas, dtype=torch.float64))), t_net])
+    R = torch.tensor(rows, dtype=torch.float64)
+    X = torch.stack([R[:, 0], torch.ones(len(rows), dtype=torch.float64)], 1)
+    kappa, c0 = nnls(X, R[:, 1]).tolist()
+    return {"coef": [kappa, c0], "points": rows}
+
+
 def latency_model(
     groups: Groups,
     batch: int = 1,
@@ -246,74 +288,41 @@ def latency_model(
     device = torch.device(device)
     cache = LatencyCache(device_key(device, dtype), cache_root)
     terms = layer_terms(groups)
-    form = QuadraticForm(len(groups.prunable))
-    todo = [t for t in terms if _layer_key(t, groups.module(t.name), batch) not in cache.layers]
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="latency: timing layers", leave=False)
-    fits = {}
+    net_key = hashlib.sha1(
+        "|".join(
+            [type(groups.model).__name__, str(batch)]
+            + [_layer_key(t, groups.module(t.name), batch) for t in terms]
+            + [f"{g.index}:{g.channels}:{g.prunable}" for g in groups]
+        ).encode()
+    ).hexdigest()[:16]
     with torch.random.fork_rng(devices=[]):
-        for t in terms:
-            module = groups.module(t.name)
-            key = _layer_key(t, module, batch)
-            if key not in cache.layers:
-                pts = _measure_layer(t, module, batch, device, dtype)
-                coef = fit_layer(pts, t.shape.depthwise)
-                cache.layers[key] = {"coef": coef, "points": pts}
-                cache.dirty = True
-                if bar is not None:
-                    bar.update()
-            fits[t.name] = cache.layers[key]
-            a, b, c, d = fits[t.name]["coef"]
-            # t = a·α_out·in + b·in + c·α_out + d, where in = Σ share_j α_j
-            form.add(t.out_k, t.in_terms, a)
-            form.add(None, t.in_terms, b)
-            form.add(t.out_k, [(None, 1.0)], c)
-            form.c += d
-        if bar is not None:
-            bar.close()
-        layers_only = form.cost(groups, "latency")
-        per, fixed = _volumes(groups)
-        total = sum(per) + fixed
-        net_key = hashlib.sha1(
-            "|".join(
-                [type(groups.model).__name__, str(batch)]
-                + [_layer_key(t, groups.module(t.name), batch) for t in terms]
-                + [f"{g.index}:{g.channels}:{g.prunable}" for g in groups]
-            ).encode()
-        ).hexdigest()[:16]
+        fits = _layer_fits(groups, terms, batch, device, dtype, cache, False, progress)
         net = cache.networks.get(net_key)
         if net is None:
-            copies = [_uniform_copy(groups, r, device) for r in UNIFORM]
-            times = measure_latency([m for m, _ in copies], groups.input_shape, batch, device)
-            rows = []
-            for (_, alphas), t_net in zip(copies, times, strict=True):
-                a = torch.tensor(alphas, dtype=torch.float64)
-                v = (sum(p * x for p, x in zip(per, alphas, strict=True)) + fixed) / total
-                rows.append([v, float(layers_only(a)), t_net])
-            R = torch.tensor(rows, dtype=torch.float64)
-            X = torch.stack([R[:, 0], torch.ones(len(rows), dtype=torch.float64)], 1)
-            s, c0 = nnls(X, (R[:, 2] - R[:, 1]).clamp_min(0)).tolist()
-            net = {"coef": [s, c0], "points": rows}
+            layers = _layers_form(groups, terms, fits).cost(groups, "latency")
+            net = _calibrate(groups, layers, batch, device)
+            if not 2 / 3 < net["coef"][0] < 3 / 2:
+                # the layers' sum is far from the network: a table measured on a busy machine,
+                # or stale; measure this network's layers again, once
+                fits = _layer_fits(groups, terms, batch, device, dtype, cache, True, progress)
+                layers = _layers_form(groups, terms, fits).cost(groups, "latency")
+                net = _calibrate(groups, layers, batch, device)
             cache.networks[net_key] = net
             cache.dirty = True
     cache.save()
-    s, c0 = net["coef"]
-    for k, p in enumerate(per):
-        form.b[k] += s * p / total
-    form.c += c0 + s * fixed / total
+    kappa, c0 = net["coef"]
+    form = _layers_form(groups, terms, fits)
+    form.Q *= kappa
+    form.b *= kappa
+    form.c = kappa * form.c + c0
     cost = form.cost(groups, "latency")
     cost.meta = {
         "device": str(device),
         "batch": batch,
         "layers": fits,
-        "residual": net,
-        "uniform_fit_error": [
-            (row[1] + s * row[0] + c0 - row[2]) / row[2] for row in net["points"]
-        ],
-        "full_measured_s": net["points"][0][2],
+        "calibration": net,  # κ, c0 and the [layers' sum, measured] pairs at keep 1, ¾, ½, ¼
+        "uniform_fit_error": [(kappa * lay + c0 - t) / t for lay, t in net["points"]],
+        "full_measured_s": net["points"][0][1],
         "full_predicted_s": cost.full,
     }
     return cost
