@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,10 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
     for kind, frac in BUDGETS:
         cost = L if kind == "latency" else F  # the bench compares the two kinds side by side
         for r in ROUND_TO:
+            floor = cost.floor(r)
+            if floor > frac:  # refused by prune() too, with this smallest feasible value
+                runs.append({"budget": f"{kind}={frac:g}", "round_to": r, "floor": floor})
+                continue
             shifted, _ = shift_to_budget(theta, cost, frac)
             counts = round_channels(torch.sigmoid(shifted), channels, cost, frac, r)
             alpha = torch.tensor(counts, dtype=torch.float64) / chans
@@ -112,10 +117,11 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
             )
     rounds = 15 if batch <= 8 else 9
     times = measure_latency(nets, shape, batch, device, rounds=rounds)
-    for rec, t in zip(runs, times[1:], strict=True):
+    for rec, t in zip([r for r in runs if "floor" not in r], times[1:], strict=True):
         rec["measured_ms"] = 1e3 * t
         rec["measured_ratio"] = t / times[0]
         rec["prediction_error"] = rec["predicted_ms"] / rec["measured_ms"] - 1.0
+        rec["ratio_error"] = rec["predicted_ratio"] / rec["measured_ratio"] - 1.0
     return {
         "model": name,
         "device": device,
@@ -127,6 +133,22 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
         "unpruned_error": L.full / times[0] - 1.0,
         "runs": runs,
     }
+
+
+def channel_sweep(device: str, batch: int = 64) -> list[list[float]]:
+    """[[channels, ms], …] of one 3×3 convolution (in = out channels, 16×16 input): how a
+    layer's time follows its channel count on this device."""
+    import torch.nn as nn
+
+    from dsaprune.cost.timing import time_calls
+
+    counts = [16, 20, 24, 28, 31, 32, 33, 36, 40, 44, 47, 48, 49, 52, 56, 60, 63, 64]
+    fns = []
+    for n in counts:
+        conv = nn.Conv2d(n, n, 3, padding=1, bias=False).to(device).eval()
+        x = torch.randn(batch, n, 16, 16, device=device)
+        fns.append(lambda c=conv, x=x: c(x))
+    return [[n, 1e3 * t] for n, t in zip(counts, time_calls(fns, device, rounds=7), strict=True)]
 
 
 def _target(rec: dict, batch: int, device: str) -> str:
@@ -142,25 +164,37 @@ def _target(rec: dict, batch: int, device: str) -> str:
     return "; ".join(marks) or "met"
 
 
-def markdown(results: list[dict], command: str) -> str:
+def markdown(results: list[dict], command: str, sweep: list | None = None) -> str:
     lines = [
         "# Latency budgets: predicted and measured",
         "",
         f"`{command}` (written by `bench/latency.py`; all timings of one model, device and "
         "batch are interleaved in one process).",
         "",
+        "*prediction error*: predicted / measured latency of the pruned network − 1, in ms (the "
+        "tables were fitted minutes before, so drift of the machine between then and now is "
+        "in it); *ratio error*: predicted / measured latency ratio − 1 (what a budget rests on; "
+        "both networks timed together, so drift cancels).",
+        "",
         "| model | device | batch | budget | round to | predicted ratio | measured ratio | "
-        "FLOPs ratio | measured ms (unpruned) | prediction error | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "FLOPs ratio | measured ms (unpruned) | prediction error | ratio error | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for rec in res["runs"]:
+            if "floor" in rec:
+                lines.append(
+                    f"| {res['model']} | {res['device_name']} | {res['batch']} | "
+                    f"{rec['budget']} | {rec['round_to']} | infeasible: smallest feasible "
+                    f"{rec['floor']:.3f} (refused) | | | | | | |"
+                )
+                continue
             lines.append(
                 f"| {res['model']} | {res['device_name']} | {res['batch']} | {rec['budget']} | "
                 f"{rec['round_to']} | {rec['predicted_ratio']:.3f} | {rec['measured_ratio']:.3f}"
                 f" | {rec['flops_ratio']:.3f} | {rec['measured_ms']:.3f} "
                 f"({res['unpruned_measured_ms']:.3f}) | {100 * rec['prediction_error']:+.1f}% | "
-                f"{_target(rec, res['batch'], res['device'])} |"
+                f"{100 * rec['ratio_error']:+.1f}% | {_target(rec, res['batch'], res['device'])} |"
             )
     lines += [
         "",
@@ -176,11 +210,25 @@ def markdown(results: list[dict], command: str) -> str:
             f"{res['unpruned_predicted_ms']:.3f} | {res['unpruned_measured_ms']:.3f} | "
             f"{100 * res['unpruned_error']:+.1f}% |"
         )
+    if sweep:
+        lines += [
+            "",
+            "## One layer's time against its channel count",
+            "",
+            "A 3×3 convolution, in = out channels, 16×16 input, batch 64 (the shape of "
+            "ResNet-56's second stage), timed interleaved. The bilinear model assumes the time "
+            "grows smoothly with the channels; the CPU's convolution kernels instead step at "
+            "multiples of 16:",
+            "",
+            "| channels | " + " | ".join(str(int(n)) for n, _ in sweep) + " |",
+            "|---|" + "---|" * len(sweep),
+            "| ms | " + " | ".join(f"{t:.2f}" for _, t in sweep) + " |",
+        ]
     slow = [
         (res, rec)
         for res in results
         for rec in res["runs"]
-        if rec["where"] and rec["measured_ratio"] > rec["flops_ratio"] + 0.1
+        if rec.get("where") and rec["measured_ratio"] > rec["flops_ratio"] + 0.1
     ]
     if slow:
         lines += [
@@ -217,24 +265,36 @@ def main() -> None:
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--tables-only", action="store_true", help="rewrite the .md from the .json")
     a = ap.parse_args()
     command = "python bench/latency.py " + " ".join(sys.argv[1:])
     for device in a.devices.split(","):
+        out = Path(a.out)
+        if a.tables_only:
+            d = json.loads((out / f"latency_{device}.json").read_text())
+            for res in d["results"]:
+                for rec in res["runs"]:
+                    if "measured_ratio" in rec:
+                        rec["ratio_error"] = rec["predicted_ratio"] / rec["measured_ratio"] - 1
+            text = markdown(d["results"], d["command"], d.get("channel_sweep"))
+            atomic_write_text(text, out / f"latency_{device}.md")
+            continue
         results = []
         for name in a.models.split(","):
             for batch in (int(b) for b in a.batches.split(",")):
                 res = run(name, device, batch)
                 results.append(res)
-                for rec in res["runs"]:
+                for rec in (r for r in res["runs"] if "floor" not in r):
                     print(
                         f"{name:>18} {device} b{batch:<3} {rec['budget']:<12} r{rec['round_to']} "
                         f"pred {rec['predicted_ratio']:.3f} meas {rec['measured_ratio']:.3f} "
                         f"flops {rec['flops_ratio']:.3f} err {100 * rec['prediction_error']:+.1f}%",
                         flush=True,
                     )
-        out = Path(a.out)
-        atomic_write_json({"command": command, "results": results}, out / f"latency_{device}.json")
-        atomic_write_text(markdown(results, command), out / f"latency_{device}.md")
+        sweep = channel_sweep(device)
+        d = {"command": command, "results": results, "channel_sweep": sweep}
+        atomic_write_json(d, out / f"latency_{device}.json")
+        atomic_write_text(markdown(results, command, sweep), out / f"latency_{device}.md")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,13 @@ def test_prune_rejects_infeasible_and_unknown(tiny_net):
         dsaprune.prune(tiny_net(), tr, epochs=0.1, method="l1", progress=False)
     with pytest.raises(dsaprune.BudgetError, match="known kinds"):
         dsaprune.prune(tiny_net(), tr, budget="macs=0.5", epochs=0.1, progress=False)
+    # feasible with one channel per group, not with eight: refused before any training
+    net = tiny_net()
+    F = dsaprune.flops_model(dsaprune.find_groups(net, next(iter(tr))[0][:1]))
+    assert F.floor() < F.floor(8)
+    between = f"flops={(F.floor() + F.floor(8)) / 2:.4f}"
+    with pytest.raises(dsaprune.BudgetError, match=r"8 channels \(round_to\) per prunable group"):
+        dsaprune.prune(net, tr, budget=between, round_to=8, epochs=0.1, progress=False)
 
 
 def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys):
@@ -229,3 +236,44 @@ def test_prune_stops_on_nan_with_its_checkpoint_intact(tmp_path, tiny_net):
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     res = dsaprune.prune(tiny_net(), tr, resume=True, **kw)  # and the run can go on from it
     assert res.report["flops_ratio"] <= 0.5
+
+
+class _PoisonBN(torch.nn.CrossEntropyLoss):
+    """From the n-th call on, the first BN's scales are NaN (weights that diverged) while the
+    loss itself stays finite: only the gates can notice."""
+
+    def __init__(self, model: torch.nn.Module, n: int) -> None:
+        super().__init__()
+        self.model, self.n = model, n
+
+    def forward(self, out, y):
+        self.n -= 1
+        if self.n < 0:
+            with torch.no_grad():
+                self.model.body[1].weight.fill_(float("nan"))
+        return super().forward(out, y)
+
+
+def test_gates_stop_a_diverged_run_with_its_checkpoint_intact(tmp_path, tiny_net):
+    tr, _ = _loaders()
+    net = tiny_net()
+    kw = dict(budget="flops=0.5", epochs=4, progress=False, device="cpu", out_dir=tmp_path)
+    with pytest.raises(dsaprune.train.TrainingDiverged, match="channel importances"):
+        dsaprune.prune(net, tr, loss_fn=_PoisonBN(net, 40), report_latency=False, **kw)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_bad_settings_and_files_get_clear_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        dsaprune.TrainConfig(lr=float("nan"))
+    out = str(tmp_path / "run")
+    assert main(["prune", "--epochs", "0", "--out", out]) == 2
+    assert "epochs must be > 0" in capsys.readouterr().err
+    assert main(["prune", "--lr", "nan", "--epochs", "0.1", "--out", out]) == 2
+    assert "lr must be a finite number" in capsys.readouterr().err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"these bytes are no checkpoint")
+    assert main(["export", "--checkpoint", str(junk), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "is not a dsaprune model file or checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

@@ -253,8 +253,8 @@ def round_channels(
                 best, best_score = k, score
         if best < 0:
             raise ValueError(
-                f"budget {budget:.4f} is unreachable: with one channel per group the cost is "
-                f"{frac(lo):.4f} of the full network"
+                f"budget {budget:.4f} is unreachable: with {round_to} channel(s) per group the "
+                f"cost is {frac(lo):.4f} of the full network"
             )
         n[best] -= step[best]
     # under budget: add back to the groups furthest below their target while it still fits

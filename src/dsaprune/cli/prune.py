@@ -59,7 +59,8 @@ def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
         s = _settings(args)
         in_config = s.pop("budget", None)
         budget = args.budget or in_config or "flops=0.5"  # the command line wins
-        epochs = float(s.pop("epochs", None) or args.epochs_default)
+        given = s.pop("epochs", None)  # 0 is refused below, never taken as "not given"
+        epochs = float(args.epochs_default if given is None else given)
         splits = load_splits(args.dataset, args.data, download=args.download)
         model, name, n_cls = _model(args)
         if n_cls is not None and n_cls != splits.num_classes:
@@ -182,7 +183,13 @@ def load_model_file(path: str) -> tuple[torch.nn.Module, str]:
     p = Path(path)
     if not p.exists():
         raise ValueError(f"{p}: no such file")
-    raw = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"{p} is not a dsaprune model file or checkpoint ({type(e).__name__}); give the "
+            "model.pt of a prune run or the last.pt of a train / prune run"
+        ) from None
     if isinstance(raw, dict) and raw.get("format") == surgery.FORMAT:
         return surgery.load(p), raw.get("model_name", "")
     model, ckpt = model_from_checkpoint(str(p))

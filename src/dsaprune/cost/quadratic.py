@@ -36,9 +36,14 @@ class QuadraticCost:
         """Cost as a fraction of the unpruned network's."""
         return self(alpha) / self.full
 
-    def floor(self) -> float:
-        """The fraction that stays when every prunable group keeps one channel."""
-        return float(self.ratio(self.min_alpha))
+    def floor(self, round_to: int = 1) -> float:
+        """The fraction that stays when every prunable group keeps what it must: one channel, or
+        ``round_to`` channels where it is wider than that (as ``round_channels`` rounds)."""
+        if round_to <= 1:
+            return float(self.ratio(self.min_alpha))
+        chans = (1.0 / self.min_alpha).round()
+        least = torch.where(chans > round_to, torch.full_like(chans, float(round_to)), 1.0)
+        return float(self.ratio(least / chans))
 
 
 class QuadraticForm:

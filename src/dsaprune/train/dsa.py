@@ -46,6 +46,7 @@ from ..grouping import Groups, channel_importance
 from ..methods import make_method
 from ..surgery import HardMasks, prune_groups, top_channels
 from .distributed import all_reduce_sum
+from .trainer import TrainingDiverged
 
 PAPER_EPOCHS = 300
 
@@ -107,11 +108,13 @@ class DSA:
         steps_per_epoch: int,
     ) -> None:
         self.groups, self.cost, self.budget, self.cfg = groups, cost, budget, cfg
-        floor = cost.floor()
+        floor = cost.floor(cfg.round_to)
         if budget.fraction < floor:
+            least = "one channel" if cfg.round_to <= 1 else f"{cfg.round_to} channels (round_to)"
             raise BudgetError(
-                f"budget {budget} is below what the unprunable layers alone cost with one "
-                f"channel per group: the smallest feasible budget is {budget.kind}={floor:.4f}"
+                f"budget {budget} is below what the network costs with {least} per prunable "
+                f"group and the unprunable layers whole: the smallest feasible budget is "
+                f"{budget.kind}={floor:.4f}"
             )
         self.val_batches, self.val_iter = val_batches, None
         self.full_train_loader = full_train_loader
@@ -166,6 +169,14 @@ class DSA:
         imp = channel_importance(self.groups, self.cfg.importance)
         return pad_groups([i.to(device) for i in imp])
 
+    def _gate_inputs(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        """Importances for the gates, refused when the weights they come from have diverged
+        (the gates would otherwise fail deep inside with a sampling error)."""
+        I, V = self._importance(trainer.device)
+        _stop_if_not_finite(trainer, "channel importances (BN scales)", I)
+        _stop_if_not_finite(trainer, "keep-ratio logits", self.allocator.theta)
+        return I, V
+
     def _probabilities(self, alpha: torch.Tensor, beta2: float, iters: int, padded=None):
         """Keep probabilities of ``alpha``; ``padded``: the (importance, valid) pair when the
         caller has it already."""
@@ -194,12 +205,15 @@ class DSA:
             with torch.no_grad():
                 if self.cfg.sample_train_masks:
                     self._step_p = self._probabilities(
-                        self._alpha(trainer.device), self._beta2(trainer), 8
+                        self._alpha(trainer.device),
+                        self._beta2(trainer),
+                        8,
+                        self._gate_inputs(trainer),
                     )
                     self.hooks.set(sample_masks(self._step_p[0], self.cfg.prob_floor))
                 else:  # refreshed after each α update, not every step (its cost is per group)
                     if self.train_mask is None:
-                        I, V = self._importance(trainer.device)
+                        I, V = self._gate_inputs(trainer)
                         self.train_mask = topn_masks(I, V, self._alpha(trainer.device))
                     self.hooks.set(self.train_mask)
 
@@ -283,7 +297,7 @@ class DSA:
         x, y = self._next_val()
         x, y = x.to(trainer.device), y.to(trainer.device)
         theta = self.allocator.theta.float().to(trainer.device)
-        I, V = self._importance(trainer.device)
+        I, V = self._gate_inputs(trainer)
         beta2 = self._beta2(trainer)
 
         def probabilities(alpha: torch.Tensor, iters: int) -> torch.Tensor:
@@ -420,3 +434,13 @@ class DSA:
             "cost_ratio_model": self.final_ratio,
             "allocation_updates": self.allocator.updates if self.allocator else 0,
         }
+
+
+def _stop_if_not_finite(trainer, what: str, t: torch.Tensor) -> None:
+    if bool(torch.isfinite(t).all()):
+        return
+    where = f" ({trainer.checkpoint_path}, epoch {trainer.epoch})" if trainer.out_dir else ""
+    raise TrainingDiverged(
+        f"{what} became NaN or infinite at step {trainer.step}: the weights diverged; the last "
+        f"good checkpoint is intact{where}. Lower the learning rate or add warm-up, then resume"
+    )
