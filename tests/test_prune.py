@@ -248,9 +248,8 @@ class _PoisonBN(torch.nn.CrossEntropyLoss):
 
     def forward(self, out, y):
         self.n -= 1
-        if self.n < 0:
-            with torch.no_grad():
-                self.model.body[1].weight.fill_(float("nan"))
+        if self.n < 0:  # .data: behind autograd's back, as a diverging update would be
+            self.model.body[1].weight.data.fill_(float("nan"))
         return super().forward(out, y)
 
 
@@ -258,8 +257,9 @@ def test_gates_stop_a_diverged_run_with_its_checkpoint_intact(tmp_path, tiny_net
     tr, _ = _loaders()
     net = tiny_net()
     kw = dict(budget="flops=0.5", epochs=4, progress=False, device="cpu", out_dir=tmp_path)
+    kw.update(warmup_fraction=0.3, window_end_fraction=0.9, report_latency=False)
     with pytest.raises(dsaprune.train.TrainingDiverged, match="channel importances"):
-        dsaprune.prune(net, tr, loss_fn=_PoisonBN(net, 40), report_latency=False, **kw)
+        dsaprune.prune(net, tr, loss_fn=_PoisonBN(net, 15), **kw)  # in the allocation window
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
@@ -277,3 +277,29 @@ def test_bad_settings_and_files_get_clear_errors(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(junk), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "is not a dsaprune model file or checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_prune_imagenet_folder_end_to_end(tmp_path, capsys):
+    """An ImageNet-style folder (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG of mixed sizes) through
+    `dsaprune prune`: a stratified validation split of the streamed folder, every data option."""
+    from PIL import Image
+
+    root = tmp_path / "imnet"
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 20), ("val", 4)):
+        for c, wnid in enumerate(("n01440764", "n01443537")):
+            (root / split / wnid).mkdir(parents=True)
+            for i in range(n):
+                w, h = 40 + 3 * i, 36 + 2 * (i % 5)
+                px = (torch.rand(h, w, 3, generator=g) * 120 + 100 * c).byte().numpy()
+                Image.fromarray(px).save(root / split / wnid / f"{i}.JPEG")
+    out = tmp_path / "run"
+    argv = ["prune", "--model", "resnet18_imagenet", "--dataset", "imagenet", "--data"]
+    argv += [str(root), "--image-size", "32", "--workers", "0", "--batch-size", "4"]
+    argv += ["--budget", "flops=0.5", "--epochs", "1", "--out", str(out), "--quiet"]
+    argv += ["--no-latency-report", "--device", "cpu"]
+    assert main(argv) == 0, capsys.readouterr().err
+    r = json.loads((out / "report.json").read_text())
+    assert r["flops_ratio"] <= 0.5 and r["num_classes"] == 2 and r["latency"] is None
+    m = dsaprune.load(out / "model.pt")
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 2)

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from .. import models
-from ..data import load_splits, make_loader
 from ..io import atomic_write_json
 from ..train import TrainConfig, Trainer, distributed, load_model_state, read_checkpoint
 from ..train import evaluate as evaluate_model
+from .prepare import prepare
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -23,25 +23,13 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_training(args: argparse.Namespace, cfg: TrainConfig, progress: bool = True) -> dict:
-    dist = distributed.setup(args.device)
+    run = prepare(args, seed=cfg.seed, channels_last=cfg.channels_last)
+    dist, splits = run.dist, run.splits
     try:
-        splits = load_splits(
-            args.dataset, args.data, download=args.download, image_size=args.image_size
-        )
         torch.manual_seed(cfg.seed)
         model = models.create(args.model, num_classes=splits.num_classes)
-        cl = cfg.channels_last and dist.device.type == "cuda"
-        kw = dict(
-            splits=splits,
-            device=dist.device,
-            seed=cfg.seed,
-            rank=dist.rank,
-            world_size=dist.world_size,
-            channels_last=cl,
-            workers=args.workers,
-        )
-        train_loader = make_loader(splits.train, batch_size=cfg.batch_size, train=True, **kw)
-        test_loader = make_loader(splits.test, batch_size=256 * dist.world_size, train=False, **kw)
+        train_loader = run.loader(splits.train, cfg.batch_size, train=True)
+        test_loader = run.loader(splits.test, 256, train=False)
         meta = {
             "model_name": args.model,
             "num_classes": splits.num_classes,
@@ -95,10 +83,8 @@ def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
 
 def evaluate(args: argparse.Namespace) -> int:
     model, ckpt = model_from_checkpoint(args.checkpoint)
-    dist = distributed.setup(args.device)
-    splits = load_splits(
-        args.dataset, args.data, download=args.download, image_size=args.image_size
-    )
+    run = prepare(args)
+    splits = run.splits
     if splits.num_classes != int(ckpt["num_classes"]):
         raise ValueError(
             f"{args.checkpoint} was trained for {ckpt['num_classes']} classes, but "
@@ -106,9 +92,8 @@ def evaluate(args: argparse.Namespace) -> int:
         )
     # normalise as the model was trained
     splits.mean, splits.std = list(ckpt.get("mean", splits.mean)), list(ckpt.get("std", splits.std))
-    loader = make_loader(
-        splits.test, splits, args.batch_size, train=False, device=dist.device, workers=args.workers
-    )
+    loader = run.loader(splits.test, args.batch_size, train=False)
+    dist = run.dist
     res = evaluate_model(model.to(dist.device), loader)
     print(
         f"{ckpt['model_name']} on {args.dataset} test ({res['n']} images): "

@@ -11,12 +11,13 @@ import yaml
 from .. import models, surgery
 from ..api import prune
 from ..cost import COSTS, count_flops, count_params, make_cost, measure_latency
-from ..data import load_splits, make_loader, split_train_val
+from ..data import split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
 from ..reports import write_report
 from ..train import TrainConfig, distributed
 from .commands import model_from_checkpoint, run_training
+from .prepare import prepare
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -54,36 +55,31 @@ def _model(args) -> tuple[torch.nn.Module, str, int | None]:
 
 
 def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
-    dist = distributed.setup(args.device)
+    s = _settings(args)
+    seed = int(s.get("seed", 0))
+    run = prepare(args, seed=seed, channels_last=bool(s.get("channels_last", True)))
+    dist, splits = run.dist, run.splits
     try:
-        s = _settings(args)
         in_config = s.pop("budget", None)
         budget = args.budget or in_config or "flops=0.5"  # the command line wins
         given = s.pop("epochs", None)  # 0 is refused below, never taken as "not given"
         epochs = float(args.epochs_default if given is None else given)
-        splits = load_splits(args.dataset, args.data, download=args.download)
         model, name, n_cls = _model(args)
         if n_cls is not None and n_cls != splits.num_classes:
             raise ValueError(
                 f"{args.checkpoint} has {n_cls} classes, the data {splits.num_classes}"
             )
         if model is None:
-            torch.manual_seed(int(s.get("seed", 0)))
+            torch.manual_seed(seed)
             model = models.create(name, num_classes=splits.num_classes)
         elif "warmup_fraction" not in s:
             s["warmup_fraction"] = 0.0  # a trained model needs no warm-up
         bs = int(s.get("batch_size", 128))
         train90, val10 = split_train_val(splits.train)
-        kw = dict(
-            device=dist.device,
-            seed=int(s.get("seed", 0)),
-            rank=dist.rank,
-            world_size=dist.world_size,
-        )
-        tr = make_loader(train90, splits, bs, train=True, **kw)
-        va = make_loader(val10, splits, bs, train=True, **kw)  # training augmentation, as DSA
-        full = make_loader(splits.train, splits, bs, train=True, **kw)
-        te = make_loader(splits.test, splits, 256 * dist.world_size, train=False, **kw)
+        tr = run.loader(train90, bs, train=True)
+        va = run.loader(val10, bs, train=True)  # training augmentation, as DSA
+        full = run.loader(splits.train, bs, train=True)
+        te = run.loader(splits.test, 256, train=False)
         res = prune(
             model,
             tr,

@@ -63,14 +63,15 @@ class ImageData:
         )
 
 
-def split_train_val(data: ImageData, val_fraction: float = 0.1) -> tuple[ImageData, ImageData]:
+def split_train_val(data, val_fraction: float = 0.1) -> tuple:
     """Hold out the last ``val_fraction`` of *each class* (in file order) for validation.
 
     Stratified, because image folders list one class after another: a plain "last 10%" of a
     class-sorted set is a single class, which leaves that class out of training and gives the
     allocator a validation loss that says nothing about pruning (measured on the CIFAR-10 JPEG
     archive: the plain tail was 5,000 trucks). On a class-mixed order such as the official
-    pickles it is a balanced 10% drawn from the end of the set."""
+    pickles it is a balanced 10% drawn from the end of the set. Works on in-memory
+    :class:`ImageData` and on streamed folders (anything with ``labels`` and ``subset``)."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     is_val = torch.zeros(len(data), dtype=torch.bool)

@@ -7,6 +7,8 @@ size stream through :class:`FolderDataset` with PIL-based crops for multi-worker
 
 from __future__ import annotations
 
+import copy
+
 import io
 import math
 import random
@@ -123,6 +125,17 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Every sample's class index, in file order (what a stratified split reads)."""
+        return torch.tensor([label for _, label in self.samples], dtype=torch.long)
+
+    def subset(self, index: torch.Tensor, source_suffix: str = "") -> FolderDataset:
+        """The samples at ``index``, streamed the same way (no image is read here)."""
+        out = copy.copy(self)
+        out.samples = [self.samples[int(i)] for i in index]
+        return out
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         name, label = self.samples[i]
