@@ -5,7 +5,9 @@ per-layer bilinear fits calibrated on the whole network; the time this takes, or
 from the cache, is recorded). Then for every budget (``latency=0.7``, ``latency=0.5``,
 ``flops=0.5``) and ``--round-to`` (1, 8) one allocation is made: random keep-ratio logits (the
 same seed for every budget), all shifted together to the budget, rounded to whole channels by the
-library's own rounding (cost ≤ budget). Each allocation is pruned physically, and the unpruned
+library's own rounding (cost ≤ budget); for latency budgets the pruned network is then
+measured and the target tightened until the measurement meets the budget, as ``prune`` does
+(``meet_by_measurement``). Each allocation is pruned physically, and the unpruned
 network and all pruned ones are timed interleaved in one process (machines are noisy).
 
 Recorded per run: the predicted latency ratio, the measured one, the prediction error
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from dsaprune import models  # noqa: E402
 from dsaprune.allocation import round_channels, shift_to_budget  # noqa: E402
 from dsaprune.cost import count_flops, flops_model, latency_model, measure_latency  # noqa: E402
-from dsaprune.cost.latency import layer_time  # noqa: E402
+from dsaprune.cost.latency import layer_time, meet_by_measurement  # noqa: E402
 from dsaprune.cost.quadratic import layer_terms  # noqa: E402
 from dsaprune.cost.timing import describe_device  # noqa: E402
 from dsaprune.grouping import find_groups  # noqa: E402
@@ -98,8 +100,16 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
             if floor > frac:  # refused by prune() too, with this smallest feasible value
                 runs.append({"budget": f"{kind}={frac:g}", "round_to": r, "floor": floor})
                 continue
-            shifted, _ = shift_to_budget(theta, cost, frac)
-            counts = round_channels(torch.sigmoid(shifted), channels, cost, frac, r)
+
+            def counts_for(target, cost=cost, r=r):
+                shifted, _ = shift_to_budget(theta, cost, target)
+                return round_channels(torch.sigmoid(shifted), channels, cost, target, r)
+
+            log = None
+            if cost.meta.get("measured"):  # as prune() does for a measured budget
+                counts, log = meet_by_measurement(G, counts_for, frac, batch, device)
+            else:
+                counts = counts_for(frac)
             alpha = torch.tensor(counts, dtype=torch.float64) / chans
             pruned = copy.deepcopy(model)
             P = find_groups(pruned, torch.zeros(1, *shape, device=device))
@@ -113,6 +123,7 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
                     "predicted_ms": 1e3 * float(L(alpha)),
                     "flops_ratio": count_flops(pruned, shape) / count_flops(model, shape),
                     "where": where_time_goes(G, L, alpha) if kind == "flops" else None,
+                    "measurements": log,
                 }
             )
     rounds = 15 if batch <= 8 else 9
@@ -176,9 +187,11 @@ def markdown(results: list[dict], command: str, sweep: list | None = None) -> st
         "in it); *ratio error*: predicted / measured latency ratio − 1 (what a budget rests on; "
         "both networks timed together, so drift cancels).",
         "",
+        "*tries*: measurements of the pruned network before it met a latency budget.",
+        "",
         "| model | device | batch | budget | round to | predicted ratio | measured ratio | "
-        "FLOPs ratio | measured ms (unpruned) | prediction error | ratio error | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "FLOPs ratio | measured ms (unpruned) | prediction error | ratio error | tries | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for rec in res["runs"]:
@@ -186,7 +199,7 @@ def markdown(results: list[dict], command: str, sweep: list | None = None) -> st
                 lines.append(
                     f"| {res['model']} | {res['device_name']} | {res['batch']} | "
                     f"{rec['budget']} | {rec['round_to']} | infeasible: smallest feasible "
-                    f"{rec['floor']:.3f} (refused) | | | | | | |"
+                    f"{rec['floor']:.3f} (refused) | | | | | | | |"
                 )
                 continue
             lines.append(
@@ -194,7 +207,8 @@ def markdown(results: list[dict], command: str, sweep: list | None = None) -> st
                 f"{rec['round_to']} | {rec['predicted_ratio']:.3f} | {rec['measured_ratio']:.3f}"
                 f" | {rec['flops_ratio']:.3f} | {rec['measured_ms']:.3f} "
                 f"({res['unpruned_measured_ms']:.3f}) | {100 * rec['prediction_error']:+.1f}% | "
-                f"{100 * rec['ratio_error']:+.1f}% | {_target(rec, res['batch'], res['device'])} |"
+                f"{100 * rec['ratio_error']:+.1f}% | {len(rec.get('measurements') or []) or ''} | "
+                f"{_target(rec, res['batch'], res['device'])} |"
             )
     lines += [
         "",

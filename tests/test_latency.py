@@ -17,7 +17,9 @@ from torch import nn
 
 import dsaprune
 from dsaprune import models
+from dsaprune.allocation import round_channels, shift_to_budget
 from dsaprune.budget import BudgetError
+from dsaprune.cost import flops_model
 from dsaprune.cost import latency as lat
 from dsaprune.cost.latency import (
     UNIFORM,
@@ -27,7 +29,7 @@ from dsaprune.cost.latency import (
     layer_time,
     nnls,
 )
-from dsaprune.cost.timing import device_key, measure_latency, time_calls
+from dsaprune.cost.timing import device_key, measure_latency
 from dsaprune.grouping import find_groups
 from dsaprune.reports import write_report
 from dsaprune.surgery import prune_groups
@@ -189,12 +191,6 @@ def test_measuring_leaves_the_global_random_stream_alone(tiny_net):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_time_calls_orders_real_work():
-    small, big = torch.randn(64, 64), torch.randn(384, 384)
-    t_small, t_big = time_calls([lambda: small @ small, lambda: big @ big], rounds=5)
-    assert 0 < t_small < t_big
-
-
 def test_latency_budget_below_the_fixed_overhead_is_refused(clock, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "CONST", 0.1)  # a large per-layer overhead
     net = models.create("resnet20")
@@ -222,6 +218,27 @@ def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_
     assert L["measured_before_ms"] > 0 and L["measured_after_ms"] > 0
     assert L["measured_speedup"] == pytest.approx(L["measured_before_ms"] / L["measured_after_ms"])
     assert res.model(torch.randn(2, 3, 48, 48)).shape == (2, 10)
+    assert r["measured_budget"] and r["measured_budget"][0]["target"] == frac
     write_report(r, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "latency (cpu, batch 32), measured" in md and "Measured speed-up" in md
+
+
+def test_meet_by_measurement_tightens_until_the_measurement_meets_the_budget(monkeypatch, tiny_net):
+    net = tiny_net().eval()
+    G = find_groups(net, torch.zeros(1, 3, 16, 16))
+    F = flops_model(G)
+    chans = torch.tensor([g.channels for g in G.prunable], dtype=torch.float64)
+
+    def counts_for(target):
+        theta, _ = shift_to_budget(torch.zeros(len(chans)), F, target)
+        return round_channels(torch.sigmoid(theta), chans.int().tolist(), F, target)
+
+    def slower_than_predicted(groups, counts, batch=1, device="cpu"):
+        return 1.25 * float(F.ratio(torch.tensor(counts, dtype=torch.float64) / chans))
+
+    monkeypatch.setattr(lat, "measured_ratio", slower_than_predicted)
+    counts, log = lat.meet_by_measurement(G, counts_for, 0.6)
+    assert len(log) >= 2 and log[0]["target"] == 0.6 and log[0]["measured_ratio"] > 0.6
+    assert log[-1]["measured_ratio"] <= 0.6 and log[-1]["target"] < 0.6
+    assert slower_than_predicted(G, counts) == log[-1]["measured_ratio"]

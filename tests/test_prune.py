@@ -213,6 +213,17 @@ def test_paper_configs_load_into_valid_settings():
         cfg, dcfg = TrainConfig(**t), DSAConfig.from_dict(d)
         assert (cfg.lr, cfg.weight_decay, cfg.schedule) == (0.05, 4e-5, "step")
         assert dcfg.warmup_fraction * 300 == pytest.approx(20, abs=0.05)
+    files = sorted(Path(__file__).parents[1].glob("configs/imagenet_resnet*_flops*.yaml"))
+    assert len(files) == 3
+    for f in files:
+        s = _settings(argparse.Namespace(config=str(f)))
+        assert dsaprune.parse_budget(s.pop("budget")).fraction in (0.6, 0.5)
+        assert s.pop("epochs") == 120
+        t, d = _split_settings(s)
+        cfg, dcfg = TrainConfig(**t), DSAConfig.from_dict(d)
+        assert (cfg.lr, cfg.weight_decay, cfg.batch_size) == (0.1, 4e-5, 256)
+        assert [round(m * 120) for m in cfg.milestones] == [50, 80, 110]
+        assert dcfg.warmup_fraction * 120 == pytest.approx(15)
 
 
 def test_group_without_bn_uses_filter_l1_with_a_warning(tiny_net):
@@ -301,5 +312,31 @@ def test_cli_prune_imagenet_folder_end_to_end(tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     r = json.loads((out / "report.json").read_text())
     assert r["flops_ratio"] <= 0.5 and r["num_classes"] == 2 and r["latency"] is None
+    # from "pretrained" weights: a torchvision-layout state_dict with 1000 classes
+    weights = tmp_path / "resnet18_pretrained.pth"
+    torch.save(dsaprune.models.create("resnet18_imagenet").state_dict(), weights)
+    out2 = tmp_path / "from_weights"
+    argv[argv.index(str(out))] = str(out2)
+    assert main([*argv, "--weights", str(weights)]) == 0, capsys.readouterr().err
+    assert "fc.weight, fc.bias left freshly initialised" in capsys.readouterr().out
+    r = json.loads((out2 / "report.json").read_text())
+    assert r["acc_before"] is not None and r["dsa_config"]["warmup_fraction"] == 0.0
     m = dsaprune.load(out / "model.pt")
     assert m(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_load_weights_fits_the_architecture_or_says_why(tmp_path):
+    from dsaprune.models import create, load_weights
+
+    src = create("resnet18_imagenet")
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": src.state_dict()}, path)
+    dst = create("resnet18_imagenet", num_classes=7)
+    assert load_weights(dst, path) == ["fc.weight", "fc.bias"]
+    assert torch.equal(dst.conv1.weight, src.conv1.weight)
+    torch.save(create("resnet50_imagenet").state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit ResNet: .* missing keys"):
+        load_weights(create("resnet18_imagenet"), path)
+    path.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a state_dict file"):
+        load_weights(create("resnet18_imagenet"), path)

@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", default="resnet20", help="zoo model to prune from scratch")
     src.add_argument("--checkpoint", metavar="FILE", help="a trained dsaprune checkpoint")
     pr.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="start --model from a state_dict file, e.g. torchvision's pretrained weights "
+        "(treated as a trained network: no warm-up; a classifier for another number of "
+        "classes is re-initialised)",
+    )
+    pr.add_argument(
         "--budget",
         help="KIND=FRACTION of the full network: flops=0.5, params=0.3, latency=0.5 (measured "
         "on --device at --latency-batch) [flops=0.5, or the config's]",

@@ -69,10 +69,15 @@ def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
             raise ValueError(
                 f"{args.checkpoint} has {n_cls} classes, the data {splits.num_classes}"
             )
+        weights = getattr(args, "weights", None)
         if model is None:
             torch.manual_seed(seed)
             model = models.create(name, num_classes=splits.num_classes)
-        elif "warmup_fraction" not in s:
+            if weights:
+                fresh = models.load_weights(model, weights)
+                if fresh and dist.is_main:
+                    print(f"{weights}: {', '.join(fresh)} left freshly initialised (classes)")
+        if (args.checkpoint or weights) and "warmup_fraction" not in s:
             s["warmup_fraction"] = 0.0  # a trained model needs no warm-up
         bs = int(s.get("batch_size", 128))
         train90, val10 = split_train_val(splits.train)
@@ -93,7 +98,7 @@ def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
             model_name=name,
             progress=progress,
             dist=dist,
-            pretrained=bool(args.checkpoint),
+            pretrained=bool(args.checkpoint or getattr(args, "weights", None)),
             report_latency=getattr(args, "latency_report", None) is not False,
             **s,
         )

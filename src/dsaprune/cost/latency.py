@@ -203,27 +203,65 @@ class LatencyCache:
             warnings.warn(f"could not write the latency cache {self.path}: {e}", stacklevel=2)
 
 
-def _uniform_copy(groups: Groups, ratio: float, device) -> tuple[nn.Module, list[float]]:
-    """A physical copy of the network with every prunable group cut to ``ratio``."""
+def pruned_copy(groups: Groups, counts: list[int], device) -> nn.Module:
+    """A physical copy of the network whose prunable groups keep ``counts`` channels (the first
+    ones: which channels stay does not change the time)."""
     from ..surgery import prune_groups  # surgery sits above the cost models
 
-    if ratio >= 1.0:
-        return groups.model, [1.0] * len(groups.prunable)
     model = copy.deepcopy(groups.model).to(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ex = torch.zeros(1, *groups.input_shape, device=device)
         G = find_groups(model, ex, groups.ignored)
-    keep, alphas = [], []
-    by_producers = {tuple(g.producers): g for g in G.prunable}
-    for g in groups.prunable:
-        n = max(1, round(ratio * g.channels))
-        keep.append(torch.arange(n))
-        alphas.append(n / g.channels)
-        if tuple(g.producers) not in by_producers:
-            raise RuntimeError(f"group {g.index} was not found again in a copy of the model")
-    prune_groups(G, keep)
-    return model.eval(), alphas
+    if [tuple(g.producers) for g in G.prunable] != [tuple(g.producers) for g in groups.prunable]:
+        raise RuntimeError("the channel groups of a copy of the model differ from the model's")
+    prune_groups(G, [torch.arange(n) for n in counts])
+    return model.eval()
+
+
+def _uniform_copy(groups: Groups, ratio: float, device) -> tuple[nn.Module, list[float]]:
+    """A physical copy of the network with every prunable group cut to ``ratio``."""
+    if ratio >= 1.0:
+        return groups.model, [1.0] * len(groups.prunable)
+    counts = [max(1, round(ratio * g.channels)) for g in groups.prunable]
+    alphas = [n / g.channels for n, g in zip(counts, groups.prunable, strict=True)]
+    return pruned_copy(groups, counts, device), alphas
+
+
+def measured_ratio(groups: Groups, counts: list[int], batch: int = 1, device="cpu") -> float:
+    """Measured latency of the network pruned to ``counts`` over the network's, timed
+    interleaved."""
+    pruned = pruned_copy(groups, counts, device)
+    full, cut = measure_latency([groups.model, pruned], groups.input_shape, batch, device)
+    return cut / full
+
+
+def meet_by_measurement(
+    groups: Groups,
+    counts_for,
+    budget: float,
+    batch: int = 1,
+    device="cpu",
+    tries: int = 3,
+) -> tuple[list[int], list[dict]]:
+    """Channel counts whose *measured* latency ratio meets ``budget``: ``counts_for(target)``
+    gives whole channel counts that meet ``target`` on the fitted model; while the measured
+    ratio exceeds the budget, the target is lowered by budget / measured and tried again (at
+    most ``tries`` measurements). Returns the counts and one record per measurement."""
+    target, log, best = budget, [], None
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(tries):
+            try:
+                counts = counts_for(target)
+            except ValueError:  # below what whole channels allow: keep the last counts
+                break
+            ratio = measured_ratio(groups, counts, batch, device)
+            log.append({"target": target, "measured_ratio": ratio})
+            best = counts
+            if ratio <= budget:
+                break
+            target *= budget / ratio
+    return (best if best is not None else counts_for(budget)), log
 
 
 def _layer_fits(groups, terms, batch, device, dtype, cache, fresh: bool, progress: bool):
@@ -317,6 +355,7 @@ def latency_model(
     form.c = kappa * form.c + c0
     cost = form.cost(groups, "latency")
     cost.meta = {
+        "measured": True,  # a budget on it is checked by measuring the pruned network
         "device": str(device),
         "batch": batch,
         "layers": fits,

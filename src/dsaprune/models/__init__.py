@@ -1,4 +1,5 @@
-"""The model zoo: ``create(name, num_classes=...)`` builds a model, ``names()`` lists them."""
+"""The model zoo: ``create(name, num_classes=...)`` builds a model, ``names()`` lists them,
+``load_weights(model, path)`` starts it from a ``state_dict`` file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 from .mobilenetv2 import MobileNetV2, mobilenetv2_cifar, mobilenetv2_imagenet
 from .resnet import ResNet, cifar_resnet, resnet18_cifar, resnet18_imagenet, resnet50_imagenet
 from .vgg import VGG, vgg16_cifar
+from .weights import load_weights
 
 # name -> (builder, input size (C, H, W), default number of classes)
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[int, int, int], int]] = {}
@@ -53,6 +55,7 @@ __all__ = [
     "VGG",
     "create",
     "input_size",
+    "load_weights",
     "names",
     "mobilenetv2_cifar",
     "mobilenetv2_imagenet",

@@ -28,10 +28,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.distributed as tdist
 
 from ..allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget
 from ..budget import Budget, BudgetError
 from ..cost import QuadraticCost
+from ..cost.latency import meet_by_measurement
 from ..estimators import GateState, make_estimator
 from ..gates import (
     GateHooks,
@@ -329,11 +331,14 @@ class DSA:
         """Meet the budget in whole channels, pick the channels (by ``imp`` if the method
         decided by them already), prune."""
         self._enter(trainer, "pruned" if self.cfg.physical else "masked")
+        if self.hooks is not None:
+            self.hooks.remove()
+            self.hooks = None
         frac = self.budget.fraction
-        theta, shift = shift_to_budget(self.allocator.theta, self.cost, frac)
-        self.events["calibration_shift"] = shift
-        alpha = torch.sigmoid(theta)
-        counts = round_channels(alpha, self.channels, self.cost, frac, self.cfg.round_to)
+        self.events["calibration_shift"] = shift_to_budget(self.allocator.theta, self.cost, frac)[1]
+        counts = self._counts_at(frac)
+        if self.cost.meta.get("measured"):
+            counts = self._measured_counts(trainer, counts)
         imp = imp if imp is not None else self._final_importance()
         self.penalty = None
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
@@ -343,11 +348,31 @@ class DSA:
         self.final_ratio = float(
             self.cost.ratio(torch.tensor(self.alpha_final, dtype=torch.float64))
         )
-        if self.hooks is not None:
-            self.hooks.remove()
-            self.hooks = None
         trainer.train_loader = self.full_train_loader
         self._apply_pruning(trainer)
+
+    def _counts_at(self, target: float) -> list[int]:
+        """Whole channel counts of the current allocation, calibrated to ``target``."""
+        theta, _ = shift_to_budget(self.allocator.theta, self.cost, target)
+        alpha = torch.sigmoid(theta)
+        return round_channels(alpha, self.channels, self.cost, target, self.cfg.round_to)
+
+    def _measured_counts(self, trainer, counts: list[int]) -> list[int]:
+        """For a measured cost (latency): time the pruned network against the unpruned one and
+        tighten the target until the measurement meets the budget too. The main process
+        measures; every process takes its counts."""
+        log: list[dict] = []
+        if trainer.dist.is_main:
+            meta = self.cost.meta
+            counts, log = meet_by_measurement(
+                self.groups, self._counts_at, self.budget.fraction, meta["batch"], meta["device"]
+            )
+        if trainer.dist.enabled:
+            box = [(counts, log)]
+            tdist.broadcast_object_list(box, src=0)
+            counts, log = box[0]
+        self.events["measured_budget"] = log
+        return counts
 
     def _final_importance(self) -> list[torch.Tensor]:
         """The channel importances the final channels are chosen by."""
@@ -432,6 +457,7 @@ class DSA:
             "keep_counts": self.keep_counts,
             "alpha": self.alpha_final,
             "cost_ratio_model": self.final_ratio,
+            "measured_budget": self.events.get("measured_budget"),
             "allocation_updates": self.allocator.updates if self.allocator else 0,
         }
 
