@@ -2,7 +2,9 @@
 
 Machines are noisy, so every comparison is timed interleaved: each round times every candidate
 once (a block of repetitions long enough to swamp the timer), and each candidate's time is the
-median over rounds. Inputs come from a private generator and module weights are never drawn from
+fastest round (as ``timeit`` advises: slower rounds measure what else the machine was doing; on
+the shared 2-core CPU bursts of other load made medians of the same network differ by 1.6×
+between runs). Inputs come from a private generator and module weights are never drawn from
 the global one, so measuring inside a training run leaves its random stream untouched.
 """
 
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import platform
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -31,7 +32,7 @@ def time_calls(
     min_block_s: float = 0.004,
     max_reps: int = 1000,
 ) -> list[float]:
-    """Median seconds per call of each function, timed in interleaved rounds."""
+    """Seconds per call of each function: the fastest of ``rounds`` interleaved rounds."""
     device = torch.device(device)
     sync = _sync(device)
     reps = []
@@ -52,7 +53,7 @@ def time_calls(
                     fn()
                 sync()
                 samples[i].append((time.perf_counter() - t0) / reps[i])
-    return [statistics.median(s) for s in samples]
+    return [min(s) for s in samples]
 
 
 def example_input(
@@ -70,8 +71,9 @@ def measure_latency(
     rounds: int = 15,
     dtype=torch.float32,
 ) -> float | list[float]:
-    """Median forward time in seconds of one model, or of several timed interleaved (the fair
-    way to compare a network with its pruned version), in eval mode at ``batch``."""
+    """Forward time in seconds (the fastest of ``rounds`` rounds) of one model, or of several
+    timed interleaved (the fair way to compare a network with its pruned version), in eval mode
+    at ``batch``."""
     single = isinstance(models, nn.Module)
     nets = [models] if single else list(models)
     x = example_input(input_shape, batch, device, dtype)
