@@ -38,7 +38,7 @@ from ..io import atomic_write_json, cache_dir
 from .quadratic import LayerTerms, QuadraticCost, QuadraticForm, layer_terms
 from .timing import device_key, measure_latency, time_calls
 
-FORMAT = 3
+FORMAT = 4
 GRID = (0.25, 0.5, 0.75, 1.0)
 UNIFORM = (1.0, 0.75, 0.5, 0.25)  # whole-network keep ratios the calibration is fitted on
 

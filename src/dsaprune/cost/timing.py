@@ -1,7 +1,9 @@
 """Wall-clock timing of forward passes on the target device.
 
 Machines are noisy, so every comparison is timed interleaved: each round times every candidate
-once (a block of repetitions long enough to swamp the timer), and each candidate's time is the
+once (one untimed call to warm the caches, then a block of repetitions long enough to swamp the
+timer; without the warm call, a 7.7 ms ResNet-56 measured 10 ms when six other networks ran
+between its blocks), and each candidate's time is the
 fastest round (as ``timeit`` advises: slower rounds measure what else the machine was doing; on
 the shared 2-core CPU bursts of other load made medians of the same network differ by 1.6×
 between runs). Inputs come from a private generator and module weights are never drawn from
@@ -48,6 +50,8 @@ def time_calls(
         samples: list[list[float]] = [[] for _ in fns]
         for _ in range(rounds):
             for i, fn in enumerate(fns):
+                fn()  # untimed: the previous candidate's weights left the caches cold
+                sync()
                 t0 = time.perf_counter()
                 for _ in range(reps[i]):
                     fn()
