@@ -286,7 +286,7 @@ def test_bad_settings_and_files_get_clear_errors(tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"these bytes are no checkpoint")
     assert main(["export", "--checkpoint", str(junk), "--onnx", str(tmp_path / "m.onnx")]) == 2
-    assert "is not a dsaprune model file or checkpoint" in capsys.readouterr().err
+    assert "not a readable dsaprune model file or checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -338,5 +338,5 @@ def test_load_weights_fits_the_architecture_or_says_why(tmp_path):
     with pytest.raises(ValueError, match="does not fit ResNet: .* missing keys"):
         load_weights(create("resnet18_imagenet"), path)
     path.write_bytes(b"junk")
-    with pytest.raises(ValueError, match="not a state_dict file"):
+    with pytest.raises(ValueError, match="not a readable state_dict file"):
         load_weights(create("resnet18_imagenet"), path)

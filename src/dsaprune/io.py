@@ -48,3 +48,18 @@ def cache_dir() -> Path:
     ``~/.cache/dsaprune``."""
     root = os.environ.get("DSAPRUNE_CACHE") or Path.home() / ".cache" / "dsaprune"
     return Path(root)
+
+
+def load_safely(
+    path: str | Path, what: str, hint: str = "", error: type[Exception] = ValueError
+) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one clear ``error`` naming the
+    file for a missing or unreadable one (``what``: "checkpoint", …; ``hint``: the fix)."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{p}: no such file (expected a {what})")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        fix = f"; {hint}" if hint else ""
+        raise error(f"{p}: not a readable {what} ({type(e).__name__}){fix}") from None

@@ -14,6 +14,7 @@ from ..cost import COSTS, count_flops, count_params, make_cost, measure_latency
 from ..data import split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
+from ..io import load_safely
 from ..reports import write_report
 from ..train import TrainConfig, distributed
 from .commands import model_from_checkpoint, run_training
@@ -182,15 +183,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def load_model_file(path: str) -> tuple[torch.nn.Module, str]:
     """A pruned-model file (``model.pt``) or a training checkpoint (``last.pt``), as a model."""
     p = Path(path)
-    if not p.exists():
-        raise ValueError(f"{p}: no such file")
-    try:
-        raw = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{p} is not a dsaprune model file or checkpoint ({type(e).__name__}); give the "
-            "model.pt of a prune run or the last.pt of a train / prune run"
-        ) from None
+    hint = "give the model.pt of a prune run or the last.pt of a train / prune run"
+    raw = load_safely(p, "dsaprune model file or checkpoint", hint)
     if isinstance(raw, dict) and raw.get("format") == surgery.FORMAT:
         return surgery.load(p), raw.get("model_name", "")
     model, ckpt = model_from_checkpoint(str(p))

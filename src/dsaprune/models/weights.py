@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..io import load_safely
+
 
 def _output_layer(model: nn.Module) -> str:
     last = ""
@@ -22,15 +24,8 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     shape (another number of classes): it keeps its fresh initialisation and its parameter
     names are returned. Any other difference is refused, naming the keys."""
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: no such weights file")
-    try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"{p} is not a state_dict file that loads safely ({type(e).__name__}); save the "
-            "weights with torch.save(model.state_dict(), path)"
-        ) from None
+    hint = "save the weights with torch.save(model.state_dict(), path)"
+    sd = load_safely(p, "state_dict file", hint)
     for wrapper in ("state_dict", "model"):  # common wrappers, our checkpoints included
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]

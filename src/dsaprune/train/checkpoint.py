@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..io import atomic_torch_save
+from ..io import atomic_torch_save, load_safely
 
 FORMAT = "dsaprune-checkpoint"
 
@@ -24,14 +23,7 @@ def save_checkpoint(path: str | Path, **fields: Any) -> None:
 
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})"
-        ) from None
+    ckpt = load_safely(path, "checkpoint", error=CheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dsaprune checkpoint (no '{FORMAT}' marker)")
     return ckpt
