@@ -63,6 +63,7 @@ class LatencyCost(Cost):
     kind, label, counted = "latency", "latency", False
 
     def __init__(self, device: torch.device | str = "cpu", batch: int = 1, **options) -> None:
+        super().__init__(**options)
         if int(batch) < 1:
             raise ValueError(f"latency batch must be a positive integer, got {batch}")
         self.device, self.batch = torch.device(device), int(batch)
