@@ -340,3 +340,12 @@ def test_load_weights_fits_the_architecture_or_says_why(tmp_path):
     path.write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable state_dict file"):
         load_weights(create("resnet18_imagenet"), path)
+
+
+def test_demo_runs_end_to_end_on_a_short_schedule(tmp_path, capsys):
+    assert (
+        main(["demo", "--epochs", "0.05", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "DSA 50%" in out and "CPU latency, batch 1 (ms)" in out
+    assert "budget flops=0.5 met by the" in out and (tmp_path / "demo" / "model.pt").exists()
