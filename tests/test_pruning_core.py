@@ -214,3 +214,40 @@ def test_round_channels_trades_several_steps_to_reach_the_budget(tiny_net):
     n = round_channels(torch.tensor([11 / 16, 19 / 32], dtype=torch.float64), [16, 32], F, 0.5)
     ratio = float(F.ratio(torch.tensor([n[0] / 16, n[1] / 32], dtype=torch.float64)))
     assert 0.99 * 0.5 <= ratio <= 0.5, (n, ratio)
+
+
+class _ConvClassifier(torch.nn.Module):
+    """SqueezeNet's ending: the logits are a 1x1 convolution's channels, then global pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(16),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 24, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(24),
+            torch.nn.ReLU(),
+        )
+        self.classifier = torch.nn.Sequential(
+            torch.nn.Conv2d(24, 10, 1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.body(x))
+
+
+def test_a_convolutional_classifier_is_never_pruned():
+    from dsaprune.grouping import find_groups
+    from dsaprune.surgery import prune_groups
+
+    torch.manual_seed(0)
+    net = _ConvClassifier().eval()
+    G = find_groups(net, torch.zeros(1, 3, 16, 16))
+    assert not any("classifier.0" in g.producers for g in G.prunable)
+    assert [g.channels for g in G.prunable] == [16, 24]
+    prune_groups(G, [torch.arange(g.channels // 2) for g in G.prunable])
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 10)

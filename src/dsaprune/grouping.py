@@ -169,6 +169,27 @@ def _record_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerSh
     return shapes
 
 
+def _output_layers(graph) -> list[nn.Module]:
+    """The layers whose output channels are the network's outputs: walking back from every node
+    that feeds nothing, through channel-preserving operations (pooling, flatten, activations,
+    BN, additions), to the first convolution or linear layer on each path. So a convolutional
+    classifier before global pooling (SqueezeNet) is an output layer as a final linear is."""
+    stack = [n for n in graph.module2node.values() if not n.outputs]
+    found: list[nn.Module] = []
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node.module, LAYERS):
+            if node.module not in found:
+                found.append(node.module)
+            continue
+        stack.extend(node.inputs)
+    return found
+
+
 def _importance_source(g: ChannelGroup, graph, names, shapes) -> str:
     producers = sorted(g.producers, key=lambda n: shapes[n].order if n in shapes else 1 << 30)
     for p in producers:
@@ -208,9 +229,7 @@ def find_groups(
             ) from e
     finally:
         model.train(was)
-    outputs = [
-        m for m, node in graph.module2node.items() if isinstance(m, LAYERS) and not node.outputs
-    ]
+    outputs = _output_layers(graph)
     groups: list[ChannelGroup] = []
     for tg in graph.get_all_groups(ignored_layers=outputs + ignored, root_module_types=LAYERS):
         g = _convert(tg, graph, names, len(groups))
