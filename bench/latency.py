@@ -27,7 +27,6 @@ Writes ``bench/results/latency_<device>.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -41,12 +40,11 @@ sys.path.insert(0, str(ROOT / "src"))
 from dsaprune import models  # noqa: E402
 from dsaprune.allocation import round_channels, shift_to_budget  # noqa: E402
 from dsaprune.cost import count_flops, flops_model, latency_model, measure_latency  # noqa: E402
-from dsaprune.cost.latency import layer_time, meet_by_measurement  # noqa: E402
+from dsaprune.cost.latency import layer_time, meet_by_measurement, pruned_copy  # noqa: E402
 from dsaprune.cost.quadratic import layer_terms  # noqa: E402
 from dsaprune.cost.timing import describe_device  # noqa: E402
 from dsaprune.grouping import find_groups  # noqa: E402
 from dsaprune.io import atomic_write_json, atomic_write_text  # noqa: E402
-from dsaprune.surgery import prune_groups  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BUDGETS = (("latency", 0.7), ("latency", 0.5), ("flops", 0.5))
@@ -111,10 +109,8 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
             else:
                 counts = counts_for(frac)
             alpha = torch.tensor(counts, dtype=torch.float64) / chans
-            pruned = copy.deepcopy(model)
-            P = find_groups(pruned, torch.zeros(1, *shape, device=device))
-            prune_groups(P, [torch.arange(n) for n in counts])
-            nets.append(pruned.eval())
+            pruned = pruned_copy(G, counts, device)
+            nets.append(pruned)
             runs.append(
                 {
                     "budget": f"{kind}={frac:g}",

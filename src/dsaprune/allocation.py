@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from .cost import QuadraticCost
+from .cost.quadratic import channel_steps
 
 
 @dataclass
@@ -229,7 +230,7 @@ def round_channels(
     than that) with cost ≤ ``budget`` and as close to it as whole channels allow: round, then
     remove channels greedily while over budget, then add while the budget allows."""
     chans = torch.tensor(channels, dtype=torch.float64)
-    step = torch.tensor([round_to if c > round_to else 1 for c in channels], dtype=torch.float64)
+    step = channel_steps(channels, round_to)
     lo = step.clone()  # every group keeps at least one step
     n = (alpha.double().cpu() * chans / step).round() * step
     n = torch.minimum(torch.maximum(n, lo), chans)

@@ -18,7 +18,7 @@ from .cost import COSTS, QuadraticCost, make_cost, measure_latency
 from .grouping import find_groups
 from .methods import make_method
 from .train import TrainConfig, Trainer, evaluate
-from .train.distributed import DistInfo, setup
+from .train.distributed import DistInfo, broadcast_from_main, setup
 from .train.dsa import DSA, DSAConfig
 
 
@@ -244,13 +244,7 @@ def _counts(model: nn.Module, in_shape) -> dict[str, int]:
 def _shared(build, dist: DistInfo) -> QuadraticCost:
     """``build()`` on the main process, handed to the others, so that every process allocates
     under the same cost even when it is measured (each process would measure differently)."""
-    if not dist.enabled:
-        return build()
-    import torch.distributed as tdist
-
-    box = [build() if dist.is_main else None]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]
+    return broadcast_from_main(build() if dist.is_main else None)
 
 
 def _latency_report(

@@ -99,7 +99,7 @@ def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
             model_name=name,
             progress=progress,
             dist=dist,
-            pretrained=bool(args.checkpoint or getattr(args, "weights", None)),
+            pretrained=bool(args.checkpoint or weights),
             report_latency=getattr(args, "latency_report", None) is not False,
             **s,
         )

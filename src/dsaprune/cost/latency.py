@@ -36,7 +36,7 @@ from torch import nn
 from ..grouping import Groups, find_groups
 from ..io import atomic_write_json, cache_dir
 from .quadratic import LayerTerms, QuadraticCost, QuadraticForm, layer_terms
-from .timing import device_key, measure_latency, time_calls
+from .timing import device_key, example_input, measure_latency, time_calls
 
 FORMAT = 4
 GRID = (0.25, 0.5, 0.75, 1.0)
@@ -126,12 +126,9 @@ def _measure_layer(t: LayerTerms, module: nn.Module, batch: int, device, dtype) 
         pairs = [(i, o) for i in ins for o in outs]
     inputs = {}
     for n_in, _ in pairs:
-        if n_in not in inputs:
-            g = torch.Generator().manual_seed(0)
-            shape = (batch, n_in, *s.in_spatial) if s.kind == "conv" else (batch, *s.in_spatial)
-            if s.kind == "linear":
-                shape = (batch, *s.in_spatial, n_in)
-            inputs[n_in] = torch.randn(*shape, generator=g, dtype=dtype).to(device)
+        if n_in not in inputs:  # channels first for a convolution, last for a linear layer
+            shape = (n_in, *s.in_spatial) if s.kind == "conv" else (*s.in_spatial, n_in)
+            inputs[n_in] = example_input(shape, batch, device, dtype)
     layers = [_layer(module, i, o, device, dtype) for i, o in pairs]
     fns = [lambda m=m, x=inputs[i]: m(x) for m, (i, _) in zip(layers, pairs, strict=True)]
     times = time_calls(fns, device, rounds=5)

@@ -16,6 +16,12 @@ import torch
 from ..grouping import Groups, LayerShape
 
 
+def channel_steps(channels: list[int], round_to: int) -> torch.Tensor:
+    """Each group's rounding step, which is also the least it keeps: ``round_to`` channels
+    where the group is wider than that, else one."""
+    return torch.tensor([round_to if c > round_to else 1 for c in channels], dtype=torch.float64)
+
+
 class QuadraticCost:
     """One cost (FLOPs or parameters) over the prunable groups' keep ratios."""
 
@@ -39,11 +45,8 @@ class QuadraticCost:
     def floor(self, round_to: int = 1) -> float:
         """The fraction that stays when every prunable group keeps what it must: one channel, or
         ``round_to`` channels where it is wider than that (as ``round_channels`` rounds)."""
-        if round_to <= 1:
-            return float(self.ratio(self.min_alpha))
         chans = (1.0 / self.min_alpha).round()
-        least = torch.where(chans > round_to, torch.full_like(chans, float(round_to)), 1.0)
-        return float(self.ratio(least / chans))
+        return float(self.ratio(channel_steps(chans.int().tolist(), round_to) / chans))
 
 
 class QuadraticForm:

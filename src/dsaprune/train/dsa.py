@@ -28,7 +28,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.distributed as tdist
 
 from ..allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget
 from ..budget import Budget, BudgetError
@@ -47,8 +46,7 @@ from ..gates import (
 from ..grouping import Groups, channel_importance
 from ..methods import make_method
 from ..surgery import HardMasks, prune_groups, top_channels
-from .distributed import all_reduce_sum
-from .trainer import TrainingDiverged
+from .distributed import all_reduce_sum, broadcast_from_main
 
 PAPER_EPOCHS = 300
 
@@ -175,8 +173,14 @@ class DSA:
         """Importances for the gates, refused when the weights they come from have diverged
         (the gates would otherwise fail deep inside with a sampling error)."""
         I, V = self._importance(trainer.device)
-        _stop_if_not_finite(trainer, "channel importances (BN scales)", I)
-        _stop_if_not_finite(trainer, "keep-ratio logits", self.allocator.theta)
+        for what, t in (
+            ("channel importances (BN scales)", I),
+            ("keep-ratio logits", self.allocator.theta),
+        ):
+            if not bool(torch.isfinite(t).all()):
+                raise trainer.diverged(
+                    f"{what} became NaN or infinite at step {trainer.step}: the weights diverged"
+                )
         return I, V
 
     def _probabilities(self, alpha: torch.Tensor, beta2: float, iters: int, padded=None):
@@ -336,9 +340,8 @@ class DSA:
             self.hooks = None
         frac = self.budget.fraction
         self.events["calibration_shift"] = shift_to_budget(self.allocator.theta, self.cost, frac)[1]
-        counts = self._counts_at(frac)
-        if self.cost.meta.get("measured"):
-            counts = self._measured_counts(trainer, counts)
+        measured = self.cost.meta.get("measured")
+        counts = self._measured_counts(trainer) if measured else self._counts_at(frac)
         imp = imp if imp is not None else self._final_importance()
         self.penalty = None
         keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
@@ -357,20 +360,17 @@ class DSA:
         alpha = torch.sigmoid(theta)
         return round_channels(alpha, self.channels, self.cost, target, self.cfg.round_to)
 
-    def _measured_counts(self, trainer, counts: list[int]) -> list[int]:
+    def _measured_counts(self, trainer) -> list[int]:
         """For a measured cost (latency): time the pruned network against the unpruned one and
         tighten the target until the measurement meets the budget too. The main process
         measures; every process takes its counts."""
-        log: list[dict] = []
+        counts, log = None, []
         if trainer.dist.is_main:
             meta = self.cost.meta
             counts, log = meet_by_measurement(
                 self.groups, self._counts_at, self.budget.fraction, meta["batch"], meta["device"]
             )
-        if trainer.dist.enabled:
-            box = [(counts, log)]
-            tdist.broadcast_object_list(box, src=0)
-            counts, log = box[0]
+        counts, log = broadcast_from_main((counts, log))
         self.events["measured_budget"] = log
         return counts
 
@@ -460,13 +460,3 @@ class DSA:
             "measured_budget": self.events.get("measured_budget"),
             "allocation_updates": self.allocator.updates if self.allocator else 0,
         }
-
-
-def _stop_if_not_finite(trainer, what: str, t: torch.Tensor) -> None:
-    if bool(torch.isfinite(t).all()):
-        return
-    where = f" ({trainer.checkpoint_path}, epoch {trainer.epoch})" if trainer.out_dir else ""
-    raise TrainingDiverged(
-        f"{what} became NaN or infinite at step {trainer.step}: the weights diverged; the last "
-        f"good checkpoint is intact{where}. Lower the learning rate or add warm-up, then resume"
-    )

@@ -284,17 +284,23 @@ class Trainer:
             "images_per_s": n_seen * self.dist.world_size / max(dt, 1e-9),
         }
 
+    def diverged(self, what: str) -> TrainingDiverged:
+        """The error that stops a run whose numbers became NaN or infinite: ``what`` happened,
+        the last good checkpoint is intact."""
+        where = f" ({self.checkpoint_path}, epoch {self.epoch})" if self.out_dir else ""
+        return TrainingDiverged(
+            f"{what}; the last good checkpoint is intact{where}. Lower the learning rate or add "
+            "warm-up, then resume"
+        )
+
     def fit(self) -> dict:
         """Train until the schedule ends (from where a resumed run stopped); return the last
         epoch's metrics."""
         while self.step < self.total_steps:
             rec = self.train_epoch()
             if not math.isfinite(rec["train_loss"]):
-                where = f" ({self.checkpoint_path}, epoch {self.epoch})" if self.out_dir else ""
-                raise TrainingDiverged(
-                    f"training loss became {rec['train_loss']} in epoch {self.epoch + 1}; the "
-                    f"last good checkpoint is intact{where}. Lower the learning rate or add "
-                    "warm-up, then resume"
+                raise self.diverged(
+                    f"training loss became {rec['train_loss']} in epoch {self.epoch + 1}"
                 )
             self.epoch += 1
             if self.eval_loader is not None:
