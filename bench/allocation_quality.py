@@ -116,7 +116,11 @@ class Bench:
         m = copy.deepcopy(self.ref)
         G = find_groups(m, self.example)
         imp = channel_importance(G, channels_by)
-        prune_groups(G, [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)])
+        keep = [
+            top_channels(i.cpu(), n, g.unit)
+            for i, n, g in zip(imp, counts, G.prunable, strict=True)
+        ]
+        prune_groups(G, keep)
         flops = count_flops(m, tuple(self.example.shape[1:])) / self.full_flops
         kw = dict(device="cpu", seed=seed)
         train = make_loader(self.splits.train, self.splits, 128, train=True, **kw)

@@ -227,10 +227,11 @@ def round_channels(
     round_to: int = 1,
 ) -> list[int]:
     """Whole channel counts n_k near α_k C_k (multiples of ``round_to`` where the group is wider
-    than that) with cost ≤ ``budget`` and as close to it as whole channels allow: round, then
-    remove channels greedily while over budget, then add while the budget allows."""
+    than that, and of the group's unit: see ``channel_steps``) with cost ≤ ``budget`` and as
+    close to it as whole channels allow: round, then remove channels greedily while over
+    budget, then add while the budget allows."""
     chans = torch.tensor(channels, dtype=torch.float64)
-    step = channel_steps(channels, round_to)
+    step = channel_steps(channels, round_to, cost.units)
     lo = step.clone()  # every group keeps at least one step
     n = (alpha.double().cpu() * chans / step).round() * step
     n = torch.minimum(torch.maximum(n, lo), chans)

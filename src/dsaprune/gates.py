@@ -144,18 +144,25 @@ class GateHooks:
         self.handles = []
         for k, g in enumerate(groups.prunable):
             for name in g.masked:
-                hook = self._hook(k, g.channels)
-                self.handles.append(groups.module(name).register_forward_hook(hook))
+                module = groups.module(name)
+                # a linear layer's channels are its last dimension ([N, ..., C]: channels-last
+                # blocks such as ConvNeXt's), everything else's the second ([N, C, H, W])
+                last = isinstance(module, nn.Linear)
+                self.handles.append(module.register_forward_hook(self._hook(k, g.channels, last)))
 
-    def _hook(self, k: int, channels: int):
+    def _hook(self, k: int, channels: int, last: bool):
         def hook(_m, _inp, out):
             if self.masks is None:
                 return None
             if self.masks.dim() == 3:  # [N, K, C_max]: one mask per sample (per-sample gradients)
                 m = self.masks[:, k, :channels].to(out.device, out.dtype)
-                return out * m.view(m.shape + (1,) * (out.dim() - 2))
-            m = self.masks[k, :channels].to(out.device, out.dtype)
-            return out * m.view((1, -1) + (1,) * (out.dim() - 2))
+                n = m.shape[0]
+            else:
+                m = self.masks[k, :channels].to(out.device, out.dtype)
+                n = 1
+            if last:
+                return out * m.view((n,) + (1,) * (out.dim() - 2) + (channels,))
+            return out * m.view((n, channels) + (1,) * (out.dim() - 2))
 
         return hook
 

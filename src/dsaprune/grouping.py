@@ -9,6 +9,7 @@ order and every convolution's and linear layer's shapes, which the cost models n
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -69,6 +70,11 @@ class ChannelGroup:
     prunable: bool = True
     masked: list[str] = field(default_factory=list)  # modules whose outputs carry the mask
     importance_from: str = ""  # BN (or, without BN, conv) that supplies channel importance
+    # channels are dropped in whole units: 1, or u when a convolution of u groups (not
+    # depthwise) takes or makes them, which must lose the same positions in each of its groups
+    unit: int = 1
+    # other parameters that lose this group's channels (LayerNorm over channels, a layer scale)
+    channel_params: list[str] = field(default_factory=list)
     root: tuple[nn.Module, object] | None = field(default=None, repr=False)
 
     def describe(self) -> str:
@@ -218,7 +224,11 @@ def find_groups(
         shapes = _record_shapes(model, example_inputs)
         ignored = [model.get_submodule(n) for n in ignored_layers]
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), warnings.catch_warnings():
+                # parameters used outside a layer (a layer scale) lose their last non-singleton
+                # dimension's channels, which is the channel dimension for every such parameter
+                # we know of; Torch-Pruning warns about each one
+                warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
                 graph = tp.DependencyGraph().build_dependency(
                     model, example_inputs, ignored_layers=ignored, verbose=False
                 )
@@ -230,9 +240,10 @@ def find_groups(
     finally:
         model.train(was)
     outputs = _output_layers(graph)
+    pnames = {id(p): n for n, p in model.named_parameters()}
     groups: list[ChannelGroup] = []
     for tg in graph.get_all_groups(ignored_layers=outputs + ignored, root_module_types=LAYERS):
-        g = _convert(tg, graph, names, len(groups))
+        g = _convert(tg, graph, names, len(groups), pnames)
         g.importance_from = _importance_source(g, graph, names, shapes)
         groups.append(g)
     groups.sort(
@@ -243,13 +254,16 @@ def find_groups(
         if g.channels < 2:
             g.prunable = False
         bad = _inconsistent_member(g, model, shapes)
-        if bad:
+        why = (
+            f"it couples layers of different widths ({bad}); a channel-changing operation such "
+            "as a zero-padding shortcut lies between them"
+            if bad
+            else _set_unit(g, model)
+        )
+        if why:
             g.prunable = False
             warnings.warn(
-                f"channel group {i} ({g.describe()}) couples layers of different widths ({bad}); "
-                "a channel-changing operation such as a zero-padding shortcut lies between "
-                "them, so this group is left unpruned",
-                stacklevel=2,
+                f"channel group {i} ({g.describe()}) is left unpruned: {why}", stacklevel=2
             )
         if not g.norms and g.prunable:
             warnings.warn(
@@ -257,9 +271,98 @@ def find_groups(
                 "L1 norm of its filters",
                 stacklevel=2,
             )
+    for g, why in _check_channel_maps(model, groups, example_inputs[:1]):
+        g.prunable = False
+        warnings.warn(
+            f"channel group {g.index} ({g.describe()}) is left unpruned: {why}", stacklevel=2
+        )
     return Groups(
         model, graph, groups, shapes, names, tuple(example_inputs.shape[1:]), ignored_layers
     )
+
+
+@torch.no_grad()
+def _check_channel_maps(model: nn.Module, groups: list[ChannelGroup], x: torch.Tensor, probes=3):
+    """Groups whose recorded input-channel indices are not where their channels arrive.
+
+    Each probe zeroes one channel of every prunable group at its masked modules (as the gates
+    do) and checks that each consumer's input is zero at the index the group records for that
+    channel. A reshape that moves channels (a channel shuffle) passes the graph as an identity,
+    and pruning through it would silently compute something else; this finds it. Groups with
+    LayerNorm over their channels are not checked (a normalisation over the channels does not
+    keep a zero a zero)."""
+    checked = [
+        g
+        for g in groups
+        if g.prunable
+        and not any(
+            p.rpartition(".")[0]
+            and isinstance(model.get_submodule(p.rpartition(".")[0]), (nn.LayerNorm, nn.GroupNorm))
+            for p in g.channel_params
+        )
+    ]
+    gen = torch.Generator().manual_seed(0)
+    bad: dict[int, str] = {}
+    was = model.training
+    model.eval()
+    try:
+        for _ in range(probes):
+            zero = {g.index: int(torch.randint(g.channels, (), generator=gen)) for g in checked}
+            seen: dict[str, torch.Tensor] = {}
+            hooks = []
+            for g in checked:
+                for n in g.masked:
+                    last = isinstance(model.get_submodule(n), nn.Linear)
+                    hooks.append(
+                        model.get_submodule(n).register_forward_hook(
+                            _zero_hook(zero[g.index], last)
+                        )
+                    )
+                for n in g.consumers:
+                    hooks.append(
+                        model.get_submodule(n).register_forward_pre_hook(_keep_input(seen, n))
+                    )
+            try:
+                model(x)
+            finally:
+                for h in hooks:
+                    h.remove()
+            for g in checked:
+                for n, idxs in g.consumers.items():
+                    inp = seen.get(n)
+                    if inp is None or len(idxs) != g.channels or g.index in bad:
+                        continue
+                    last = isinstance(model.get_submodule(n), nn.Linear)
+                    i = idxs[zero[g.index]]
+                    col = inp[..., i] if last else inp[:, i]
+                    if col.abs().max() > 0:
+                        bad[g.index] = (
+                            f"its channel {zero[g.index]} does not arrive at input channel {i} "
+                            f"of {n}, where the dependency graph puts it (a reshape or "
+                            "permutation of the channels lies between them)"
+                        )
+    finally:
+        model.train(was)
+    return [(g, bad[g.index]) for g in checked if g.index in bad]
+
+
+def _zero_hook(channel: int, last: bool):
+    def hook(_m, _inp, out):
+        out = out.clone()
+        if last:
+            out[..., channel] = 0
+        else:
+            out[:, channel] = 0
+        return out
+
+    return hook
+
+
+def _keep_input(seen: dict, name: str):
+    def hook(_m, inp):
+        seen.setdefault(name, inp[0].detach())
+
+    return hook
 
 
 def _inconsistent_member(g: ChannelGroup, model: nn.Module, shapes) -> str:
@@ -277,10 +380,33 @@ def _inconsistent_member(g: ChannelGroup, model: nn.Module, shapes) -> str:
     return ""
 
 
-def _convert(tg, graph, names, index: int) -> ChannelGroup:
-    producers, norms, consumers, masked = [], [], {}, []
+def _set_unit(g: ChannelGroup, model: nn.Module) -> str:
+    """Sets ``g.unit`` from the grouped convolutions among its members; returns why the group
+    cannot be pruned, or ''."""
+    for n in [*g.producers, *g.consumers]:
+        m = model.get_submodule(n)
+        if not isinstance(m, nn.Conv2d) or m.groups == 1:
+            continue
+        if m.groups == m.in_channels == m.out_channels:
+            continue  # depthwise: its channels are the group's own
+        if m.groups in (m.in_channels, m.out_channels) or g.channels % m.groups:
+            return f"{n} is a convolution of {m.groups} groups on {g.channels} channels"
+        g.unit = math.lcm(g.unit, m.groups)
+    if g.unit > 1 and (g.channels % g.unit or g.channels == g.unit):
+        return f"its grouped convolutions need whole units of {g.unit} of its {g.channels} channels"
+    return ""
+
+
+def _convert(tg, graph, names, index: int, pnames: dict[int, str]) -> ChannelGroup:
+    producers, norms, consumers, masked, params = [], [], {}, [], []
     for item in tg:
         m, fn = item.dep.target.module, item.dep.handler
+        if isinstance(m, nn.Parameter) and id(m) in pnames:
+            params.append(pnames[id(m)])
+            continue
+        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and m in names:
+            params += [f"{names[m]}.{n}" for n, _ in m.named_parameters(recurse=False)]
+            continue
         if not isinstance(m, nn.Module) or m not in names:
             continue
         n = names[m]
@@ -310,6 +436,7 @@ def _convert(tg, graph, names, index: int) -> ChannelGroup:
         consumers={k: sorted(set(v)) for k, v in consumers.items()},
         masked=masked,
         root=(root.dep.target.module, root.dep.handler),
+        channel_params=sorted(set(params)),
     )
 
 

@@ -19,9 +19,17 @@ from .io import atomic_torch_save
 FORMAT = "dsaprune-pruned-model"
 
 
-def top_channels(importance: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of the ``n`` most important channels, in ascending order."""
-    return importance.topk(n).indices.sort().values
+def top_channels(importance: torch.Tensor, n: int, unit: int = 1) -> torch.Tensor:
+    """Indices of the ``n`` most important channels, in ascending order. With ``unit`` u > 1
+    (a grouped convolution's u groups), the channels are u blocks of C/u and the same positions
+    are kept in every block, chosen by their importance summed over the blocks."""
+    if unit <= 1:
+        return importance.topk(n).indices.sort().values
+    if n % unit or importance.numel() % unit:
+        raise ValueError(f"{n} of {importance.numel()} channels is not whole units of {unit}")
+    width = importance.numel() // unit
+    local = importance.reshape(unit, width).sum(0).topk(n // unit).indices.sort().values
+    return (torch.arange(unit).unsqueeze(1) * width + local).flatten()
 
 
 def prune_groups(groups: Groups, keep: list[torch.Tensor]) -> None:
@@ -32,9 +40,22 @@ def prune_groups(groups: Groups, keep: list[torch.Tensor]) -> None:
             continue
         if len(drop) >= g.channels:
             raise ValueError(f"group {g.index} would lose all {g.channels} channels")
+        if g.unit > 1 and not _same_in_every_block(drop, g.channels, g.unit):
+            raise ValueError(
+                f"group {g.index} ({g.describe()}) feeds a convolution of {g.unit} groups: it "
+                f"must drop the same positions in each of its {g.unit} blocks (see top_channels)"
+            )
         module, handler = g.root
         tg = groups.graph.get_pruning_group(module, handler, drop)
         tg.prune()
+
+
+def _same_in_every_block(drop: list[int], channels: int, unit: int) -> bool:
+    width = channels // unit
+    blocks = [
+        sorted(i - b * width for i in drop if b * width <= i < (b + 1) * width) for b in range(unit)
+    ]
+    return all(blk == blocks[0] for blk in blocks)
 
 
 class HardMasks(GateHooks):
@@ -60,6 +81,10 @@ def widths(model: nn.Module) -> dict[str, dict[str, int]]:
             out[name] = {"in": m.in_features, "out": m.out_features}
         elif isinstance(m, NORMS):
             out[name] = {"out": m.num_features}
+        elif isinstance(m, nn.LayerNorm):
+            out[name] = {"shape": list(m.normalized_shape)}
+        elif isinstance(m, nn.GroupNorm):
+            out[name] = {"out": m.num_channels}
     return out
 
 
@@ -88,9 +113,29 @@ def apply_widths(model: nn.Module, w: dict[str, dict[str, int]]) -> nn.Module:
                 m.weight, m.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
             if m.track_running_stats:
                 m.running_mean, m.running_var = torch.zeros(c), torch.ones(c)
+        elif isinstance(m, nn.LayerNorm):
+            m.normalized_shape = tuple(spec["shape"])
+        elif isinstance(m, nn.GroupNorm):
+            m.num_channels = spec["out"]
         else:
             raise ValueError(f"layer {name!r} is a {type(m).__name__}, not a resizable layer")
     return model
+
+
+def _resize_tensors(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter and buffer the shape it has in ``state`` (the pruned norms' weights,
+    per-channel parameters such as a layer scale); the values come from ``load_state_dict``."""
+    own = dict(model.named_parameters()) | dict(model.named_buffers())
+    for key, saved in state.items():
+        t = own.get(key)
+        if t is None or t.shape == saved.shape:
+            continue
+        owner, _, attr = key.rpartition(".")
+        m = model.get_submodule(owner) if owner else model
+        fresh = torch.empty(saved.shape, dtype=t.dtype)
+        setattr(
+            m, attr, nn.Parameter(fresh, t.requires_grad) if isinstance(t, nn.Parameter) else fresh
+        )
 
 
 def save(model: nn.Module, path: str | Path, *, model_name: str = "", **meta) -> None:
@@ -123,6 +168,7 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         num_classes = d.get("num_classes")
         model = models.create(d["model_name"], num_classes=num_classes)
     apply_widths(model, d["widths"])
+    _resize_tensors(model, d["state_dict"])
     missing, unexpected = model.load_state_dict(d["state_dict"], strict=False)
     if missing or unexpected:
         raise ValueError(

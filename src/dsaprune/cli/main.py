@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "for data-parallel training. Writes last.pt (every epoch), "
         "metrics.jsonl and config.json to --out.",
     )
-    t.add_argument("--model", default="resnet20", help=f"zoo model: {', '.join(models.names())}")
+    t.add_argument(
+        "--model",
+        default="resnet20",
+        help=f"zoo model ({', '.join(models.names())}), or torchvision:NAME / timm:NAME",
+    )
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--quiet", action="store_true", help="no progress output")
@@ -125,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         "report.json, report.md, allocation.png and training.png to --out.",
     )
     src = pr.add_mutually_exclusive_group()
-    src.add_argument("--model", default="resnet20", help="zoo model to prune from scratch")
+    src.add_argument(
+        "--model",
+        default="resnet20",
+        help="model to prune from scratch: a zoo name, torchvision:NAME or timm:NAME",
+    )
     src.add_argument("--checkpoint", metavar="FILE", help="a trained dsaprune checkpoint")
     pr.add_argument(
         "--weights",
@@ -195,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and print members, channels and share of FLOPs and parameters.",
     )
     isrc = ins.add_mutually_exclusive_group()
-    isrc.add_argument("--model", default="resnet20", help="zoo model")
+    isrc.add_argument(
+        "--model", default="resnet20", help="zoo model, torchvision:NAME or timm:NAME"
+    )
     isrc.add_argument("--checkpoint", metavar="FILE", help="a dsaprune checkpoint")
     ins.add_argument(
         "--latency",

@@ -9,6 +9,7 @@ constant. Input channels from several groups (a concatenation) are split by thei
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,20 +17,35 @@ import torch
 from ..grouping import Groups, LayerShape
 
 
-def channel_steps(channels: list[int], round_to: int) -> torch.Tensor:
+def channel_steps(
+    channels: list[int], round_to: int, units: list[int] | None = None
+) -> torch.Tensor:
     """Each group's rounding step, which is also the least it keeps: ``round_to`` channels
-    where the group is wider than that, else one."""
-    return torch.tensor([round_to if c > round_to else 1 for c in channels], dtype=torch.float64)
+    where the group is wider than that, else one; for a group that must lose whole units of
+    ``u`` channels (one channel from each group of a grouped convolution), a multiple of ``u``."""
+    units = units or [1] * len(channels)
+    steps = []
+    for c, u in zip(channels, units, strict=True):
+        base = math.lcm(round_to, u)
+        steps.append(base if c > base else u)
+    return torch.tensor(steps, dtype=torch.float64)
 
 
 class QuadraticCost:
     """One cost (FLOPs or parameters) over the prunable groups' keep ratios."""
 
     def __init__(
-        self, Q: torch.Tensor, b: torch.Tensor, c: float, name: str, min_alpha: torch.Tensor
+        self,
+        Q: torch.Tensor,
+        b: torch.Tensor,
+        c: float,
+        name: str,
+        min_alpha: torch.Tensor,
+        units: list[int] | None = None,
     ) -> None:
         self.Q, self.b, self.c, self.name = Q, b, float(c), name
         self.min_alpha = min_alpha.to(Q.dtype)  # one channel per group
+        self.units = list(units) if units is not None else [1] * b.shape[0]  # see channel_steps
         self.full = float(self(torch.ones(b.shape[0], dtype=Q.dtype)))
         self.meta: dict = {}  # how the form was obtained (the latency fits), for reports
 
@@ -46,7 +62,8 @@ class QuadraticCost:
         """The fraction that stays when every prunable group keeps what it must: one channel, or
         ``round_to`` channels where it is wider than that (as ``round_channels`` rounds)."""
         chans = (1.0 / self.min_alpha).round()
-        return float(self.ratio(channel_steps(chans.int().tolist(), round_to) / chans))
+        steps = channel_steps(chans.int().tolist(), round_to, self.units)
+        return float(self.ratio(steps / chans))
 
 
 class QuadraticForm:
@@ -70,7 +87,8 @@ class QuadraticForm:
 
     def cost(self, groups: Groups, name: str) -> QuadraticCost:
         min_alpha = torch.tensor([1.0 / g.channels for g in groups.prunable], dtype=torch.float64)
-        return QuadraticCost(self.Q, self.b, self.c, name, min_alpha)
+        units = [g.unit for g in groups.prunable]
+        return QuadraticCost(self.Q, self.b, self.c, name, min_alpha, units)
 
 
 @dataclass
@@ -124,17 +142,21 @@ def _build(groups: Groups, what: str) -> QuadraticCost:
             if s.bias:
                 form.add(t.out_k, [(None, 1.0)], s.out_channels)
         form.add(t.out_k, t.in_terms, amount)
-    if what == "params":  # BN weight and bias scale with their group
+    if what == "params":  # BN weights and other per-channel parameters scale with their group
         index = {g.index: k for k, g in enumerate(groups.prunable)}
         for g in groups:
             for n in g.norms:
                 bn = groups.module(n)
                 size = sum(p.numel() for p in bn.parameters())
                 form.add(index.get(g.index), [(None, 1.0)], size)
+            for n in g.channel_params:
+                form.add(index.get(g.index), [(None, 1.0)], groups.model.get_parameter(n).numel())
         counted = set(groups.shapes) | {n for g in groups for n in g.norms}
-        for n, m in groups.model.named_modules():
-            if n not in counted and not list(m.children()):
-                form.c += sum(p.numel() for p in m.parameters(recurse=False))
+        in_groups = {n for g in groups for n in g.channel_params}
+        for n, p in groups.model.named_parameters():
+            owner = n.rpartition(".")[0]
+            if owner not in counted and n not in in_groups:
+                form.c += p.numel()
     return form.cost(groups, what)
 
 

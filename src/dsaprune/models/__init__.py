@@ -1,5 +1,6 @@
 """The model zoo: ``create(name, num_classes=...)`` builds a model, ``names()`` lists them,
-``load_weights(model, path)`` starts it from a ``state_dict`` file."""
+``load_weights(model, path)`` starts it from a ``state_dict`` file. ``torchvision:NAME`` and
+``timm:NAME`` build those libraries' models (``dsaprune.models.external``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from functools import partial
 
 from torch import nn
 
+from .external import ModelSourceError, import_torchvision, split
 from .mobilenetv2 import MobileNetV2, mobilenetv2_cifar, mobilenetv2_imagenet
 from .resnet import ResNet, cifar_resnet, resnet18_cifar, resnet18_imagenet, resnet50_imagenet
 from .vgg import VGG, vgg16_cifar
@@ -39,21 +41,37 @@ def _entry(name: str):
 
 
 def create(name: str, num_classes: int | None = None) -> nn.Module:
-    """Build zoo model ``name`` with freshly initialised weights."""
+    """Build model ``name`` (a zoo name, ``torchvision:NAME`` or ``timm:NAME``) with freshly
+    initialised weights."""
+    external = split(name)
+    if external is not None:
+        source, model = external
+        return source.create(model, num_classes)
     builder, _, default_classes = _entry(name)
     return builder(num_classes=num_classes or default_classes)
 
 
 def input_size(name: str) -> tuple[int, int, int]:
     """The (C, H, W) input the model was designed for."""
+    external = split(name)
+    if external is not None:
+        return external[0].input_size
     return _entry(name)[1]
 
 
+def default_classes(name: str) -> int:
+    external = split(name)
+    return external[0].default_classes if external is not None else _entry(name)[2]
+
+
 __all__ = [
+    "ModelSourceError",
     "MobileNetV2",
     "ResNet",
     "VGG",
     "create",
+    "default_classes",
+    "import_torchvision",
     "input_size",
     "load_weights",
     "names",

@@ -344,7 +344,10 @@ class DSA:
         counts = self._measured_counts(trainer) if measured else self._counts_at(frac)
         imp = imp if imp is not None else self._final_importance()
         self.penalty = None
-        keep = [top_channels(i.cpu(), n) for i, n in zip(imp, counts, strict=True)]
+        keep = [
+            top_channels(i.cpu(), n, g.unit)
+            for i, n, g in zip(imp, counts, self.groups.prunable, strict=True)
+        ]
         self.keep_counts = counts
         self.keep_index = [[int(v) for v in k] for k in keep]
         self.alpha_final = [n / c for n, c in zip(counts, self.channels, strict=True)]

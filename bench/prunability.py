@@ -1,0 +1,286 @@
+"""Does dsaprune prune *my* model? Every torchvision classification CNN and a broad set of timm
+CNN families, each pruned to 50% FLOPs through ``dsaprune.prune`` at random init.
+
+For each model, in its own subprocess (a crash or a hang costs one row, not the run):
+
+- the number of channel groups (prunable / all) and the time to group them;
+- the whole DSA flow on a few synthetic batches (64×64 inputs unless the model needs more, 10
+  classes), then on the pruned network: the FLOPs ratio counted by FlopCounterMode against the
+  budget and against the cost model's prediction; that the output shape is kept; that
+  ``PruneResult.save`` / ``dsaprune.load`` reproduces the outputs.
+
+    python bench/prunability.py                     # all models, about an hour on 2 CPU cores
+    python bench/prunability.py --models torchvision:resnet18,timm:ghostnet_100
+    python bench/prunability.py --tables-only       # rewrite the .md from the .json
+
+Writes ``bench/results/prunability.{json,md}`` after every model (``--resume`` keeps the rows
+already there). Needs torchvision and timm (``pip install --no-deps torchvision timm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+RESULTS = ROOT / "bench" / "results"
+
+# torchvision's classification models that are not CNNs (attention blocks)
+NOT_CNN = ("vit_", "swin_", "maxvit_")
+TIMM = [
+    "resnet18",
+    "resnet50d",
+    "resnext26ts",
+    "seresnext26d_32x4d",
+    "skresnet18",
+    "resnest14d",
+    "res2net50_26w_4s",
+    "regnetx_002",
+    "regnety_002",
+    "regnetz_005",
+    "efficientnet_b0",
+    "efficientnet_lite0",
+    "efficientnetv2_rw_t",
+    "tf_efficientnet_b0",
+    "mobilenetv2_100",
+    "mobilenetv3_large_100",
+    "mobilenetv4_conv_small",
+    "mnasnet_100",
+    "fbnetc_100",
+    "mixnet_s",
+    "tinynet_a",
+    "lcnet_050",
+    "hardcorenas_a",
+    "ghostnet_100",
+    "rexnet_100",
+    "dla34",
+    "dpn68",
+    "densenet121",
+    "convnext_atto",
+    "convnextv2_atto",
+    "cspresnet50",
+    "cspdarknet53",
+    "darknet53",
+    "hrnet_w18_small",
+    "inception_v3",
+    "xception41",
+    "vgg11",
+    "repvgg_a0",
+    "selecsls42b",
+    "ese_vovnet19b_dw",
+    "gernet_s",
+    "nf_resnet26",
+]
+MIN_SIZE = {"inception_v3": 96, "googlenet": 64, "xception41": 96, "hrnet_w18_small": 64}
+
+
+def torchvision_names() -> list[str]:
+    from dsaprune.models import import_torchvision
+
+    import_torchvision()
+    import torchvision.models as tvm
+
+    return [
+        f"torchvision:{n}" for n in sorted(tvm.list_models(module=tvm)) if not n.startswith(NOT_CNN)
+    ]
+
+
+def all_models() -> list[str]:
+    return torchvision_names() + [f"timm:{n}" for n in TIMM]
+
+
+def _size(name: str) -> int:
+    return MIN_SIZE.get(name.split(":", 1)[1], 64)
+
+
+def check_one(name: str, budget: float = 0.5) -> dict:
+    """The row for one model (run in a subprocess by ``main``)."""
+    import warnings
+
+    import torch
+
+    import dsaprune
+    from dsaprune import models
+    from dsaprune.cost import count_flops, flops_model
+    from dsaprune.grouping import find_groups
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    row: dict = {"model": name, "stage": "create"}
+    size = _size(name)
+    shape = (3, size, size)
+    model = models.create(name, num_classes=10).eval()
+    row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        y0 = model(x)
+    full = count_flops(model, shape)
+    row["stage"] = "group"
+    t0 = time.perf_counter()
+    groups = find_groups(model, x[:1])
+    row["group_s"] = time.perf_counter() - t0
+    row["groups"] = len(groups)
+    row["prunable"] = len(groups.prunable)
+    row["layers"] = len(groups.shapes)
+    cost = flops_model(groups)
+    row["floor"] = cost.floor()
+    row["stage"] = "prune"
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, *shape, generator=g), torch.randint(0, 10, (8,), generator=g))]
+    batches = batches * 4
+    t0 = time.perf_counter()
+    res = dsaprune.prune(
+        model,
+        batches,
+        batches[:2],
+        budget=f"flops={budget}",
+        epochs=1,
+        lr=0.01,
+        warmup_fraction=0.0,
+        window_end_fraction=1.0,
+        min_updates=1,
+        progress=False,
+        report_latency=False,
+        example_inputs=x[:1],
+    )
+    row["prune_s"] = time.perf_counter() - t0
+    pruned = res.model.eval()
+    row["stage"] = "check"
+    with torch.no_grad():
+        y1 = pruned(x)
+    row["shape_kept"] = tuple(y1.shape) == tuple(y0.shape)
+    row["flops_ratio"] = count_flops(pruned, shape) / full
+    row["predicted_ratio"] = float(res.report.get("cost_ratio_model", float("nan")))
+    row["met_by"] = res.report.get("met_by")
+    row["budget_met"] = row["flops_ratio"] <= budget + 1e-9
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.pt"
+        res.save(path, model_name=name)
+        back = dsaprune.load(path)
+        with torch.no_grad():
+            y2 = back(x)
+    row["reload_same"] = bool(torch.allclose(y1, y2, atol=1e-5, rtol=1e-4))
+    row["stage"] = "done"
+    row["ok"] = row["shape_kept"] and row["budget_met"] and row["reload_same"]
+    return row
+
+
+def _child(name: str) -> int:
+    try:
+        row = check_one(name)
+    except Exception as e:
+        row = {"model": name, "ok": False, "error": f"{type(e).__name__}: {e}"[:400]}
+        row["trace"] = traceback.format_exc(limit=-3)[-1200:]
+    print("ROW " + json.dumps(row), flush=True)
+    return 0
+
+
+def run_one(name: str, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", name]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "ok": False, "error": f"timed out after {timeout:.0f} s"}
+    rows = [ln[4:] for ln in p.stdout.splitlines() if ln.startswith("ROW ")]
+    if not rows:
+        tail = (p.stderr or p.stdout)[-400:]
+        return {"model": name, "ok": False, "error": f"crashed (exit {p.returncode}): {tail}"}
+    row = json.loads(rows[-1])
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def write_tables(out: dict) -> None:
+    rows = out["rows"]
+    ok = [r for r in rows if r.get("ok")]
+    lines = [
+        "# Prunability: torchvision and timm CNNs pruned to 50% FLOPs",
+        "",
+        f"Made by `{out['command']}` ({out['machine']}). Random init, 10 classes, 64×64 inputs "
+        "(96 for Inception-v3 and Xception), the whole DSA flow on 4 synthetic batches of 8. "
+        "*ratio*: FLOPs of the pruned network / the unpruned one, both counted by "
+        "FlopCounterMode; *pred*: the cost model's value; *group s*: time to find the groups.",
+        "",
+    ]
+    for prefix in ("torchvision", "timm"):
+        sub = [r for r in rows if r["model"].startswith(prefix + ":")]
+        if not sub:
+            continue
+        n_ok = sum(1 for r in sub if r.get("ok"))
+        lines += [
+            f"## {prefix}: {n_ok} of {len(sub)} pruned correctly",
+            "",
+            "| model | groups (prunable) | layers | group s | ratio | pred | shape | reload | ok |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sub:
+            if "error" in r:
+                err = r["error"].replace("|", "/").replace("\n", " ")[:160]
+                lines.append(f"| {r['model']} | | | | | | | | **no**: {err} |")
+                continue
+            lines.append(
+                f"| {r['model']} | {r['groups']} ({r['prunable']}) | {r['layers']} | "
+                f"{r['group_s']:.1f} | {r['flops_ratio']:.4f} | {r['predicted_ratio']:.4f} | "
+                f"{'yes' if r['shape_kept'] else '**no**'} | "
+                f"{'yes' if r['reload_same'] else '**no**'} | "
+                f"{'yes' if r['ok'] else '**no**'} |"
+            )
+        lines.append("")
+    slow = max((r.get("group_s", 0) for r in rows), default=0)
+    lines.append(
+        f"{len(ok)} of {len(rows)} models pruned correctly in all; the slowest grouping took "
+        f"{slow:.1f} s."
+    )
+    (RESULTS / "prunability.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="", help="comma-separated; default: the full set")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per model")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--tables-only", action="store_true")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        return _child(a.child)
+    path = RESULTS / "prunability.json"
+    if a.tables_only:
+        write_tables(json.loads(path.read_text()))
+        return 0
+    from dsaprune.io import atomic_write_json
+
+    names = a.models.split(",") if a.models else all_models()
+    out = json.loads(path.read_text()) if a.resume and path.exists() else {"rows": []}
+    out["command"] = "python bench/prunability.py " + " ".join(argv or sys.argv[1:])
+    out["machine"] = "2-core CPU"
+    done = {r["model"] for r in out["rows"]}
+    for name in names:
+        if name in done:
+            continue
+        row = run_one(name, a.timeout)
+        out["rows"] = [r for r in out["rows"] if r["model"] != name] + [row]
+        status = "ok" if row.get("ok") else f"FAIL {row.get('error', '')[:150]}"
+        extra = (
+            f"groups {row['groups']} ({row['prunable']}) in {row['group_s']:.1f}s, ratio "
+            f"{row['flops_ratio']:.4f}"
+            if "groups" in row and "flops_ratio" in row
+            else ""
+        )
+        print(f"{name:40s} {status} {extra}", flush=True)
+        atomic_write_json(out, path)
+        write_tables(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
