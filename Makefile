@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # The CPU build that this project's machines carry on disk; a CUDA user can pass their own,
 # e.g. `make demo TORCH_SPEC="torch==2.13.0 --index-url ..."`, or keep the torch already in $(VENV).
 TORCH_SPEC ?= torch==2.13.0
+# torchvision / timm model definitions (`--model torchvision:NAME`, `timm:NAME`), installed without
+# their dependencies so that pip leaves the torch above alone (see README, Dependencies).
+ZOO_SPEC ?= torchvision==0.29.1 timm==1.0.31
 
 .PHONY: demo test lint format clean
 
@@ -12,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(ZOO_SPEC)
 	@touch $@
 
 demo: $(VENV)/.installed

@@ -230,7 +230,7 @@ def test_group_without_bn_uses_filter_l1_with_a_warning(tiny_net):
     from dsaprune.grouping import channel_importance
 
     model = tiny_net(bn=False)
-    with pytest.warns(UserWarning, match="has no BN: its channel importance is the L1 norm"):
+    with pytest.warns(UserWarning, match="have no BN, so their channel importance is the L1"):
         groups = dsaprune.find_groups(model, torch.randn(1, 3, 32, 32))
     imp = channel_importance(groups, "bn_first")
     want = model.body[0].weight.detach().abs().flatten(1).sum(1)

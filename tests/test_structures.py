@@ -1,9 +1,9 @@
 """Invariants on small instances of each structural feature real networks have: grouped and
 depthwise convolutions, per-channel parameters outside BN (a layer scale, LayerNorm over
 channels), a convolutional classifier, split then concatenation, squeeze-excitation, a channel
-shuffle (found, and its group left whole). For each: the output layer is never pruned, the cost models equal the counts of the
-physically pruned network, the masked network computes what the pruned one does, and a saved
-pruned network reloads to the same outputs."""
+shuffle (found, and its group left whole). For each: the output layer is never pruned, the cost
+models equal the counts of the physically pruned network, the masked network computes what the
+pruned one does, and a saved pruned network reloads to the same outputs."""
 
 import pytest
 import torch

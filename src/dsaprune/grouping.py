@@ -265,12 +265,15 @@ def find_groups(
             warnings.warn(
                 f"channel group {i} ({g.describe()}) is left unpruned: {why}", stacklevel=2
             )
-        if not g.norms and g.prunable:
-            warnings.warn(
-                f"channel group {i} ({g.describe()}) has no BN: its channel importance is the "
-                "L1 norm of its filters",
-                stacklevel=2,
-            )
+    no_bn = [g for g in groups if g.prunable and not g.norms]
+    if no_bn:
+        listed = "; ".join(f"{g.index} ({g.describe()})" for g in no_bn[:6])
+        more = f" and {len(no_bn) - 6} more" if len(no_bn) > 6 else ""
+        warnings.warn(
+            f"{len(no_bn)} channel group(s) have no BN, so their channel importance is the L1 "
+            f"norm of their filters: {listed}{more}",
+            stacklevel=2,
+        )
     for g, why in _check_channel_maps(model, groups, example_inputs[:1]):
         g.prunable = False
         warnings.warn(
