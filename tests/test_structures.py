@@ -121,12 +121,32 @@ class Shuffle(nn.Module):
         return self.fc(self.b(x).mean((2, 3)))
 
 
+class Dense(nn.Module):
+    """A DenseNet block: pre-activation layers whose outputs are concatenated, so a group's
+    channels are a part of every later BN's."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.l1 = nn.Sequential(_bn(8), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1, bias=False))
+        self.l2 = nn.Sequential(_bn(14), nn.ReLU(), nn.Conv2d(14, 6, 3, padding=1, bias=False))
+        self.out = nn.Sequential(_bn(20), nn.ReLU())
+        self.fc = nn.Linear(20, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([x, self.l1(x)], 1)
+        x = torch.cat([x, self.l2(x)], 1)
+        return self.fc(self.out(x).mean((2, 3)))
+
+
 NETS = {
     "grouped": Grouped,
     "layer_scale": LayerScale,
     "conv_classifier": ConvClassifier,
     "split_concat": SplitConcat,
     "squeeze_excite": SqueezeExcite,
+    "dense": Dense,
 }
 
 

@@ -148,21 +148,27 @@ class GateHooks:
                 # a linear layer's channels are its last dimension ([N, ..., C]: channels-last
                 # blocks such as ConvNeXt's), everything else's the second ([N, C, H, W])
                 last = isinstance(module, nn.Linear)
-                self.handles.append(module.register_forward_hook(self._hook(k, g.channels, last)))
+                hook = self._hook(k, g.channels, last, g.at(name))
+                self.handles.append(module.register_forward_hook(hook))
 
-    def _hook(self, k: int, channels: int, last: bool):
+    def _hook(self, k: int, channels: int, last: bool, at: list[int] | None):
+        where = None if at is None else torch.tensor(at)
+
         def hook(_m, _inp, out):
             if self.masks is None:
                 return None
             if self.masks.dim() == 3:  # [N, K, C_max]: one mask per sample (per-sample gradients)
                 m = self.masks[:, k, :channels].to(out.device, out.dtype)
-                n = m.shape[0]
             else:
-                m = self.masks[k, :channels].to(out.device, out.dtype)
-                n = 1
+                m = self.masks[k, :channels].to(out.device, out.dtype).unsqueeze(0)
+            if where is not None:  # the group is a part of this module's channels
+                width = out.shape[-1] if last else out.shape[1]
+                full = torch.ones(m.shape[0], width, device=out.device, dtype=out.dtype)
+                m = full.index_copy(1, where.to(out.device), m)
+            n, c = m.shape
             if last:
-                return out * m.view((n,) + (1,) * (out.dim() - 2) + (channels,))
-            return out * m.view((n, channels) + (1,) * (out.dim() - 2))
+                return out * m.view((n,) + (1,) * (out.dim() - 2) + (c,))
+            return out * m.view((n, c) + (1,) * (out.dim() - 2))
 
         return hook
 

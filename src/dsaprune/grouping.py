@@ -25,6 +25,71 @@ class TraceError(RuntimeError):
     """The model could not be traced into channel groups."""
 
 
+class _Graph(tp.DependencyGraph):
+    """Torch-Pruning's dependency graph with a group search that explores each (layer, pruning
+    operation) only for indices it has not explored there yet.
+
+    The stock search re-explores a layer whenever it arrives with an index list it has not seen
+    in exactly that form. Where channels split and rejoin in overlapping slices (ReXNet's
+    partial residuals, dense concatenations) the same layer is reached with many different
+    subsets, and the search grows exponentially (minutes for one network). Index mappings act on
+    each index separately, so indices already explored at a layer lead nowhere new: skipping
+    them gives the same group, after the final merge, in linear time."""
+
+    def get_pruning_group(self, module, pruning_fn, idxs):
+        from torch_pruning import _helpers
+        from torch_pruning.dependency import index_mapping
+        from torch_pruning.dependency.dependency import Dependency
+        from torch_pruning.dependency.group import Group
+        from torch_pruning.pruner import function
+
+        if module not in self.module2node:
+            raise ValueError(f"module {module} is not in the dependency graph")
+        if isinstance(module, nn.Conv2d) and module.groups == module.out_channels > 1:
+            pruning_fn = function.prune_depthwise_conv_out_channels
+        start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
+        index_mapping.update_index_mapping(self)
+        root = self.module2node[module]
+        # (target node, operation) -> [first dependency, indices in arrival order, their idx]
+        items: dict = {}
+
+        def add(dep, at) -> None:
+            entry = items.setdefault((dep.target, dep.handler), [dep, [], set()])
+            for index in at:
+                if index.idx not in entry[2]:
+                    entry[1].append(index)
+                    entry[2].add(index.idx)
+
+        add(Dependency(pruning_fn, pruning_fn, source=root, target=root), start)
+        explored = {(root, pruning_fn): set(start)}
+        todo = [(root, pruning_fn, start)]
+        while todo:
+            node, fn, at = todo.pop()
+            for dep in node.dependencies:
+                if not dep.is_triggered_by(fn):
+                    continue
+                moved = at
+                for mapping in dep.index_mapping:
+                    if mapping is not None:
+                        moved = mapping(moved)
+                seen = explored.setdefault((dep.target, dep.handler), set())
+                new = [i for i in moved if i not in seen]
+                if not new:
+                    continue
+                seen.update(new)
+                add(dep, new)
+                todo.append((dep.target, dep.handler, new))
+        merged = Group()
+        for dep, at, _ in items.values():
+            target = dep.target.module
+            if isinstance(target, nn.Parameter) and any(target is p for p in self.ignored_params):
+                continue
+            merged.add_dep(dep, _helpers.to_plain_idxs(at))
+            merged[len(merged) - 1].root_idxs = _helpers.to_root_idxs(at)
+        merged._DG = self
+        return merged
+
+
 @dataclass
 class LayerShape:
     """What one convolution / linear layer saw in the recording forward pass (batch 1)."""
@@ -75,6 +140,14 @@ class ChannelGroup:
     unit: int = 1
     # other parameters that lose this group's channels (LayerNorm over channels, a layer scale)
     channel_params: list[str] = field(default_factory=list)
+    # where the group's channels sit in a BN wider than the group (a BN after a concatenation,
+    # as in DenseNet), by BN name; a BN absent here is the group's own width
+    positions: dict[str, list[int]] = field(default_factory=dict)
+
+    def at(self, name: str) -> list[int] | None:
+        """The group's channel positions within member ``name``, or None for all of them."""
+        return self.positions.get(name)
+
     root: tuple[nn.Module, object] | None = field(default=None, repr=False)
 
     def describe(self) -> str:
@@ -229,7 +302,7 @@ def find_groups(
                 # dimension's channels, which is the channel dimension for every such parameter
                 # we know of; Torch-Pruning warns about each one
                 warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
-                graph = tp.DependencyGraph().build_dependency(
+                graph = _Graph().build_dependency(
                     model, example_inputs, ignored_layers=ignored, verbose=False
                 )
         except Exception as e:
@@ -316,11 +389,10 @@ def _check_channel_maps(model: nn.Module, groups: list[ChannelGroup], x: torch.T
             for g in checked:
                 for n in g.masked:
                     last = isinstance(model.get_submodule(n), nn.Linear)
-                    hooks.append(
-                        model.get_submodule(n).register_forward_hook(
-                            _zero_hook(zero[g.index], last)
-                        )
-                    )
+                    c = zero[g.index]
+                    at = g.at(n)
+                    hook = _zero_hook(at[c] if at else c, last)
+                    hooks.append(model.get_submodule(n).register_forward_hook(hook))
                 for n in g.consumers:
                     hooks.append(
                         model.get_submodule(n).register_forward_pre_hook(_keep_input(seen, n))
@@ -374,8 +446,9 @@ def _inconsistent_member(g: ChannelGroup, model: nn.Module, shapes) -> str:
         if n in shapes and shapes[n].out_channels != g.channels:
             return f"{n} has {shapes[n].out_channels} output channels, the group {g.channels}"
     for n in g.norms:
-        if model.get_submodule(n).num_features != g.channels:
-            return f"{n} has {model.get_submodule(n).num_features} channels"
+        width = len(g.at(n) or range(model.get_submodule(n).num_features))
+        if width != g.channels:
+            return f"{n} has {width} of its channels in a {g.channels}-channel group"
     for n, idxs in g.consumers.items():
         s = shapes.get(n)
         if s is not None and s.kind == "conv" and len(idxs) != g.channels:
@@ -402,6 +475,7 @@ def _set_unit(g: ChannelGroup, model: nn.Module) -> str:
 
 def _convert(tg, graph, names, index: int, pnames: dict[int, str]) -> ChannelGroup:
     producers, norms, consumers, masked, params = [], [], {}, [], []
+    positions: dict[str, list[int]] = {}
     for item in tg:
         m, fn = item.dep.target.module, item.dep.handler
         if isinstance(m, nn.Parameter) and id(m) in pnames:
@@ -416,6 +490,9 @@ def _convert(tg, graph, names, index: int, pnames: dict[int, str]) -> ChannelGro
         if isinstance(m, NORMS):
             if n not in norms:
                 norms.append(n)
+            if len(item.idxs) != m.num_features:
+                by_root = sorted(zip(item.root_idxs, item.idxs, strict=True))
+                positions[n] = [int(i) for _, i in by_root]
         elif isinstance(m, LAYERS):
             depthwise = isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels
             if (graph.is_out_channel_pruning_fn(fn) or depthwise) and n not in producers:
@@ -440,6 +517,7 @@ def _convert(tg, graph, names, index: int, pnames: dict[int, str]) -> ChannelGro
         masked=masked,
         root=(root.dep.target.module, root.dep.handler),
         channel_params=sorted(set(params)),
+        positions=positions,
     )
 
 
@@ -451,9 +529,9 @@ def channel_importance(groups: Groups, source: str = "bn_first") -> list[torch.T
     for g in groups.prunable:
         with torch.no_grad():
             if source == "bn_sum" and g.norms:
-                imp = sum(groups.module(n).weight.abs() for n in g.norms)
+                imp = sum(_own(groups, g, n).abs() for n in g.norms)
             elif source in ("bn_first", "bn_sum") and g.norms:
-                imp = groups.module(g.importance_from).weight.abs()
+                imp = _own(groups, g, g.importance_from).abs()
             elif source in ("bn_first", "bn_sum", "l1"):
                 w = groups.module(g.producers[0]).weight
                 imp = w.abs().flatten(1).sum(1)
@@ -463,3 +541,10 @@ def channel_importance(groups: Groups, source: str = "bn_first") -> list[torch.T
                 )
         out.append(imp.detach().float())
     return out
+
+
+def _own(groups: Groups, g: ChannelGroup, norm: str) -> torch.Tensor:
+    """The BN scales of group ``g``'s channels in BN ``norm``, in the group's channel order."""
+    w = groups.module(norm).weight
+    at = g.at(norm)
+    return w if at is None else w[torch.tensor(at, device=w.device)]

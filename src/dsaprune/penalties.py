@@ -32,9 +32,11 @@ def _slices(groups: Groups) -> list[list[tuple[torch.Tensor, int, torch.Tensor |
         items: list[tuple[torch.Tensor, int, torch.Tensor | None]] = []
         for name in [*g.producers, *g.norms]:
             m = groups.module(name)
+            at = g.at(name)
             for p in (m.weight, getattr(m, "bias", None)):
                 if p is not None:
-                    items.append((p, 0, None))
+                    idx = None if at is None else torch.tensor(at, device=p.device)
+                    items.append((p, 0, idx))
         for name, idxs in g.consumers.items():
             w = groups.module(name).weight
             items.append((w, 1, torch.tensor(idxs, dtype=torch.long, device=w.device)))
@@ -104,21 +106,38 @@ class WeightedBNL1:
     def __init__(self, groups: Groups, cost: QuadraticCost, strength: float) -> None:
         self.groups, self.strength = groups, strength
         self.weights = flops_weights(cost, [g.channels for g in groups.prunable]).tolist()
-        self.norms = [[groups.module(n) for n in g.norms] for g in groups.prunable]
+        # per group: (BN, the group's positions in it or None for all)
+        self.norms = [
+            [
+                (groups.module(n), None if g.at(n) is None else torch.tensor(g.at(n)))
+                for n in g.norms
+            ]
+            for g in groups.prunable
+        ]
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
         for bns, w in zip(self.norms, self.weights, strict=True):
-            for bn in bns:
-                g = bn.weight
-                g.copy_(g.sign() * (g.abs() - lr * self.strength * w).clamp_min(0))
+            for bn, at in bns:
+                g = bn.weight if at is None else bn.weight[at.to(bn.weight.device)]
+                shrunk = g.sign() * (g.abs() - lr * self.strength * w).clamp_min(0)
+                if at is None:
+                    bn.weight.copy_(shrunk)
+                else:
+                    bn.weight.index_copy_(0, at.to(bn.weight.device), shrunk)
 
     def importance(self) -> list[torch.Tensor]:
         l1 = channel_importance(self.groups, "l1")  # groups without BN
         out = []
         for bns, fallback in zip(self.norms, l1, strict=True):
             if bns:
-                out.append(torch.stack([bn.weight.detach().abs() for bn in bns]).mean(0).cpu())
+                own = [
+                    bn.weight.detach().abs()[at.to(bn.weight.device)]
+                    if at is not None
+                    else bn.weight.detach().abs()
+                    for bn, at in bns
+                ]
+                out.append(torch.stack(own).mean(0).cpu())
             else:
                 out.append(fallback.cpu())
         return out

@@ -143,20 +143,21 @@ def _build(groups: Groups, what: str) -> QuadraticCost:
                 form.add(t.out_k, [(None, 1.0)], s.out_channels)
         form.add(t.out_k, t.in_terms, amount)
     if what == "params":  # BN weights and other per-channel parameters scale with their group
-        index = {g.index: k for k, g in enumerate(groups.prunable)}
-        for g in groups:
+        covered: dict[str, float] = {}  # BN -> the share of its channels prunable groups own
+        owned: set[str] = set()
+        for k, g in enumerate(groups.prunable):
             for n in g.norms:
                 bn = groups.module(n)
-                size = sum(p.numel() for p in bn.parameters())
-                form.add(index.get(g.index), [(None, 1.0)], size)
+                share = len(g.at(n) or range(bn.num_features)) / bn.num_features
+                covered[n] = covered.get(n, 0.0) + share
+                form.add(k, [(None, 1.0)], sum(p.numel() for p in bn.parameters()) * share)
             for n in g.channel_params:
-                form.add(index.get(g.index), [(None, 1.0)], groups.model.get_parameter(n).numel())
-        counted = set(groups.shapes) | {n for g in groups for n in g.norms}
-        in_groups = {n for g in groups for n in g.channel_params}
+                owned.add(n)
+                form.add(k, [(None, 1.0)], groups.model.get_parameter(n).numel())
         for n, p in groups.model.named_parameters():
             owner = n.rpartition(".")[0]
-            if owner not in counted and n not in in_groups:
-                form.c += p.numel()
+            if owner not in groups.shapes and n not in owned:
+                form.c += p.numel() * (1.0 - covered.get(owner, 0.0))
     return form.cost(groups, what)
 
 
