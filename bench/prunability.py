@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     out = json.loads(path.read_text()) if a.resume and path.exists() else {"rows": []}
     out["command"] = "python bench/prunability.py " + " ".join(argv or sys.argv[1:])
     out["machine"] = "2-core CPU"
-    done = {r["model"] for r in out["rows"]}
+    done = {r["model"] for r in out["rows"] if r.get("ok")}  # failures are retried
     for name in names:
         if name in done:
             continue

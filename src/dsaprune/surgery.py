@@ -7,6 +7,7 @@ instance that the caller passes), and the file loads with ``torch.load(weights_o
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -140,7 +141,10 @@ def _resize_tensors(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def save(model: nn.Module, path: str | Path, *, model_name: str = "", **meta) -> None:
     """Save a (pruned) model as weights plus widths; ``meta`` is stored alongside."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    sd = model.state_dict()
+    state = {k: v.detach().cpu() for k, v in sd.items()}
+    # each module's state-dict version (some, such as MNASNet's, refuse to load without it)
+    versions = {k: dict(v) for k, v in getattr(sd, "_metadata", {}).items()}
     atomic_torch_save(
         {
             "format": FORMAT,
@@ -148,6 +152,7 @@ def save(model: nn.Module, path: str | Path, *, model_name: str = "", **meta) ->
             "model_name": model_name,
             "widths": widths(model),
             "state_dict": state,
+            "state_versions": versions,
             **meta,
         },
         path,
@@ -169,7 +174,9 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         model = models.create(d["model_name"], num_classes=num_classes)
     apply_widths(model, d["widths"])
     _resize_tensors(model, d["state_dict"])
-    missing, unexpected = model.load_state_dict(d["state_dict"], strict=False)
+    state = OrderedDict(d["state_dict"])
+    state._metadata = OrderedDict(d.get("state_versions", {}))  # type: ignore[attr-defined]
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
             f"{path}: the weights do not fit the model (missing {missing[:3]}, unexpected "
