@@ -66,3 +66,12 @@ def test_unknown_external_model_names_close_ones():
         models.create("torchvision:resnet1")
     with pytest.raises(ValueError, match="unknown model source 'keras'"):
         models.create("keras:resnet50")
+
+
+@needs_tv
+def test_shufflenet_is_refused_with_the_reason():
+    from dsaprune.grouping import TraceError, find_groups
+
+    net = models.create("torchvision:shufflenet_v2_x0_5", num_classes=10).eval()
+    with pytest.raises(TraceError, match="channel shuffle"):
+        find_groups(net, torch.zeros(1, 3, 32, 32))

@@ -10,6 +10,7 @@ order and every convolution's and linear layer's shapes, which the cost models n
 from __future__ import annotations
 
 import math
+import traceback
 import warnings
 from dataclasses import dataclass, field
 
@@ -306,9 +307,17 @@ def find_groups(
                     model, example_inputs, ignored_layers=ignored, verbose=False
                 )
         except Exception as e:
+            frames = {f.name for f in traceback.extract_tb(e.__traceback__)}
+            if "update_reshape_index_mapping" in frames:
+                why = (
+                    "a reshape of the channel dimension that it cannot map, such as a channel "
+                    "shuffle (ShuffleNet); no channel group can be found through it. Prune a "
+                    "copy of the network without the shuffle, or another network"
+                )
+            else:
+                why = "pass ignored_layers=[...] naming the custom module it fails on"
             raise TraceError(
-                f"Torch-Pruning could not trace the model ({type(e).__name__}: {e}); pass "
-                "ignored_layers=[...] naming the custom module it fails on"
+                f"Torch-Pruning could not trace the model ({type(e).__name__}: {e}): {why}"
             ) from e
     finally:
         model.train(was)
