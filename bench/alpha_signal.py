@@ -88,7 +88,7 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     loss_fn = torch.nn.functional.cross_entropy
     theta = torch.logit(al.clamp(1e-4, 1 - 1e-4)).float()
     variants = []
-    for name in ESTIMATORS:
+    for name in a.estimators:
         if name == "ste":
             variants += [(f"ste_beta2_{b:g}", name, b) for b in a.beta2]
         else:
@@ -127,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", default="1.0,0.7", help="keep ratios at which to compare")
     p.add_argument("--delta", type=float, default=0.1)
     p.add_argument("--beta2", default="0.05,5,100")
+    p.add_argument("--estimators", default=",".join(ESTIMATORS), help="which to compare")
     p.add_argument("--batches", type=int, default=8, help="validation batches of 128")
     p.add_argument("--bn-batches", type=int, default=10, help="training batches for BN stats")
     p.add_argument("--samples", type=int, default=4, help="ste: mask samples per batch")
     p.add_argument("--out", default="bench/results/alpha_signal.json")
     a = p.parse_args(argv)
     a.beta2 = [float(v) for v in a.beta2.split(",")]
+    a.estimators = a.estimators.split(",")
     torch.manual_seed(0)
     model, name = load_model_file(a.checkpoint)
     splits = load_splits("cifar10", a.data)
