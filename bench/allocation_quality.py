@@ -103,6 +103,7 @@ class Bench:
             target_fraction=0.9,
             estimator=estimator,
             progress=False,
+            **a.dsa_settings,
             report_latency=False,  # only the keep ratios are taken
         )
         return [int(g["channels_after"]) for g in res.report["groups"]]
@@ -171,11 +172,13 @@ def run(a: argparse.Namespace) -> dict:
                 k: getattr(a, k)
                 for k in ("alloc_epochs", "alloc_lr", "finetune_steps", "finetune_lr", "random")
             },
-            "command": "python bench/allocation_quality.py " + " ".join(a.argv),
         }
     )
+    if not a.label:  # a labelled variant's command is kept with its rows
+        out["command"] = "python bench/allocation_quality.py " + " ".join(a.argv)
     rows = out.setdefault("rows", [])
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
+    label = {"dsa": a.label} if a.label else {}
     seeds = [int(s) for s in a.seeds.split(",")]
     plan = []
     for b in [float(v) for v in a.budgets.split(",")]:
@@ -185,7 +188,7 @@ def run(a: argparse.Namespace) -> dict:
             else:
                 plan += [(method, b, s) for s in seeds]
     for method, b, seed in plan:
-        if (method, b, seed) in done:
+        if (label.get(method, method), b, seed) in done:
             continue
         t0 = time.perf_counter()
         counts = getattr(bench, method)(b, seed)
@@ -193,8 +196,13 @@ def run(a: argparse.Namespace) -> dict:
         # a random allocation is fine-tuned with seed 0: its seed draws the allocation
         ft_seed = 0 if method == "random" else seed
         r = bench.measure(counts, ft_seed, "l1" if method == "magnitude" else "bn_first")
+        if method in label:
+            r.update(
+                dsa_settings=a.dsa_settings,
+                command="python bench/allocation_quality.py " + " ".join(a.argv),
+            )
         r.update(
-            method=method,
+            method=label.get(method, method),
             budget=b,
             seed=seed,
             keep_ratios=[n / c for n, c in zip(counts, bench.channels, strict=True)],
@@ -343,10 +351,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alloc-lr", type=float, default=0.01)
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument(
+        "--dsa-set",
+        default="",
+        help="DSA settings for the dsa rows, k=v,... (e.g. clip=1e6); with --label",
+    )
+    p.add_argument("--label", default="", help="record the dsa rows under this method name")
     p.add_argument("--resume", action="store_true", help="keep the rows already in the file")
     p.add_argument("--tables-only", action="store_true", help="only rebuild the .md / .png")
     a = p.parse_args(argv)
     a.argv = sys.argv[1:] if argv is None else argv
+    a.dsa_settings = {}
+    for kv in filter(None, a.dsa_set.split(",")):
+        k, _, v = kv.partition("=")
+        try:
+            a.dsa_settings[k] = float(v) if any(c in v for c in ".e") else int(v)
+        except ValueError:
+            a.dsa_settings[k] = v
+    if a.dsa_settings and not a.label:
+        p.error("--dsa-set needs --label, so that its rows are not mistaken for the defaults'")
     if not a.tables_only:
         if not a.checkpoint:
             p.error("--checkpoint is required")
