@@ -189,6 +189,14 @@ def prune(
     ratio = after[b.kind] / before[b.kind] if b.kind in after else dsa.final_ratio
     if ratio > b.fraction + 1e-9:
         raise RuntimeError(f"internal error: pruned {b.kind} ratio {ratio:.4f} exceeds {b}")
+    if b.kind in after and abs(ratio - dsa.final_ratio) > 0.01:
+        warnings.warn(
+            f"the pruned network counts {ratio:.4f} of the {b.kind} where the cost model "
+            f"predicted {dsa.final_ratio:.4f}: some layers' channels are coupled in a way the "
+            "channel groups do not describe, so the network was cut more than the budget asks; "
+            "please report the model",
+            stacklevel=2,
+        )
     latency = None
     if latency_cost is not None:
         latency = _latency_report(
