@@ -347,6 +347,11 @@ def find_groups(
             warnings.warn(
                 f"channel group {i} ({g.describe()}) is left unpruned: {why}", stacklevel=2
             )
+    for g, why in _overlapping_inputs(groups):
+        g.prunable = False
+        warnings.warn(
+            f"channel group {g.index} ({g.describe()}) is left unpruned: {why}", stacklevel=2
+        )
     no_bn = [g for g in groups if g.prunable and not g.norms]
     if no_bn:
         listed = "; ".join(f"{g.index} ({g.describe()})" for g in no_bn[:6])
@@ -463,6 +468,27 @@ def _inconsistent_member(g: ChannelGroup, model: nn.Module, shapes) -> str:
         if s is not None and s.kind == "conv" and len(idxs) != g.channels:
             return f"{n} takes {len(idxs)} of its input channels from a {g.channels}-channel group"
     return ""
+
+
+def _overlapping_inputs(groups: list[ChannelGroup]) -> list[tuple[ChannelGroup, str]]:
+    """Prunable groups that share a layer's input channel with another group: their channels
+    are added together there, so they cannot lose channels independently."""
+    owner: dict[tuple[str, int], ChannelGroup] = {}
+    out: dict[int, tuple[ChannelGroup, str]] = {}
+    for g in groups:
+        for layer, idxs in g.consumers.items():
+            for i in idxs:
+                other = owner.setdefault((layer, i), g)
+                if other is g:
+                    continue
+                why = (
+                    f"input channel {i} of {layer} is also channel-group {other.index}'s (the "
+                    "two are added together), and the dependency graph did not couple them"
+                )
+                for h in (g, other):
+                    if h.prunable and h.index not in out:
+                        out[h.index] = (h, why)
+    return list(out.values())
 
 
 def _set_unit(g: ChannelGroup, model: nn.Module) -> str:

@@ -114,9 +114,17 @@ def layer_terms(groups: Groups) -> list[LayerTerms]:
         for p in g.producers:
             out_group[p] = g.index
     in_groups: dict[str, dict[int, int]] = {}
+    claimed: dict[str, set[int]] = {}
     for g in groups:
         for layer, idxs in g.consumers.items():
-            in_groups.setdefault(layer, {})[g.index] = len(idxs)
+            width = groups.shapes[layer].in_channels if layer in groups.shapes else 1 << 62
+            # each input channel counts once, for the first group that claims it: a group the
+            # graph describes inconsistently (left unpruned) may claim more than there are
+            seen = claimed.setdefault(layer, set())
+            new = {i for i in idxs if i < width} - seen
+            seen |= new
+            if new:
+                in_groups.setdefault(layer, {})[g.index] = len(new)
     out = []
     for name, s in groups.shapes.items():
         k = index.get(out_group.get(name, -1))
