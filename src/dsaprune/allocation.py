@@ -35,7 +35,8 @@ class AllocatorConfig:
     target_fraction: float = 0.6  # the cost reaches the budget this far into the window
     dual_lr: float = 0.05  # u2 ← u2 + dual_lr · ρ2 (Θ − z)
     momentum: float = 0.9  # averaging of ∂L_val/∂Θ over allocation updates
-    clip: float = 3.0  # bound on each group's normalised loss gradient
+    # bound on each group's normalised loss gradient; None: none (the default, see _resistance)
+    clip: float | None = None
     centre: bool = False  # subtract the mean over groups (keep only relative sensitivity)
     u1_max: float = 1e3  # bound on the budget multiplier, so long windows stay finite
     precondition: bool = True  # z-step budget gradient in keep-ratio units (see Allocator)
@@ -80,9 +81,9 @@ class Allocator:
 
     def _resistance(self, grad: torch.Tensor) -> torch.Tensor:
         """∂L_val/∂α (from ∂L_val/∂Θ), averaged over updates (one validation batch is noisy:
-        its std across batches exceeds its mean), in units of its mean magnitude over groups,
-        clipped. Keep-ratio units, not logits: the logit factor α(1 − α) would silence the
-        loss of every group still near full width, and those would be cut unopposed."""
+        its std across batches exceeds its mean), in units of its mean magnitude over groups.
+        Keep-ratio units, not logits: the logit factor α(1 − α) would silence the loss of every
+        group still near full width, and those would be cut unopposed."""
         c = self.cfg
         a = torch.sigmoid(self.theta)
         g = grad.detach().double().cpu() / (a * (1 - a)).clamp_min(1e-6)
@@ -91,7 +92,12 @@ class Allocator:
         mag = g.abs().mean()
         if not mag > 0:
             return torch.zeros_like(g)
-        return (g / mag).clamp(-c.clip, c.clip)
+        # no bound by default: the budget's pull is not bounded either, and a bound of 3 on deep
+        # networks (a few costly residual streams among many thin groups) capped exactly the
+        # streams' resistance, so they were cut first (ResNet-56 at 50% FLOPs: allocation-
+        # quality accuracy 66.78% with the bound, 70.88% without; ResNet-20 79.17 -> 79.40)
+        g = g / mag
+        return g if c.clip is None else g.clamp(-c.clip, c.clip)
 
     def _z_step(self) -> None:
         """Inner gradient steps on the augmented budget term, u1 updated after each."""
