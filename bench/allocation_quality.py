@@ -275,7 +275,12 @@ def write_tables(results: Path = RESULTS) -> None:
             "",
             f"Fine-tune: {st['finetune_steps']} SGD steps at lr {st['finetune_lr']}, batch 128. "
             f"DSA allocation run: {st['alloc_epochs']} epoch(s) at lr {st['alloc_lr']}. "
-            f"{st['random']} random allocations per budget.",
+            f"{st['random']} random allocations per budget"
+            + (
+                f" (done so far: {', '.join(str(len(v['random_ft'])) for v in n['summary'].values())})."
+                if any(len(v["random_ft"]) < st["random"] for v in n["summary"].values())
+                else "."
+            ),
             "",
             "| FLOPs | method | BN acc % | FT acc % | rank BN | rank FT | seeds (FT) |",
             "|---|---|---|---|---|---|---|",
