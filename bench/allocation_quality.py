@@ -277,7 +277,9 @@ def write_tables(results: Path = RESULTS) -> None:
             f"DSA allocation run: {st['alloc_epochs']} epoch(s) at lr {st['alloc_lr']}. "
             f"{st['random']} random allocations per budget"
             + (
-                f" (done so far: {', '.join(str(len(v['random_ft'])) for v in n['summary'].values())})."
+                " (done so far: "
+                + ", ".join(str(len(v["random_ft"])) for v in n["summary"].values())
+                + ")."
                 if any(len(v["random_ft"]) < st["random"] for v in n["summary"].values())
                 else "."
             ),
