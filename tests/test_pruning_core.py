@@ -6,7 +6,7 @@ from dsaprune.allocation import Allocator, magnitude_keep_ratios, round_channels
 from dsaprune.budget import BudgetError, parse_budget
 from dsaprune.cost import count_flops, count_params, flops_model, params_model
 from dsaprune.grouping import find_groups
-from dsaprune.surgery import HardMasks, load, prune_groups, save
+from dsaprune.surgery import load, masked_then_pruned, prune_groups, save
 
 EXPECTED_GROUPS = {"resnet20": 12, "resnet56": 30, "resnet18_cifar": 12}
 
@@ -57,13 +57,7 @@ def test_cost_models_equal_flop_counter_on_pruned_network(name):
         [n / g.channels for g, n in zip(G.prunable, counts, strict=True)], dtype=torch.float64
     )
     x = torch.randn(2, *size)
-    hm = HardMasks(G, keep)
-    with torch.no_grad():
-        masked = m(x)
-    hm.remove()
-    prune_groups(G, keep)
-    with torch.no_grad():
-        pruned = m(x)
+    masked, pruned = masked_then_pruned(G, keep, x)
     assert round(float(F(alpha))) == count_flops(m, size)
     assert round(float(P(alpha))) == count_params(m)
     assert (masked - pruned).abs().max() <= 1e-5

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from dsaprune.cost import count_flops, count_params, flops_model, params_model
 from dsaprune.grouping import find_groups
-from dsaprune.surgery import HardMasks, load, prune_groups, save, top_channels
+from dsaprune.surgery import load, masked_then_pruned, prune_groups, save, top_channels
 
 SIZE = (3, 12, 12)
 
@@ -182,13 +182,7 @@ def test_structure_invariants(name, seed, tmp_path):
     # an approximation of pruning it: the masked-equals-pruned check leaves that group whole
     exact = [k for k, g in enumerate(G.prunable) if "ln.weight" not in g.channel_params]
     keep, alpha = _keep(G, seed, exact if name == "layer_scale" else None)
-    hm = HardMasks(G, keep)
-    with torch.no_grad():
-        masked = net(x)
-    hm.remove()
-    prune_groups(G, keep)
-    with torch.no_grad():
-        pruned = net(x)
+    masked, pruned = masked_then_pruned(G, keep, x)
     assert pruned.shape == full_out.shape  # the output layer keeps its channels
     assert torch.allclose(masked, pruned, atol=1e-5, rtol=1e-4)
     assert round(float(Fm(alpha))) == count_flops(net, SIZE)
@@ -240,11 +234,6 @@ def test_a_channel_shuffle_is_found_and_its_group_left_whole(tmp_path):
         G = find_groups(net, x[:1])
     assert [g.producers for g in G.prunable] == [["b.0"]]
     keep, alpha = _keep(G, 0)
-    hm = HardMasks(G, keep)
-    with torch.no_grad():
-        masked = net(x)
-    hm.remove()
-    prune_groups(G, keep)
-    with torch.no_grad():
-        assert torch.allclose(masked, net(x), atol=1e-5, rtol=1e-4)
+    masked, pruned = masked_then_pruned(G, keep, x)
+    assert torch.allclose(masked, pruned, atol=1e-5, rtol=1e-4)
     assert round(float(flops_model(G)(alpha))) == count_flops(net, SIZE)

@@ -51,6 +51,19 @@ def prune_groups(groups: Groups, keep: list[torch.Tensor]) -> None:
         tg.prune()
 
 
+@torch.no_grad()
+def masked_then_pruned(
+    groups: Groups, keep: list[torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs on ``x`` with the channels outside ``keep`` masked to zero, then
+    with them physically removed (in place): equal, when the groups describe the network."""
+    masks = HardMasks(groups, keep)
+    masked = groups.model(x)
+    masks.remove()
+    prune_groups(groups, keep)
+    return masked, groups.model(x)
+
+
 def _same_in_every_block(drop: list[int], channels: int, unit: int) -> bool:
     width = channels // unit
     blocks = [
