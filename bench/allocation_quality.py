@@ -284,6 +284,15 @@ def write_tables(results: Path = RESULTS) -> None:
                 else "."
             ),
             "",
+        ]
+        variants = {r["method"]: r for r in n["rows"] if r.get("dsa_settings")}
+        for m, r in sorted(variants.items()):
+            lines.append(
+                f"Rows `{m}`: the DSA allocation run with {r['dsa_settings']} (`{r['command']}`)."
+            )
+        if variants:
+            lines.append("")
+        lines += [
             "| FLOPs | method | BN acc % | FT acc % | rank BN | rank FT | seeds (FT) |",
             "|---|---|---|---|---|---|---|",
         ]
