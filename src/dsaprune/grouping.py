@@ -343,15 +343,9 @@ def find_groups(
             else _set_unit(g, model)
         )
         if why:
-            g.prunable = False
-            warnings.warn(
-                f"channel group {i} ({g.describe()}) is left unpruned: {why}", stacklevel=2
-            )
+            _leave_unpruned(g, why)
     for g, why in _overlapping_inputs(groups):
-        g.prunable = False
-        warnings.warn(
-            f"channel group {g.index} ({g.describe()}) is left unpruned: {why}", stacklevel=2
-        )
+        _leave_unpruned(g, why)
     no_bn = [g for g in groups if g.prunable and not g.norms]
     if no_bn:
         listed = "; ".join(f"{g.index} ({g.describe()})" for g in no_bn[:6])
@@ -361,31 +355,37 @@ def find_groups(
             f"norm of their filters: {listed}{more}",
             stacklevel=2,
         )
-    for g, why in _check_channel_maps(model, groups, example_inputs[:1]):
-        g.prunable = False
-        warnings.warn(
-            f"channel group {g.index} ({g.describe()}) is left unpruned: {why}", stacklevel=2
-        )
-    return Groups(
+    found = Groups(
         model, graph, groups, shapes, names, tuple(example_inputs.shape[1:]), ignored_layers
     )
+    for g, why in _check_channel_maps(found, example_inputs[:1]):
+        _leave_unpruned(g, why)
+    return found
+
+
+def _leave_unpruned(g: ChannelGroup, why: str) -> None:
+    g.prunable = False
+    # stacklevel 3: the caller of find_groups
+    warnings.warn(f"channel group {g.index} ({g.describe()}) is left unpruned: {why}", stacklevel=3)
 
 
 @torch.no_grad()
-def _check_channel_maps(model: nn.Module, groups: list[ChannelGroup], x: torch.Tensor, probes=3):
+def _check_channel_maps(groups: Groups, x: torch.Tensor, probes: int = 3):
     """Groups whose recorded input-channel indices are not where their channels arrive.
 
-    Each probe zeroes one channel of every prunable group at its masked modules (as the gates
-    do) and checks that each consumer's input is zero at the index the group records for that
-    channel. A reshape that moves channels (a channel shuffle) passes the graph as an identity,
-    and pruning through it would silently compute something else; this finds it. Groups with
-    LayerNorm over their channels are not checked (a normalisation over the channels does not
-    keep a zero a zero)."""
+    Each probe zeroes one channel of every prunable group with the gates' own masks and checks
+    that each consumer's input is zero at the index the group records for that channel. A
+    reshape that moves channels (a channel shuffle) passes the graph as an identity, and pruning
+    through it would silently compute something else; this finds it. Groups with LayerNorm over
+    their channels are not checked (a normalisation over the channels does not keep a zero a
+    zero)."""
+    from .gates import GateHooks, pad_groups  # the gates build on the groups
+
+    model = groups.model
     checked = [
         g
-        for g in groups
-        if g.prunable
-        and not any(
+        for g in groups.prunable
+        if not any(
             p.rpartition(".")[0]
             and isinstance(model.get_submodule(p.rpartition(".")[0]), (nn.LayerNorm, nn.GroupNorm))
             for p in g.channel_params
@@ -395,22 +395,21 @@ def _check_channel_maps(model: nn.Module, groups: list[ChannelGroup], x: torch.T
     bad: dict[int, str] = {}
     was = model.training
     model.eval()
+    gates = GateHooks(groups)
     try:
         for _ in range(probes):
             zero = {g.index: int(torch.randint(g.channels, (), generator=gen)) for g in checked}
+            masks = [torch.ones(g.channels) for g in groups.prunable]
+            for m, g in zip(masks, groups.prunable, strict=True):
+                if g.index in zero:
+                    m[zero[g.index]] = 0.0
+            gates.set(pad_groups(masks)[0])
             seen: dict[str, torch.Tensor] = {}
-            hooks = []
-            for g in checked:
-                for n in g.masked:
-                    last = isinstance(model.get_submodule(n), nn.Linear)
-                    c = zero[g.index]
-                    at = g.at(n)
-                    hook = _zero_hook(at[c] if at else c, last)
-                    hooks.append(model.get_submodule(n).register_forward_hook(hook))
-                for n in g.consumers:
-                    hooks.append(
-                        model.get_submodule(n).register_forward_pre_hook(_keep_input(seen, n))
-                    )
+            consumers = {n for g in checked for n in g.consumers}
+            hooks = [
+                model.get_submodule(n).register_forward_pre_hook(_keep_input(seen, n))
+                for n in consumers
+            ]
             try:
                 model(x)
             finally:
@@ -431,20 +430,9 @@ def _check_channel_maps(model: nn.Module, groups: list[ChannelGroup], x: torch.T
                             "permutation of the channels lies between them)"
                         )
     finally:
+        gates.remove()
         model.train(was)
     return [(g, bad[g.index]) for g in checked if g.index in bad]
-
-
-def _zero_hook(channel: int, last: bool):
-    def hook(_m, _inp, out):
-        out = out.clone()
-        if last:
-            out[..., channel] = 0
-        else:
-            out[:, channel] = 0
-        return out
-
-    return hook
 
 
 def _keep_input(seen: dict, name: str):
@@ -564,9 +552,9 @@ def channel_importance(groups: Groups, source: str = "bn_first") -> list[torch.T
     for g in groups.prunable:
         with torch.no_grad():
             if source == "bn_sum" and g.norms:
-                imp = sum(_own(groups, g, n).abs() for n in g.norms)
+                imp = sum(bn_scales(groups, g, n).abs() for n in g.norms)
             elif source in ("bn_first", "bn_sum") and g.norms:
-                imp = _own(groups, g, g.importance_from).abs()
+                imp = bn_scales(groups, g, g.importance_from).abs()
             elif source in ("bn_first", "bn_sum", "l1"):
                 w = groups.module(g.producers[0]).weight
                 imp = w.abs().flatten(1).sum(1)
@@ -578,7 +566,7 @@ def channel_importance(groups: Groups, source: str = "bn_first") -> list[torch.T
     return out
 
 
-def _own(groups: Groups, g: ChannelGroup, norm: str) -> torch.Tensor:
+def bn_scales(groups: Groups, g: ChannelGroup, norm: str) -> torch.Tensor:
     """The BN scales of group ``g``'s channels in BN ``norm``, in the group's channel order."""
     w = groups.module(norm).weight
     at = g.at(norm)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .cost import QuadraticCost
-from .grouping import Groups, channel_importance
+from .grouping import Groups, bn_scales, channel_importance
 
 
 def _slices(groups: Groups) -> list[list[tuple[torch.Tensor, int, torch.Tensor | None]]]:
@@ -129,14 +129,9 @@ class WeightedBNL1:
     def importance(self) -> list[torch.Tensor]:
         l1 = channel_importance(self.groups, "l1")  # groups without BN
         out = []
-        for bns, fallback in zip(self.norms, l1, strict=True):
+        for g, bns, fallback in zip(self.groups.prunable, self.norms, l1, strict=True):
             if bns:
-                own = [
-                    bn.weight.detach().abs()[at.to(bn.weight.device)]
-                    if at is not None
-                    else bn.weight.detach().abs()
-                    for bn, at in bns
-                ]
+                own = [bn_scales(self.groups, g, n).detach().abs() for n in g.norms]
                 out.append(torch.stack(own).mean(0).cpu())
             else:
                 out.append(fallback.cpu())
