@@ -69,9 +69,21 @@ def test_unknown_external_model_names_close_ones():
 
 
 @needs_tv
-def test_shufflenet_is_refused_with_the_reason():
-    from dsaprune.grouping import TraceError, find_groups
+def test_shufflenet_branches_are_pruned_exactly():
+    """torchvision's ShuffleNetV2: the shuffled streams are kept, every branch's inner channels
+    and the last convolution are pruned, and the cost models equal the counts."""
+    from dsaprune.cost import count_flops, flops_model
+    from dsaprune.grouping import find_groups
+    from dsaprune.surgery import masked_then_pruned
 
+    torch.manual_seed(0)
     net = models.create("torchvision:shufflenet_v2_x0_5", num_classes=10).eval()
-    with pytest.raises(TraceError, match="channel shuffle"):
-        find_groups(net, torch.zeros(1, 3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.warns(UserWarning, match="channel shuffle"):
+        G = find_groups(net, x[:1])
+    assert len(G.prunable) == 18  # stem, 16 branch interiors, conv5
+    keep = [torch.randperm(g.channels)[: g.channels // 2] for g in G.prunable]
+    alpha = torch.tensor([len(k) / g.channels for k, g in zip(keep, G.prunable, strict=True)])
+    masked, pruned = masked_then_pruned(G, keep, x)
+    assert torch.allclose(masked, pruned, atol=1e-5, rtol=1e-4)
+    assert round(float(flops_model(G)(alpha.double()))) == count_flops(net, (3, 32, 32))

@@ -1,9 +1,11 @@
 """Invariants on small instances of each structural feature real networks have: grouped and
 depthwise convolutions, per-channel parameters outside BN (a layer scale, LayerNorm over
-channels), a convolutional classifier, split then concatenation, squeeze-excitation, a channel
-shuffle (found, and its group left whole). For each: the output layer is never pruned, the cost
-models equal the counts of the physically pruned network, the masked network computes what the
-pruned one does, and a saved pruned network reloads to the same outputs."""
+channels), a convolutional classifier, split then concatenation, squeeze-excitation, a
+per-channel gain owned by a convolution, a channel shuffle (the groups crossing it kept whole,
+the rest pruned), and a channel permutation the graph cannot see (found, its group left whole).
+For each: the output layer is never pruned, the cost models equal the counts of the physically
+pruned network, the masked network computes what the pruned one does, and a saved pruned network
+reloads to the same outputs."""
 
 import pytest
 import torch
@@ -105,8 +107,71 @@ class SqueezeExcite(nn.Module):
         return self.fc(self.b(x * s).mean((2, 3)))
 
 
-class Shuffle(nn.Module):
-    """ShuffleNet's channel shuffle: a reshape that interleaves the channels of two groups."""
+def _shuffle(x, groups=2):
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
+class ChannelShuffle(nn.Module):
+    """Two ShuffleNetV2 units: a stride-2 unit of two branches, then a unit that passes half its
+    channels through; each concatenates and shuffles. The branches' inner channels are pruned,
+    the shuffled stream is kept."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), _bn(8), nn.ReLU())
+        self.b1 = nn.Sequential(
+            nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False), _bn(8),
+            nn.Conv2d(8, 8, 1, bias=False), _bn(8), nn.ReLU(),
+        )  # fmt: skip
+        self.b2 = self._branch(8, 12, 8, stride=2)
+        self.u2 = self._branch(8, 10, 8, stride=1)
+        self.head = nn.Sequential(nn.Conv2d(16, 24, 1, bias=False), _bn(24), nn.ReLU())
+        self.fc = nn.Linear(24, 10)
+
+    @staticmethod
+    def _branch(cin, mid, cout, stride):
+        return nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), _bn(mid), nn.ReLU(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), _bn(mid),
+            nn.Conv2d(mid, cout, 1, bias=False), _bn(cout), nn.ReLU(),
+        )  # fmt: skip
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = _shuffle(torch.cat([self.b1(x), self.b2(x)], 1))
+        x1, x2 = x.chunk(2, dim=1)
+        x = _shuffle(torch.cat([x1, self.u2(x2)], 1))
+        return self.fc(self.head(x).mean((2, 3)))
+
+
+class GainConv(nn.Conv2d):
+    """A convolution with a per-output-channel gain, as NF-ResNet's weight-standardised ones
+    (without the standardisation, whose statistics change when input channels go)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.gain, self.bias, self.stride, self.padding)
+
+
+class ConvGain(nn.Module):
+    """Convolutions that own a per-channel parameter besides weight and bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(GainConv(3, 16, 3, padding=1), nn.ReLU())
+        self.b = nn.Sequential(GainConv(16, 12, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        return self.fc(self.b(self.a(x)).mean((2, 3)))
+
+
+class Flip(nn.Module):
+    """A channel permutation that the dependency graph passes as an identity (reversal)."""
 
     def __init__(self):
         super().__init__()
@@ -115,10 +180,7 @@ class Shuffle(nn.Module):
         self.fc = nn.Linear(16, 10)
 
     def forward(self, x):
-        x = self.a(x)
-        n, c, h, w = x.shape
-        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
-        return self.fc(self.b(x).mean((2, 3)))
+        return self.fc(self.b(self.a(x).flip(1)).mean((2, 3)))
 
 
 class Dense(nn.Module):
@@ -147,6 +209,8 @@ NETS = {
     "split_concat": SplitConcat,
     "squeeze_excite": SqueezeExcite,
     "dense": Dense,
+    "channel_shuffle": ChannelShuffle,
+    "conv_gain": ConvGain,
 }
 
 
@@ -224,11 +288,24 @@ def test_grouped_convolutions_lose_the_same_positions_in_every_group():
     assert top_channels(torch.arange(16.0), 8, g0.unit).tolist() == [2, 3, 6, 7, 10, 11, 14, 15]
 
 
-def test_a_channel_shuffle_is_found_and_its_group_left_whole(tmp_path):
-    """The dependency graph passes the shuffle's reshape as an identity; pruning through it
-    would compute something else. The group before it is left unpruned, with the reason."""
+def test_channel_shuffle_streams_are_kept_and_the_branches_pruned():
+    """A shuffle's channel order depends on the width, so the groups that cross it keep their
+    channels; the branches' inner channels, the stem and the head are pruned."""
+    net = ChannelShuffle().eval()
+    with pytest.warns(UserWarning, match="2 channel group.*pass through a channel shuffle"):
+        G = find_groups(net, torch.zeros(1, *SIZE))
+    assert len(G.prunable) == 4
+    for layer in ("stem.0", "b2.0", "u2.0", "head.0"):
+        assert any(layer in g.producers for g in G.prunable)
+    inner = next(g for g in G.prunable if "u2.0" in g.producers)
+    assert inner.channels == 10 and sorted(inner.consumers) == ["u2.5"]
+
+
+def test_a_channel_permutation_is_found_and_its_group_left_whole(tmp_path):
+    """A permutation the dependency graph passes as an identity would make pruning compute
+    something else; the channel-map check finds it and leaves the group before it unpruned."""
     torch.manual_seed(0)
-    net = Shuffle().eval()
+    net = Flip().eval()
     x = torch.randn(3, *SIZE)
     with pytest.warns(UserWarning, match="does not arrive at input channel"):
         G = find_groups(net, x[:1])

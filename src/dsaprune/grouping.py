@@ -35,7 +35,19 @@ class _Graph(tp.DependencyGraph):
     partial residuals, dense concatenations) the same layer is reached with many different
     subsets, and the search grows exponentially (minutes for one network). Index mappings act on
     each index separately, so indices already explored at a layer lead nowhere new: skipping
-    them gives the same group, after the final merge, in linear time."""
+    them gives the same group, after the final merge, in linear time.
+
+    Channel shuffles (a reshape that splits the channels, a transpose, a reshape back) are
+    found after tracing and passed as identities, recorded in ``shuffles``: their channel order
+    depends on the width, so a group that crosses one cannot lose channels and keep the pruned
+    network equal to the masked one. Torch-Pruning's own reshape mapping fails on them."""
+
+    def _build_dependency(self, module2node):
+        super()._build_dependency(module2node)
+        _exact_concat_and_split(module2node)
+        self.shuffles = _find_shuffles(module2node)
+        for op in self.shuffles:
+            module2node[op].type = tp.ops.OPTYPE.ELEMENTWISE  # no reshape index mapping
 
     def get_pruning_group(self, module, pruning_fn, idxs):
         from torch_pruning import _helpers
@@ -89,6 +101,83 @@ class _Graph(tp.DependencyGraph):
             merged[len(merged) - 1].root_idxs = _helpers.to_root_idxs(at)
         merged._DG = self
         return merged
+
+
+def _width(grad_fn, nr: int, dim: int) -> int | None:
+    """The size along ``dim`` of output ``nr`` of the operation behind ``grad_fn``."""
+    try:
+        return int(grad_fn._input_metadata[nr].shape[dim])
+    except (AttributeError, IndexError, TypeError, RuntimeError):
+        return None
+
+
+def _edge(consumer, producer) -> int | None:
+    """Which output of ``producer`` node ``consumer`` takes (its autograd output number)."""
+    nrs = {nr for f, nr in consumer.grad_fn.next_functions if f is producer.grad_fn}
+    return nrs.pop() if len(nrs) == 1 else None
+
+
+def _exact_concat_and_split(module2node) -> None:
+    """Concatenation and split widths read from the traced tensors themselves.
+
+    Torch-Pruning infers them by walking the graph to the nearest layer, which miscounts where
+    a split's piece feeds a concatenation directly (ShuffleNetV2's pass-through half), and
+    numbers a split's pieces in the order their consumers were traced, not by which piece each
+    takes. Where the traced widths are not available, its own inference stays."""
+    from torch_pruning.dependency.index_mapping import _SplitIndexMapping
+
+    for op, node in module2node.items():
+        fn = node.grad_fn
+        dim = getattr(fn, "_saved_dim", None)
+        if fn is None or dim != 1:
+            continue
+        if node.type == tp.ops.OPTYPE.CONCAT:
+            sizes = []
+            for n in node.inputs:
+                nr = _edge(node, n) if n.grad_fn is not None else None
+                sizes.append(None if nr is None else _width(n.grad_fn, nr, 1))
+            if None not in sizes and sum(sizes) == _width(fn, 0, 1):
+                op.concat_sizes = sizes
+        elif node.type == tp.ops.OPTYPE.SPLIT:
+            widths = [_width(fn, i, 1) for i in range(len(fn._input_metadata))]
+            pieces = [_edge(n, node) if n.grad_fn is not None else None for n in node.outputs]
+            if None in widths or None in pieces:
+                continue
+            starts = [sum(widths[:i]) for i in range(len(widths) + 1)]
+            for out, p in zip(node.outputs, pieces, strict=True):
+                span = starts[p : p + 2]
+                for dep in node.dependencies:
+                    if dep.target is out:
+                        dep.index_mapping[0] = _SplitIndexMapping(offset=span, reverse=False)
+                for dep in out.dependencies:
+                    if dep.target is node:
+                        dep.index_mapping[0] = _SplitIndexMapping(offset=span, reverse=True)
+            node.enable_index_mapping = False  # keep these mappings
+            op.split_sizes, op.offsets = widths, starts
+
+
+def _find_shuffles(module2node) -> set:
+    """The operations of every channel shuffle: a reshape of a 4-d tensor, then transposes,
+    permutes or copies, then a reshape."""
+    reshape = tp.ops.OPTYPE.RESHAPE
+    found: set = set()
+    for op, node in module2node.items():
+        sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+        if node.type != reshape or sizes is None or len(sizes) != 4:
+            continue
+        chain, moved, at = [op], False, node
+        while len(at.outputs) == 1:
+            at = at.outputs[0]
+            name = at.grad_fn.name().lower() if at.grad_fn is not None else ""
+            if at.type == reshape:
+                if moved:
+                    found.update([*chain, at.module])
+                break
+            if not any(k in name for k in ("transpose", "permute", "clone")):
+                break
+            moved |= "clone" not in name
+            chain.append(at.module)
+    return found
 
 
 @dataclass
@@ -310,9 +399,9 @@ def find_groups(
             frames = {f.name for f in traceback.extract_tb(e.__traceback__)}
             if "update_reshape_index_mapping" in frames:
                 why = (
-                    "a reshape of the channel dimension that it cannot map, such as a channel "
-                    "shuffle (ShuffleNet); no channel group can be found through it. Prune a "
-                    "copy of the network without the shuffle, or another network"
+                    "a reshape of the channel dimension that it cannot map (channel shuffles, "
+                    "a reshape-transpose-reshape, are handled); pass ignored_layers=[...] "
+                    "naming the layers around it, or prune a copy without the reshape"
                 )
             else:
                 why = "pass ignored_layers=[...] naming the custom module it fails on"
@@ -324,17 +413,24 @@ def find_groups(
     outputs = _output_layers(graph)
     pnames = {id(p): n for n, p in model.named_parameters()}
     groups: list[ChannelGroup] = []
+    shuffled: list[ChannelGroup] = []
     for tg in graph.get_all_groups(ignored_layers=outputs + ignored, root_module_types=LAYERS):
         g = _convert(tg, graph, names, len(groups), pnames)
         g.importance_from = _importance_source(g, graph, names, shapes)
         groups.append(g)
+        if any(item.dep.target.module in graph.shuffles for item in tg):
+            shuffled.append(g)
     groups.sort(
         key=lambda g: min((shapes[p].order for p in g.producers if p in shapes), default=1 << 30)
     )
     for i, g in enumerate(groups):
         g.index = i
+    _leave_shuffled_unpruned(shuffled)
+    for g in groups:
         if g.channels < 2:
             g.prunable = False
+        if not g.prunable:
+            continue
         bad = _inconsistent_member(g, model, shapes)
         why = (
             f"it couples layers of different widths ({bad}); a channel-changing operation such "
@@ -361,6 +457,21 @@ def find_groups(
     for g, why in _check_channel_maps(found, example_inputs[:1]):
         _leave_unpruned(g, why)
     return found
+
+
+def _leave_shuffled_unpruned(shuffled: list[ChannelGroup]) -> None:
+    if not shuffled:
+        return
+    for g in shuffled:
+        g.prunable = False
+    listed = "; ".join(f"{g.index} ({g.describe()})" for g in shuffled[:6])
+    more = f" and {len(shuffled) - 6} more" if len(shuffled) > 6 else ""
+    warnings.warn(
+        f"{len(shuffled)} channel group(s) pass through a channel shuffle, whose channel order "
+        f"depends on the width, and are left unpruned: {listed}{more}; the groups that do not "
+        "cross it are pruned as usual",
+        stacklevel=3,
+    )
 
 
 def _leave_unpruned(g: ChannelGroup, why: str) -> None:
@@ -520,6 +631,7 @@ def _convert(tg, graph, names, index: int, pnames: dict[int, str]) -> ChannelGro
             depthwise = isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels
             if (graph.is_out_channel_pruning_fn(fn) or depthwise) and n not in producers:
                 producers.append(n)
+                params += _own_channel_params(n, m)
             if graph.is_in_channel_pruning_fn(fn) and not depthwise:
                 consumers.setdefault(n, []).extend(int(i) for i in item.idxs)
     # the mask sits after each BN, and on any producer whose output does not go into a BN
@@ -542,6 +654,17 @@ def _convert(tg, graph, names, index: int, pnames: dict[int, str]) -> ChannelGro
         channel_params=sorted(set(params)),
         positions=positions,
     )
+
+
+def _own_channel_params(name: str, layer: nn.Module) -> list[str]:
+    """A layer's parameters besides weight and bias that hold one value per output channel (a
+    weight-standardised convolution's gain), which Torch-Pruning's layer pruners do not cut."""
+    width = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+    return [
+        f"{name}.{n}"
+        for n, p in layer.named_parameters(recurse=False)
+        if n not in ("weight", "bias") and p.dim() >= 1 and p.shape[0] == width
+    ]
 
 
 def channel_importance(groups: Groups, source: str = "bn_first") -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .gates import GateHooks, pad_groups
-from .grouping import NORMS, Groups
+from .grouping import LAYERS, NORMS, Groups
 from .io import atomic_torch_save
 
 FORMAT = "dsaprune-pruned-model"
@@ -49,6 +49,20 @@ def prune_groups(groups: Groups, keep: list[torch.Tensor]) -> None:
         module, handler = g.root
         tg = groups.graph.get_pruning_group(module, handler, drop)
         tg.prune()
+        _cut_layer_params(groups.model, g.channel_params, kept)
+
+
+def _cut_layer_params(model: nn.Module, names: list[str], kept: torch.Tensor) -> None:
+    """Cut the per-output-channel parameters that a layer owns besides its weight and bias (a
+    weight-standardised convolution's gain); Torch-Pruning cuts the others."""
+    for name in names:
+        owner, _, attr = name.rpartition(".")
+        m = model.get_submodule(owner) if owner else model
+        if not isinstance(m, LAYERS):
+            continue
+        p = getattr(m, attr)
+        idx = kept.to(device=p.device, dtype=torch.long).sort().values
+        setattr(m, attr, nn.Parameter(p.data.index_select(0, idx), p.requires_grad))
 
 
 @torch.no_grad()
