@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from dsaprune import models
-from dsaprune.allocation import Allocator, magnitude_keep_ratios, round_channels, shift_to_budget
+from dsaprune.allocation import (
+    Allocator,
+    AllocatorConfig,
+    magnitude_keep_ratios,
+    round_channels,
+    shift_to_budget,
+)
 from dsaprune.budget import BudgetError, parse_budget
 from dsaprune.cost import count_flops, count_params, flops_model, params_model
 from dsaprune.grouping import find_groups
@@ -130,8 +136,9 @@ def test_allocator_reaches_budget_by_itself():
         assert A.ratio() > budget - 0.01  # no overshoot
 
 
+@pytest.mark.parametrize("direction", ["difference", "curvature"])
 @pytest.mark.parametrize("shape", ["streams_matter", "internals_matter"])
-def test_allocator_trades_loss_against_cost(shape):
+def test_allocator_trades_loss_against_cost(shape, direction):
     """A known loss L(A) = Σ s_k (1 − α_k)² on ResNet-20's real cost model, its gradient seen
     through heavy noise: the allocation must beat uniform pruning on L at the same cost, and
     protect the groups that matter (a cost-only rule cuts the residual streams, the costliest
@@ -146,7 +153,8 @@ def test_allocator_trades_loss_against_cost(shape):
         return float((s * (1 - a) ** 2).sum())
 
     g = torch.Generator().manual_seed(1)
-    A = Allocator(F, 0.5, torch.full((12,), 4.6, dtype=torch.float64), updates_in_window=150)
+    cfg = AllocatorConfig(direction=direction)
+    A = Allocator(F, 0.5, torch.full((12,), 4.6, dtype=torch.float64), 150, cfg)
     while not A.met():
         theta = A.theta.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad((s * (1 - torch.sigmoid(theta)) ** 2).sum(), theta)

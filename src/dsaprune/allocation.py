@@ -40,6 +40,9 @@ class AllocatorConfig:
     centre: bool = False  # subtract the mean over groups (keep only relative sensitivity)
     u1_max: float = 1e3  # bound on the budget multiplier, so long windows stay finite
     precondition: bool = True  # z-step budget gradient in keep-ratio units (see Allocator)
+    # how pull and resistance combine into the Θ-step direction: "difference" (pull minus
+    # resistance) or "curvature" (pull over resistance; see Allocator.direction)
+    direction: str = "difference"
 
 
 class Allocator:
@@ -135,7 +138,19 @@ class Allocator:
         pull = self.u2 + c.rho2 * (self.theta - self.z)
         mag = pull.abs().mean()
         pull = pull / mag if mag > 0 else pull
-        return (pull + c.loss_scale * self._resistance(loss_grad_theta)).clamp(min=0)
+        resist = self._resistance(loss_grad_theta)
+        if c.direction == "curvature" and c.loss_scale > 0:
+            # the cheapest second-order way down: with a removal cost h_k δ_k² / 2 per group
+            # and the cost falling by Σ pull_k δ_k, the loss rises least for δ_k ∝ pull_k / h_k;
+            # the resistance (a secant slope of the removal cost) stands in for h_k
+            h = (-resist).clamp(min=0) + 0.05
+            d = pull.clamp(min=0) / h
+            return d / d.mean() if d.mean() > 0 else d
+        if c.direction != "difference":
+            raise ValueError(
+                f"allocator direction must be difference or curvature, got {c.direction!r}"
+            )
+        return (pull + c.loss_scale * resist).clamp(min=0)
 
     def step(self, loss_grad_theta: torch.Tensor) -> None:
         """One outer iteration, given ∂L_val/∂Θ from one validation batch."""
