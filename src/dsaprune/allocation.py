@@ -8,11 +8,12 @@ iteration the z-step projects Θ toward the budget (u1, ρ1), and the Θ-step we
 each normalised to mean magnitude 1 over groups so that neither's units matter: the budget's
 pull u2 + ρ2 (Θ − z), largest on the groups whose channels cost most, against the validation
 loss's resistance ∂L_val/∂Θ (averaged over updates), largest on the groups whose channels matter
-most. The projected difference (keep ratios only fall) is the direction; the step length along
-it is chosen so that the cost falls on a straight line from its start to the budget, reached
-``target_fraction`` of the way through the allocation window. So the allocator itself always
-meets the budget inside the window, and the loss decides *where* channels go, not whether the
-budget is met.
+most. The direction is pull over resistance (the second-order cheapest way down, see
+``Allocator.direction``; pull minus resistance with ``direction="difference"``); the step
+length along it is chosen so that the cost falls on a straight line from its start to the
+budget, reached ``target_fraction`` of the way through the allocation window. So the allocator
+itself always meets the budget inside the window, and the loss decides *where* channels go, not
+whether the budget is met.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ class AllocatorConfig:
     centre: bool = False  # subtract the mean over groups (keep only relative sensitivity)
     u1_max: float = 1e3  # bound on the budget multiplier, so long windows stay finite
     precondition: bool = True  # z-step budget gradient in keep-ratio units (see Allocator)
-    # how pull and resistance combine into the Θ-step direction: "difference" (pull minus
-    # resistance) or "curvature" (pull over resistance; see Allocator.direction)
-    direction: str = "difference"
+    # how pull and resistance combine into the Θ-step direction: "curvature" (pull over
+    # resistance, the default; see Allocator.direction) or "difference" (pull minus resistance)
+    direction: str = "curvature"
 
 
 class Allocator:
@@ -131,9 +132,16 @@ class Allocator:
         self.z = z.detach()
 
     def direction(self, loss_grad_theta: torch.Tensor) -> torch.Tensor:
-        """The projected step direction in keep ratios (≥ 0: they only fall): the budget's pull
-        (the ADMM terms of the Θ-step) minus the loss's resistance, each in units of its mean
-        magnitude over groups."""
+        """The step direction in keep ratios (≥ 0: they only fall) from the budget's pull (the
+        ADMM terms of the Θ-step) and the loss's resistance, each in units of its mean magnitude
+        over groups: by default their quotient (``curvature``), or their projected difference.
+
+        Measured with ``bench/allocation_quality.py`` (fine-tuned accuracy, 2 seeds): ResNet-56
+        at 50% FLOPs 72.22% with ``curvature`` against 70.88% with ``difference`` (uniform
+        71.48%); ResNet-20 at 33% 74.71% against 73.11% (magnitude 73.43%), at 50% 78.87%
+        against 79.40% (magnitude 77.86%). The difference fixes the trade between FLOPs and loss
+        by the normalisation, so groups whose normalised resistance exceeds their pull are never
+        cut and the others are cut to extremes."""
         c = self.cfg
         pull = self.u2 + c.rho2 * (self.theta - self.z)
         mag = pull.abs().mean()
