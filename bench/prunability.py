@@ -181,7 +181,8 @@ def _child(name: str) -> int:
         row = check_one(name)
     except Exception as e:
         row = {"model": name, "ok": False, "error": f"{type(e).__name__}: {e}"[:400]}
-        row["trace"] = traceback.format_exc(limit=-3)[-1200:]
+        # paths relative to the repository: result files hold no absolute paths
+        row["trace"] = traceback.format_exc(limit=-3).replace(f"{ROOT}/", "")[-1200:]
     print("ROW " + json.dumps(row), flush=True)
     return 0
 

@@ -253,3 +253,8 @@ def test_a_convolutional_classifier_is_never_pruned():
     assert [g.channels for g in G.prunable] == [16, 24]
     prune_groups(G, [torch.arange(g.channels // 2) for g in G.prunable])
     assert net(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_an_unknown_allocator_direction_is_refused_when_configured():
+    with pytest.raises(ValueError, match="direction must be curvature or difference"):
+        AllocatorConfig(direction="newton")

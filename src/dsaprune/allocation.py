@@ -45,6 +45,12 @@ class AllocatorConfig:
     # resistance, the default; see Allocator.direction) or "difference" (pull minus resistance)
     direction: str = "curvature"
 
+    def __post_init__(self) -> None:
+        if self.direction not in ("curvature", "difference"):
+            raise ValueError(
+                f"allocator direction must be curvature or difference, got {self.direction!r}"
+            )
+
 
 class Allocator:
     """Holds Θ (the logits of A), z, u1, u2, and performs one outer iteration per ``step``.
@@ -154,10 +160,6 @@ class Allocator:
             h = (-resist).clamp(min=0) + 0.05
             d = pull.clamp(min=0) / h
             return d / d.mean() if d.mean() > 0 else d
-        if c.direction != "difference":
-            raise ValueError(
-                f"allocator direction must be difference or curvature, got {c.direction!r}"
-            )
         return (pull + c.loss_scale * resist).clamp(min=0)
 
     def step(self, loss_grad_theta: torch.Tensor) -> None:

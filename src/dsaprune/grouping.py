@@ -139,9 +139,9 @@ def _exact_concat_and_split(module2node) -> None:
             if None not in sizes and sum(sizes) == _width(fn, 0, 1):
                 op.concat_sizes = sizes
         elif node.type == tp.ops.OPTYPE.SPLIT:
-            widths = [_width(fn, i, 1) for i in range(len(fn._input_metadata))]
+            widths = [_width(fn, i, 1) for i in range(len(getattr(fn, "_input_metadata", ())))]
             pieces = [_edge(n, node) if n.grad_fn is not None else None for n in node.outputs]
-            if None in widths or None in pieces:
+            if not widths or None in widths or None in pieces:
                 continue
             starts = [sum(widths[:i]) for i in range(len(widths) + 1)]
             for out, p in zip(node.outputs, pieces, strict=True):
@@ -444,11 +444,9 @@ def find_groups(
         _leave_unpruned(g, why)
     no_bn = [g for g in groups if g.prunable and not g.norms]
     if no_bn:
-        listed = "; ".join(f"{g.index} ({g.describe()})" for g in no_bn[:6])
-        more = f" and {len(no_bn) - 6} more" if len(no_bn) > 6 else ""
         warnings.warn(
             f"{len(no_bn)} channel group(s) have no BN, so their channel importance is the L1 "
-            f"norm of their filters: {listed}{more}",
+            f"norm of their filters: {_listed(no_bn)}",
             stacklevel=2,
         )
     found = Groups(
@@ -464,14 +462,19 @@ def _leave_shuffled_unpruned(shuffled: list[ChannelGroup]) -> None:
         return
     for g in shuffled:
         g.prunable = False
-    listed = "; ".join(f"{g.index} ({g.describe()})" for g in shuffled[:6])
-    more = f" and {len(shuffled) - 6} more" if len(shuffled) > 6 else ""
     warnings.warn(
         f"{len(shuffled)} channel group(s) pass through a channel shuffle, whose channel order "
-        f"depends on the width, and are left unpruned: {listed}{more}; the groups that do not "
-        "cross it are pruned as usual",
+        f"depends on the width, and are left unpruned: {_listed(shuffled)}; the groups that do "
+        "not cross it are pruned as usual",
         stacklevel=3,
     )
+
+
+def _listed(groups: list[ChannelGroup], shown: int = 6) -> str:
+    """The first ``shown`` groups as "index (members)", and how many more there are."""
+    listed = "; ".join(f"{g.index} ({g.describe()})" for g in groups[:shown])
+    more = f" and {len(groups) - shown} more" if len(groups) > shown else ""
+    return listed + more
 
 
 def _leave_unpruned(g: ChannelGroup, why: str) -> None:

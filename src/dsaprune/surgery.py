@@ -56,8 +56,7 @@ def _cut_layer_params(model: nn.Module, names: list[str], kept: torch.Tensor) ->
     """Cut the per-output-channel parameters that a layer owns besides its weight and bias (a
     weight-standardised convolution's gain); Torch-Pruning cuts the others."""
     for name in names:
-        owner, _, attr = name.rpartition(".")
-        m = model.get_submodule(owner) if owner else model
+        m, attr = _owner(model, name)
         if not isinstance(m, LAYERS):
             continue
         p = getattr(m, attr)
@@ -158,12 +157,17 @@ def _resize_tensors(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         t = own.get(key)
         if t is None or t.shape == saved.shape:
             continue
-        owner, _, attr = key.rpartition(".")
-        m = model.get_submodule(owner) if owner else model
+        m, attr = _owner(model, key)
         fresh = torch.empty(saved.shape, dtype=t.dtype)
         setattr(
             m, attr, nn.Parameter(fresh, t.requires_grad) if isinstance(t, nn.Parameter) else fresh
         )
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The module that holds parameter or buffer ``name``, and the attribute it is under."""
+    owner, _, attr = name.rpartition(".")
+    return (model.get_submodule(owner) if owner else model), attr
 
 
 def save(model: nn.Module, path: str | Path, *, model_name: str = "", **meta) -> None:
