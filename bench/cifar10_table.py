@@ -19,6 +19,11 @@ Pipeline hours are the summed training-epoch times of every run in the method's 
 the per-epoch test evaluation and process start-up), on the device named in the row.
 
     python bench/cifar10_table.py --models resnet20 --budgets 0.5 --epochs 8   # CPU, ~1.5 h
+    python bench/cifar10_table.py --models resnet20 --budgets 0.5,0.333 --epochs 8 \
+        --seeds 0,1                                          # CPU, ~5 h; mean and spread
+
+``--seeds`` repeats every run once per seed (``--seed`` of ``dsaprune``; magnitude prunes the
+unpruned run of its own seed); the table then leads with the mean and spread over seeds.
     python bench/cifar10_table.py --config configs/cifar10_resnet20_flops50.yaml --epochs 300 \\
         --parallel 6 --device cuda                                            # the paper's table
 """
@@ -65,6 +70,7 @@ class Job:
     out: Path
     argv: list[str]
     deps: list[Job] = field(default_factory=list)
+    seed: int = 0
     proc: subprocess.Popen | None = None
     state: str = "pending"  # pending, running, done, failed
 
@@ -89,10 +95,12 @@ def plan(a: argparse.Namespace) -> list[Job]:
     sched = ["--epochs", f"{a.epochs:g}", *(["--lr", f"{a.lr:g}"] if a.lr_given else []), *wd]
     runs = Path(a.runs)
     jobs: list[Job] = []
-    for m in a.models:
-        out = runs / f"{m}_unpruned_e{a.epochs:g}"
-        base = Job(m, "unpruned", 1.0, out, ["train", "--model", m, *sched, *common, "--out",
-                                             str(out)])  # fmt: skip
+    for seed, m in [(s, m) for s in getattr(a, "seeds", [0]) for m in a.models]:
+        # seed 0 keeps the folder names and commands of the runs made before seeds were added
+        sfx, sd = (f"_s{seed}", ["--seed", str(seed)]) if seed else ("", [])
+        out = runs / f"{m}_unpruned_e{a.epochs:g}{sfx}"
+        base = Job(m, "unpruned", 1.0, out, ["train", "--model", m, *sched, *sd, *common,
+                                             "--out", str(out)], seed=seed)  # fmt: skip
         jobs.append(base)
         for b in a.budgets:
             for method in a.methods:
@@ -106,10 +114,10 @@ def plan(a: argparse.Namespace) -> list[Job]:
                     deps = [base]
                 else:
                     src, s, deps = ["--model", m], sched, []
-                out = runs / tag
-                argv = ["prune", *src, "--budget", f"flops={b:g}", "--method", method, *s,
+                out = runs / (tag + sfx)
+                argv = ["prune", *src, "--budget", f"flops={b:g}", "--method", method, *s, *sd,
                         *common, "--out", str(out)]  # fmt: skip
-                jobs.append(Job(m, method, b, out, argv, deps))
+                jobs.append(Job(m, method, b, out, argv, deps, seed=seed))
     keep = set(a.methods) | ({"unpruned"} if "magnitude" in a.methods else set())
     return [j for j in jobs if j.method in keep]
 
@@ -189,7 +197,9 @@ def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
         if j.state != "done":
             continue
         hist, rep = runs[id(j)]
-        base = next((b for b in jobs if b.model == j.model and b.method == "unpruned"), None)
+        base = next(
+            (b for b in jobs if (b.model, b.seed, b.method) == (j.model, j.seed, "unpruned")), None
+        )
         base_acc = acc.get(id(base)) if base else None
         pipeline_h = hours[id(j)] + sum(hours.get(id(d), 0.0) for d in j.deps)
         epochs = hist[-1]["epoch"] + sum(runs[id(d)][0][-1]["epoch"] for d in j.deps)
@@ -197,6 +207,7 @@ def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
             "model": j.model,
             "method": j.method,
             "budget": j.budget,
+            "seed": j.seed,
             "flops_ratio": rep["flops_ratio"] if rep else 1.0,
             "acc": 100 * acc[id(j)],
             "baseline_acc": None if base_acc is None else 100 * base_acc,
@@ -214,7 +225,11 @@ def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
 
 
 def markdown(rs: list[dict], a: argparse.Namespace, argv: list[str]) -> str:
-    dsa_h = {(r["model"], r["budget"]): r["gpu_hours"] for r in rs if r["method"] == "dsa"}
+    def key(r: dict) -> tuple:
+        return r["model"], r["budget"], r.get("seed", 0)
+
+    dsa_h = {key(r): r["gpu_hours"] for r in rs if r["method"] == "dsa"}
+    seeded = len({r.get("seed", 0) for r in rs}) > 1
     lines = [
         "# CIFAR-10: DSA and the baselines on one schedule",
         "",
@@ -232,23 +247,49 @@ def markdown(rs: list[dict], a: argparse.Namespace, argv: list[str]) -> str:
         "Paper (../shared/docs/dsa-method.md §7, 300 epochs): FLOPs %, accuracy, drop "
         "(their baselines: ResNet-20 92.17%, ResNet-56 93.12%; † over budget).",
         "",
-        "| model | budget | method | FLOPs ratio | acc % | drop | hours | ÷DSA | met by | paper |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    if seeded:
+        lines += _seed_means(rs)
+    lines += [
+        "| model | budget | method | seed | FLOPs ratio | acc % | drop | hours | ÷DSA | met by "
+        "| paper |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rs:
         paper = PAPER.get((r["model"], round(r["budget"], 3)), {}).get(r["method"], "")
         if r["method"] == "unpruned":
             paper = f"{PAPER_BASE.get(r['model'], '')}"
-        d = dsa_h.get((r["model"], r["budget"]))
+        d = dsa_h.get(key(r))
         ratio = f"{r['gpu_hours'] / d:.2f}" if d and r["method"] != "unpruned" else ""
         drop = "" if r["drop"] is None or r["method"] == "unpruned" else f"{r['drop']:+.2f}"
         budget = "–" if r["method"] == "unpruned" else f"{100 * r['budget']:.1f}%"
         lines.append(
-            f"| {r['model']} | {budget} | {r['method']} | {r['flops_ratio']:.4f} | "
+            f"| {r['model']} | {budget} | {r['method']} | {r.get('seed', 0)} | "
+            f"{r['flops_ratio']:.4f} | "
             f"{r['acc']:.2f} | {drop} | {r['gpu_hours']:.3g} | {ratio} | "
             f"{r.get('met_by') or ''} | {paper} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _seed_means(rs: list[dict]) -> list[str]:
+    """Mean and spread over seeds per (model, budget, method): the table a claim rests on."""
+    cells: dict[tuple, list[float]] = {}
+    for r in rs:
+        cells.setdefault((r["model"], r["budget"], r["method"]), []).append(r["acc"])
+    out = [
+        "Mean over seeds (spread: lowest – highest seed):",
+        "",
+        "| model | budget | method | seeds | mean acc % | spread |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (m, b, method), accs in cells.items():
+        budget = "–" if method == "unpruned" else f"{100 * b:.1f}%"
+        out.append(
+            f"| {m} | {budget} | {method} | {len(accs)} | {sum(accs) / len(accs):.2f} | "
+            f"{min(accs):.2f} – {max(accs):.2f} |"
+        )
+    return out + ["", "Every run:", ""]
 
 
 def plot(rs: list[dict], path: Path) -> None:
@@ -261,10 +302,13 @@ def plot(rs: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     for ax, m in zip(axes[0], models, strict=True):
         for method in METHODS:
-            pts = sorted(
-                (r["flops_ratio"], r["acc"])
-                for r in rs
-                if r["model"] == m and r["method"] == method
+            by_budget: dict[float, list[dict]] = {}
+            for r in rs:
+                if r["model"] == m and r["method"] == method:
+                    by_budget.setdefault(r["budget"], []).append(r)
+            pts = sorted(  # the mean over seeds
+                (sum(r["flops_ratio"] for r in g) / len(g), sum(r["acc"] for r in g) / len(g))
+                for g in by_budget.values()
             )
             if not pts:
                 continue
@@ -289,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")],
                    default=[0.75, 0.5, 0.333])  # fmt: skip
     p.add_argument("--methods", type=lambda s: s.split(","), default=METHODS)
+    p.add_argument(
+        "--seeds",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[0],
+        help="one run of every method per seed; magnitude prunes its seed's unpruned run [0]",
+    )
     p.add_argument("--epochs", type=float, default=300.0, help="the shared schedule [300]")
     p.add_argument("--lr", type=float, help="peak learning rate [the config's, else 0.1]")
     p.add_argument("--wd", type=float, help="weight decay [the config's, else 5e-4]")

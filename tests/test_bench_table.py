@@ -74,5 +74,35 @@ def test_rows_and_markdown_from_finished_runs(table, tmp_path):
     assert rows["magnitude"]["gpu_hours"] == pytest.approx(12 * 0.1)  # pre-training included
     assert rows["magnitude"]["epochs"] == 12 and " && " in rows["magnitude"]["command"]
     md = table.markdown(list(rows.values()), a, ["--epochs", "8"])
-    assert "| resnet20 | 50.0% | dsa | 0.4995 | 75.00 | -5.00 | 0.8 | 1.00 |" in md
+    assert "| resnet20 | 50.0% | dsa | 0 | 0.4995 | 75.00 | -5.00 | 0.8 | 1.00 |" in md
     assert "49.7, 91.38, −0.79" in md  # the paper's DSA row beside ours
+
+
+def test_seeds_pair_magnitude_with_its_own_unpruned_run_and_the_table_averages(table, tmp_path):
+    a = _args(table, tmp_path, ("methods", ["dsa", "magnitude"]), ("budgets", [0.5]),
+              ("seeds", [0, 1]))  # fmt: skip
+    jobs = table.plan(a)
+    assert len(jobs) == 2 * 3 and len({j.out for j in jobs}) == 6
+    parser = build_parser()
+    for j in jobs:
+        ns = parser.parse_args(j.argv)
+        assert ns.seed == (j.seed or None)  # seed 0 keeps the commands made before seeds
+        if j.method == "magnitude":
+            assert j.deps[0].seed == j.seed and j.deps[0].method == "unpruned"
+    hist = [{"epoch": e, "epoch_time_s": 360.0, "test_acc": 0.8} for e in range(1, 9)]
+    for j in jobs:
+        j.out.mkdir(parents=True)
+        if j.method == "unpruned":
+            (j.out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
+        else:
+            acc = {("dsa", 0): 0.75, ("dsa", 1): 0.77}.get((j.method, j.seed), 0.7)
+            rep = {"history": hist, "acc_after": acc, "flops_ratio": 0.5, "met_by": j.method,
+                   "groups": [{"keep_ratio": 0.5}]}  # fmt: skip
+            (j.out / "report.json").write_text(json.dumps(rep))
+        j.state = "done"
+    rs = table.rows(jobs, a)
+    assert sorted(r["seed"] for r in rs if r["method"] == "dsa") == [0, 1]
+    md = table.markdown(rs, a, ["--seeds", "0,1"])
+    assert "| resnet20 | 50.0% | dsa | 2 | 76.00 | 75.00 – 77.00 |" in md
+    table.plot(rs, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
