@@ -55,6 +55,20 @@ def loss_under(model, hooks, masks, batches, bn_batches) -> float:
     return loss / len(batches)
 
 
+def measure_truth(model, G, cost, hooks, imp, valid, counts, chans, batches, bn_batches, delta):
+    """(base loss, per group: loss increase per unit of FLOPs when it loses ``delta`` more)."""
+    al = counts / chans
+    base = loss_under(model, hooks, topn_masks(imp, valid, al), batches, bn_batches)
+    truth = []
+    for k in range(len(G.prunable)):
+        fewer = counts.clone()
+        fewer[k] = max(1.0, float(counts[k]) - max(1, round(delta * float(chans[k]))))
+        loss = loss_under(model, hooks, topn_masks(imp, valid, fewer / chans), batches, bn_batches)
+        saved = float(cost(al) - cost(fewer / chans))
+        truth.append((loss - base) / saved * cost.full)
+    return base, truth
+
+
 def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     K = len(G.prunable)
     chans = torch.tensor([g.channels for g in G.prunable], dtype=torch.float64)
@@ -67,14 +81,13 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     (dF,) = torch.autograd.grad(cost(a_req), a_req)
 
     t0 = time.perf_counter()
-    base = loss_under(model, hooks, topn_masks(imp, valid, al), batches, bn_batches)
-    truth = []
-    for k in range(K):
-        fewer = counts.clone()
-        fewer[k] = max(1.0, float(counts[k]) - max(1, round(a.delta * float(chans[k]))))
-        loss = loss_under(model, hooks, topn_masks(imp, valid, fewer / chans), batches, bn_batches)
-        saved = float(cost(al) - cost(fewer / chans))
-        truth.append((loss - base) / saved * cost.full)
+    if alpha in a.known_truth:  # measured by an earlier run on the same batches
+        base, truth = a.known_truth[alpha]
+        if len(truth) != K:
+            raise SystemExit(f"--truth-from: {len(truth)} groups there, {K} here")
+    else:
+        base, truth = measure_truth(model, G, cost, hooks, imp, valid, counts, chans, batches,
+                                    bn_batches, a.delta)  # fmt: skip
     t_truth = time.perf_counter() - t0
     print(f"keep {alpha}: loss {base:.3f} (BN re-estimated); truth per group:",
           " ".join(f"{v:.2f}" for v in truth), f"({t_truth:.0f} s)", flush=True)  # fmt: skip
@@ -132,7 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bn-batches", type=int, default=10, help="training batches for BN stats")
     p.add_argument("--samples", type=int, default=4, help="ste: mask samples per batch")
     p.add_argument("--out", default="bench/results/alpha_signal.json")
+    p.add_argument(
+        "--truth-from",
+        help="reuse the truth of an earlier output made with the same --checkpoint, --batches, "
+        "--bn-batches and --delta (only the signals are computed)",
+    )
     a = p.parse_args(argv)
+    a.known_truth = {}
+    if a.truth_from:
+        import json
+
+        old = json.loads(Path(a.truth_from).read_text())
+        a.known_truth = {r["alpha"]: (r["base_loss"], r["truth"]) for r in old["results"]}
     a.beta2 = [float(v) for v in a.beta2.split(",")]
     a.estimators = a.estimators.split(",")
     torch.manual_seed(0)
@@ -149,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         "model": name,
         "reference": Path(a.checkpoint).as_posix(),
         "delta": a.delta,
+        "batches": a.batches,
+        "bn_batches": a.bn_batches,
+        **({"truth_from": a.truth_from} if a.truth_from else {}),
         "results": [
             measure(model, G, cost, batches, bn_batches, float(v), a) for v in a.alpha.split(",")
         ],  # fmt: skip

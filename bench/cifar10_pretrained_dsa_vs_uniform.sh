@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Pruning a trained ResNet-20 (bench/results/cifar10_resnet20_train.md, 85.78%) to 50% FLOPs on
+# Pruning the trained reference ResNet-20 (bench/reference/cifar10_resnet20.pt, 85.47%) to 50% FLOPs on
 # the real CIFAR-10 archive: DSA allocation (no warm-up) vs uniform vs magnitude, then fine-tuning, one shared
 # short CPU schedule (EPOCHS epochs, lr 0.01 cosine, weight decay 5e-4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-2}
-CKPT=${CKPT:-runs/cifar10_resnet20_e18/last.pt}
+CKPT=${CKPT:-bench/reference/cifar10_resnet20.pt}
 for method in dsa uniform magnitude; do
   .venv/bin/dsaprune prune --checkpoint "$CKPT" --dataset cifar10 \
     --data ../shared/data/cifar10-jpg.tar.gz --budget flops=0.5 --epochs "$EPOCHS" \

@@ -56,6 +56,32 @@ def test_fisher_costs_are_per_sample_gradients_summed_over_a_groups_producers():
     hooks.remove()
 
 
+def test_centred_masks_replace_a_removed_channel_by_its_batch_mean():
+    m, G, imp, valid, hooks = _resnet20_gates()
+    x = torch.randn(3, 3, 32, 32)
+    seen = {}
+    name = G.prunable[1].masked[0]
+    h = G.module(name).register_forward_hook(lambda _m, _i, out: seen.update(out=out.clone()))
+    try:
+        with torch.no_grad():
+            m(x)
+            plain = seen["out"].clone()
+            mask = torch.ones(len(G.prunable), imp.shape[1])
+            mask[1, 0] = 0.0
+            hooks.set(mask, centre=True)
+            m(x)
+    finally:
+        hooks.clear()
+        h.remove()
+    # this hook runs after GateHooks' on the same module (registration order), and copies the
+    # output before the in-place activation after it
+    out = seen["out"]
+    assert torch.allclose(out[:, 0], plain[:, 0].mean().expand_as(out[:, 0]), atol=1e-6)
+    assert torch.allclose(out[:, 1:], plain[:, 1:], atol=1e-6)
+    assert not hooks.centre  # clear() returns to plain masks
+    hooks.remove()
+
+
 def test_fisher_signal_protects_the_group_the_loss_depends_on():
     """Two parallel branches, one read by the classifier with a large weight, one with a tiny
     one: the loss gradient per unit of keep ratio must be far larger for the first."""
@@ -108,8 +134,8 @@ def test_straight_through_estimator_returns_the_gate_gradient():
 
 
 def test_registries_name_what_they_know():
-    assert set(ESTIMATORS) == {"fisher", "ste"}
-    with pytest.raises(ValueError, match="unknown estimator 'reinforce'; known: fisher, ste"):
+    assert set(ESTIMATORS) == {"fisher", "fisher_centred", "ste"}
+    with pytest.raises(ValueError, match="unknown estimator 'reinforce'; known: fisher, fisher_"):
         make_estimator("reinforce")
     with pytest.raises(ValueError, match="unknown estimator"):
         dsaprune.DSAConfig(estimator="reinforce")

@@ -86,6 +86,8 @@ class GroupFisher(Estimator):
     """Second-order removal cost of the channels each group would lose next (see the module
     docstring). ``fraction``: how many of a group's channels count as "next"."""
 
+    centre = False  # a removed channel reads 0 (``CentredFisher``: its batch mean)
+
     def __init__(self, fraction: float = 0.1) -> None:
         self.fraction = fraction
 
@@ -94,7 +96,7 @@ class GroupFisher(Estimator):
         m0 = topn_masks(gates.importance, gates.valid, alpha.detach())
         n = x.shape[0]
         masks = m0.to(x.device).expand(n, *m0.shape).clone().requires_grad_(True)
-        hooks.set(masks)
+        hooks.set(masks, centre=self.centre)
         try:
             loss = loss_fn(model(x).float(), y)
             # the sum of per-sample losses: its gradient on sample n's mask is ∂L_n/∂m_n
@@ -113,8 +115,17 @@ class GroupFisher(Estimator):
         return (g_alpha * alpha * (1 - alpha)).to(theta.device, theta.dtype), loss
 
 
+class CentredFisher(GroupFisher):
+    """``fisher`` with a removed channel replaced by its batch mean: the per-sample mask gradient
+    is Σ (a − ā)·∂L/∂a, the cost of losing the channel's variation only, since BN statistics
+    re-estimated after pruning absorb its constant part."""
+
+    centre = True
+
+
 ESTIMATORS: dict[str, Callable[[], Estimator]] = {
     "fisher": GroupFisher,
+    "fisher_centred": CentredFisher,
     "ste": StraightThrough,
 }
 

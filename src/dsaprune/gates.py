@@ -141,6 +141,7 @@ class GateHooks:
 
     def __init__(self, groups: Groups) -> None:
         self.masks: torch.Tensor | None = None
+        self.centre = False
         self.handles = []
         for k, g in enumerate(groups.prunable):
             for name in g.masked:
@@ -166,17 +167,25 @@ class GateHooks:
                 full = torch.ones(m.shape[0], width, device=out.device, dtype=out.dtype)
                 m = full.index_copy(1, where.to(out.device), m)
             n, c = m.shape
-            if last:
-                return out * m.view((n,) + (1,) * (out.dim() - 2) + (c,))
-            return out * m.view((n, c) + (1,) * (out.dim() - 2))
+            ones = (1,) * (out.dim() - 2)
+            shape = (n, *ones, c) if last else (n, c, *ones)
+            if self.centre:
+                # a removed channel is replaced by its batch mean, not by 0: the constant part
+                # is what re-estimated BN statistics downstream absorb after a real removal
+                dims = [d for d in range(out.dim()) if d != (out.dim() - 1 if last else 1)]
+                mu = out.detach().mean(dims, keepdim=True)
+                return mu + (out - mu) * m.view(shape)
+            return out * m.view(shape)
 
         return hook
 
-    def set(self, masks: torch.Tensor | None) -> None:
-        self.masks = masks
+    def set(self, masks: torch.Tensor | None, centre: bool = False) -> None:
+        """``centre``: a mask of 0 replaces a channel by its mean over the batch (and positions)
+        instead of 0."""
+        self.masks, self.centre = masks, centre
 
     def clear(self) -> None:
-        self.masks = None
+        self.masks, self.centre = None, False
 
     def remove(self) -> None:
         for h in self.handles:
