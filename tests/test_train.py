@@ -145,6 +145,10 @@ def test_checkpoint_of_other_architecture(tmp_path, tiny_net):
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         read_checkpoint(tmp_path / "junk.pt")
+    # a model file (dsaprune.save) passed where a training checkpoint belongs: the fix is named
+    torch.save({"format": "dsaprune-pruned-model", "model_name": "tiny"}, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="pass --model tiny --weights"):
+        read_checkpoint(tmp_path / "m.pt")
 
 
 def test_cli_train_resume_eval(tmp_path, capsys):

@@ -24,6 +24,12 @@ def save_checkpoint(path: str | Path, **fields: Any) -> None:
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     ckpt = load_safely(path, "checkpoint", error=CheckpointError)
+    if isinstance(ckpt, dict) and ckpt.get("format") == "dsaprune-pruned-model":
+        name = ckpt.get("model_name", "NAME")
+        raise CheckpointError(
+            f"{path}: a model file written by dsaprune.save, not a training checkpoint (last.pt); "
+            f"to start from its weights pass --model {name} --weights {path}"
+        )
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dsaprune checkpoint (no '{FORMAT}' marker)")
     return ckpt
