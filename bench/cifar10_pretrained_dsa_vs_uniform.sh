@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Pruning the trained reference ResNet-20 (bench/reference/cifar10_resnet20.pt, 85.47%) to 50% FLOPs on
-# the real CIFAR-10 archive (started with --weights, so no warm-up): DSA allocation vs uniform vs
-# magnitude, then fine-tuning, one shared
-# short CPU schedule (EPOCHS epochs, lr 0.01 cosine, weight decay 5e-4).
+# Pruning the trained reference ResNet-20 (bench/reference/cifar10_resnet20.pt, 85.47%) to 50%
+# FLOPs on the real CIFAR-10 archive (started with --weights, so no warm-up): DSA allocation vs
+# uniform vs magnitude, then fine-tuning, one shared short CPU schedule (EPOCHS epochs, lr 0.01
+# cosine, weight decay 5e-4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-2}
