@@ -85,6 +85,8 @@ class Bench:
 
     def dsa(self, budget: float, seed: int, estimator: str = "fisher") -> list[int]:
         a = self.a
+        settings = dict(a.dsa_settings)
+        estimator = settings.pop("estimator", estimator)  # --dsa-set estimator=NAME
         kw = dict(device="cpu", seed=seed)
         bs = 128
         res = dsaprune.prune(
@@ -103,7 +105,7 @@ class Bench:
             target_fraction=0.9,
             estimator=estimator,
             progress=False,
-            **a.dsa_settings,
+            **settings,
             report_latency=False,  # only the keep ratios are taken
         )
         return [int(g["channels_after"]) for g in res.report["groups"]]

@@ -17,11 +17,17 @@ the allocator turns into the loss's resistance against the budget's pull.
   it). A group's ∂L/∂α_k is −C_k times the mean removal cost of the channels it would lose next
   (the least important 10% of those it keeps).
 
-The choice, measured by ``bench/alpha_signal.py`` on a trained CIFAR-10 ResNet-20 (85.47%): the
+- ``fisher_centred``: ``fisher`` with a removed channel replaced by its batch mean, not 0 (the
+  constant part is what BN statistics re-estimated after pruning absorb).
+
+The choice, measured by ``bench/alpha_signal.py`` on the trained CIFAR-10 references: the
 Spearman ρ of each signal per FLOP against the measured loss increase of removing each group's
-next 10% of channels (BN re-estimated) is +0.73 for ``fisher`` with every group whole (where DSA
-starts from a trained network), −0.01 … +0.45 for ``ste`` (β2 0.05 … 100); with every group at
-keep 0.7 (loss 0.18 → 2.93) +0.41 against −0.52 … −0.09 (``bench/results/alpha_signal.md``).
+next 10% of channels (BN re-estimated). With every group whole (where DSA starts from a trained
+network) and the truth averaged over 32 validation batches: ``fisher`` +0.94 on ResNet-20
+(85.47%), +0.695 on ResNet-56 (76.96%); ``fisher_centred`` +0.78 and +0.74. With 8 batches,
+``ste`` reached only −0.01 … +0.45 on ResNet-20 (β2 0.05 … 100) and +0.36 on ResNet-56. With
+every group at keep 0.7: ``fisher`` +0.58 and ``fisher_centred`` +0.48 on ResNet-20 (32
+batches); ``ste`` −0.52 … −0.09 (8 batches). See ``bench/results/alpha_signal.md``.
 Finite differences (one forward per group per Θ-step) and REINFORCE were not built: the first
 costs K + 1 forwards per Θ-step, the second needs many samples for one group's signal.
 """
