@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         old = json.loads(Path(a.truth_from).read_text())
+        ours = {"reference": Path(a.checkpoint).as_posix(), "delta": a.delta,
+                "batches": a.batches, "bn_batches": a.bn_batches}  # fmt: skip
+        differ = [k for k, v in ours.items() if k in old and old[k] != v]
+        if differ:
+            p.error(f"--truth-from {a.truth_from} was measured with other {', '.join(differ)}")
         a.known_truth = {r["alpha"]: (r["base_loss"], r["truth"]) for r in old["results"]}
     a.beta2 = [float(v) for v in a.beta2.split(",")]
     a.estimators = a.estimators.split(",")

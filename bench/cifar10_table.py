@@ -19,13 +19,13 @@ Pipeline hours are the summed training-epoch times of every run in the method's 
 the per-epoch test evaluation and process start-up), on the device named in the row.
 
     python bench/cifar10_table.py --models resnet20 --budgets 0.5 --epochs 8   # CPU, ~1.5 h
-    python bench/cifar10_table.py --models resnet20 --budgets 0.5,0.333 --epochs 8 \
+    python bench/cifar10_table.py --models resnet20 --budgets 0.5,0.333 --epochs 8 \\
         --seeds 0,1                                          # CPU, ~5 h; mean and spread
+    python bench/cifar10_table.py --config configs/cifar10_resnet20_flops50.yaml --epochs 300 \\
+        --parallel 6 --device cuda                                            # the paper's table
 
 ``--seeds`` repeats every run once per seed (``--seed`` of ``dsaprune``; magnitude prunes the
 unpruned run of its own seed); the table then leads with the mean and spread over seeds.
-    python bench/cifar10_table.py --config configs/cifar10_resnet20_flops50.yaml --epochs 300 \\
-        --parallel 6 --device cuda                                            # the paper's table
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
     sched = ["--epochs", f"{a.epochs:g}", *(["--lr", f"{a.lr:g}"] if a.lr_given else []), *wd]
     runs = Path(a.runs)
     jobs: list[Job] = []
-    for seed, m in [(s, m) for s in getattr(a, "seeds", [0]) for m in a.models]:
+    for seed, m in [(s, m) for s in a.seeds for m in a.models]:
         # seed 0 keeps the folder names and commands of the runs made before seeds were added
         sfx, sd = (f"_s{seed}", ["--seed", str(seed)]) if seed else ("", [])
         out = runs / f"{m}_unpruned_e{a.epochs:g}{sfx}"

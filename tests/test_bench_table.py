@@ -28,7 +28,7 @@ def _args(table, tmp_path, *extra):
     a = argparse.Namespace(
         models=["resnet20"], budgets=[0.75, 0.333], methods=table.METHODS, epochs=8.0,
         lr=0.1, wd=5e-4, lr_given=True, wd_given=True, config=None, finetune_epochs=4.0,
-        finetune_lr=0.01, data="DATA", device="cpu", parallel=1, runs=str(tmp_path),
+        finetune_lr=0.01, data="DATA", device="cpu", parallel=1, runs=str(tmp_path), seeds=[0],
     )  # fmt: skip
     for k, v in extra:
         setattr(a, k, v)

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..io import atomic_torch_save, load_safely
+from ..surgery import FORMAT as MODEL_FORMAT
 
 FORMAT = "dsaprune-checkpoint"
 
@@ -24,7 +25,7 @@ def save_checkpoint(path: str | Path, **fields: Any) -> None:
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     ckpt = load_safely(path, "checkpoint", error=CheckpointError)
-    if isinstance(ckpt, dict) and ckpt.get("format") == "dsaprune-pruned-model":
+    if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT:
         name = ckpt.get("model_name", "NAME")
         raise CheckpointError(
             f"{path}: a model file written by dsaprune.save, not a training checkpoint (last.pt); "
