@@ -15,6 +15,9 @@ processes at once (on one GPU the small CIFAR networks leave most of it idle). W
 ``cifar10.json`` (the rows), ``cifar10.md`` (beside the paper's numbers),
 ``accuracy_vs_flops.png`` and each DSA run's allocation plot into ``--results``.
 
+``--no-run`` starts nothing and writes the table from the runs that have finished, listing the
+rest, so that a table spread over several sessions can be published as it stands.
+
 Pipeline hours are the summed training-epoch times of every run in the method's pipeline (without
 the per-epoch test evaluation and process start-up), on the device named in the row.
 
@@ -72,7 +75,7 @@ class Job:
     deps: list[Job] = field(default_factory=list)
     seed: int = 0
     proc: subprocess.Popen | None = None
-    state: str = "pending"  # pending, running, done, failed
+    state: str = "pending"  # pending, running, done, failed; "not run" under --no-run
 
     @property
     def done_file(self) -> Path:
@@ -119,7 +122,16 @@ def plan(a: argparse.Namespace) -> list[Job]:
                         *common, "--out", str(out)]  # fmt: skip
                 jobs.append(Job(m, method, b, out, argv, deps, seed=seed))
     keep = set(a.methods) | ({"unpruned"} if "magnitude" in a.methods else set())
-    return [j for j in jobs if j.method in keep]
+    return sorted((j for j in jobs if j.method in keep), key=_run_order)
+
+
+def _run_order(j: Job) -> tuple:
+    """Unpruned runs first, then the magnitude fine-tunes that need their checkpoints, then the
+    rest one budget at a time with every seed, so that a stopped table leaves whole cells (both
+    seeds of a budget) rather than one seed of everything. The order changes no folder or command.
+    """
+    stage = {"unpruned": 0, "magnitude": 1}.get(j.method, 2)
+    return stage, -j.budget, j.seed, METHODS.index(j.method)
 
 
 def _start(j: Job) -> None:
@@ -160,6 +172,12 @@ def run_all(jobs: list[Job], parallel: int) -> None:
         for j in jobs:  # a run whose prerequisite failed cannot start
             if j.state == "pending" and any(d.state == "failed" for d in j.deps):
                 j.state = "failed"
+            # run folders may be kept without their checkpoints (they are not committed)
+            lost = [d for d in j.deps if d.state == "done" and not (d.out / "last.pt").exists()]
+            if j.state == "pending" and lost:
+                j.state = "failed"
+                print(f"FAILED {j.out.name}: it prunes {lost[0].out}/last.pt, which is gone; "
+                      f"delete {lost[0].out} to train it again", flush=True)  # fmt: skip
         ready = [j for j in jobs if j.state == "pending" and all(d.state == "done" for d in j.deps)]
         slots = parallel - sum(j.state == "running" for j in jobs)
         for j in ready[: max(0, slots)]:
@@ -221,10 +239,15 @@ def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
             row["met_by"] = rep.get("met_by")
             row["keep_ratios"] = [g["keep_ratio"] for g in rep["groups"]]
         out.append(row)
-    return out
+    # shown per model and budget, whatever order the runs finished in
+    return sorted(
+        out, key=lambda r: (r["model"], -r["budget"], METHODS.index(r["method"]), r["seed"])
+    )
 
 
-def markdown(rs: list[dict], a: argparse.Namespace, argv: list[str]) -> str:
+def markdown(
+    rs: list[dict], a: argparse.Namespace, argv: list[str], missing: list[str] = ()
+) -> str:
     def key(r: dict) -> tuple:
         return r["model"], r["budget"], r.get("seed", 0)
 
@@ -248,6 +271,8 @@ def markdown(rs: list[dict], a: argparse.Namespace, argv: list[str]) -> str:
         "(their baselines: ResNet-20 92.17%, ResNet-56 93.12%; † over budget).",
         "",
     ]
+    if missing:  # a partial table says what it lacks, so no cell is read as complete
+        lines += [f"**Not run yet** ({len(missing)}): " + ", ".join(missing), ""]
     if seeded:
         lines += _seed_means(rs)
     lines += [
@@ -350,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parallel", type=int, default=1, help="runs at once [1]")
     p.add_argument("--runs", default="runs/table", help="run folders [runs/table]")
     p.add_argument("--results", default="bench/results", help="where tables and plots go")
+    p.add_argument(
+        "--no-run",
+        action="store_true",
+        help="start nothing: write the table from the runs that have finished and list the rest",
+    )
     a = p.parse_args(argv)
     unknown = set(a.methods) - set(METHODS)
     if unknown:
@@ -368,7 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     a.finetune_epochs = a.finetune_epochs or a.epochs / 2
     a.finetune_lr = a.finetune_lr or a.lr / 10
     jobs = plan(a)
-    run_all(jobs, a.parallel)
+    if a.no_run:
+        for j in jobs:
+            j.state = "done" if j.done_file.exists() else "not run"
+        argv = [x for x in argv if x != "--no-run"]  # the table names the command that makes it
+    else:
+        run_all(jobs, a.parallel)
     rs = rows(jobs, a)
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)
@@ -376,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     from dsaprune.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(rs, res / "cifar10.json")
-    atomic_write_text(markdown(rs, a, argv), res / "cifar10.md")
+    missing = [j.out.name for j in jobs if j.state == "not run"]
+    atomic_write_text(markdown(rs, a, argv, missing), res / "cifar10.md")
     if rs:
         plot(rs, res / "accuracy_vs_flops.png")
     for j in jobs:

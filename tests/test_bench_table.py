@@ -58,7 +58,10 @@ def test_rows_and_markdown_from_finished_runs(table, tmp_path):
     a = _args(table, tmp_path, ("methods", ["dsa", "magnitude"]), ("budgets", [0.5]))
     jobs = table.plan(a)
     hist = [{"epoch": e, "epoch_time_s": 360.0, "test_acc": 0.8} for e in range(1, 9)]
-    base, dsa, mag = jobs
+    by = {j.method: j for j in jobs}
+    base, dsa, mag = by["unpruned"], by["dsa"], by["magnitude"]
+    # unpruned runs first, then the magnitude fine-tunes that need their checkpoints
+    assert [j.method for j in jobs] == ["unpruned", "magnitude", "dsa"]
     base.out.mkdir(parents=True)
     (base.out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
     for j, acc, n in ((dsa, 0.75, 8), (mag, 0.78, 4)):
@@ -79,10 +82,13 @@ def test_rows_and_markdown_from_finished_runs(table, tmp_path):
 
 
 def test_seeds_pair_magnitude_with_its_own_unpruned_run_and_the_table_averages(table, tmp_path):
-    a = _args(table, tmp_path, ("methods", ["dsa", "magnitude"]), ("budgets", [0.5]),
+    a = _args(table, tmp_path, ("methods", ["dsa", "magnitude"]), ("budgets", [0.5, 0.333]),
               ("seeds", [0, 1]))  # fmt: skip
     jobs = table.plan(a)
-    assert len(jobs) == 2 * 3 and len({j.out for j in jobs}) == 6
+    assert len(jobs) == 2 * 5 and len({j.out for j in jobs}) == 10
+    # a stopped table leaves whole cells: both seeds of the first budget before the next budget
+    assert [(j.method, j.budget, j.seed) for j in jobs if j.method == "dsa"] == [
+        ("dsa", 0.5, 0), ("dsa", 0.5, 1), ("dsa", 0.333, 0), ("dsa", 0.333, 1)]  # fmt: skip
     parser = build_parser()
     for j in jobs:
         ns = parser.parse_args(j.argv)
@@ -101,8 +107,28 @@ def test_seeds_pair_magnitude_with_its_own_unpruned_run_and_the_table_averages(t
             (j.out / "report.json").write_text(json.dumps(rep))
         j.state = "done"
     rs = table.rows(jobs, a)
-    assert sorted(r["seed"] for r in rs if r["method"] == "dsa") == [0, 1]
+    assert sorted(r["seed"] for r in rs if r["method"] == "dsa" and r["budget"] == 0.5) == [0, 1]
     md = table.markdown(rs, a, ["--seeds", "0,1"])
     assert "| resnet20 | 50.0% | dsa | 2 | 76.00 | 75.00 – 77.00 |" in md
     table.plot(rs, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_no_run_writes_the_finished_runs_and_names_the_missing_ones(table, tmp_path):
+    runs, res = tmp_path / "runs", tmp_path / "res"
+    argv = ["--models", "resnet20", "--budgets", "0.5", "--methods", "dsa,uniform", "--epochs", "8",
+            "--runs", str(runs), "--results", str(res), "--data", "DATA", "--no-run"]  # fmt: skip
+    a = _args(table, runs, ("methods", ["dsa", "uniform"]), ("budgets", [0.5]))
+    dsa = next(j for j in table.plan(a) if j.method == "dsa")
+    hist = [{"epoch": e, "epoch_time_s": 360.0, "test_acc": 0.8} for e in range(1, 9)]
+    dsa.out.mkdir(parents=True)
+    rep = {"history": hist, "acc_after": 0.75, "flops_ratio": 0.5, "met_by": "dsa",
+           "groups": [{"keep_ratio": 0.5}]}  # fmt: skip
+    (dsa.out / "report.json").write_text(json.dumps(rep))
+    (dsa.out / "table_done.json").write_text(json.dumps({"command": dsa.command}))
+    assert table.main(argv) == 0
+    assert not (runs / "resnet20_uniform_f50_e8").exists()  # nothing was started
+    rows = json.loads((res / "cifar10.json").read_text())
+    assert [r["method"] for r in rows] == ["dsa"] and rows[0]["acc"] == pytest.approx(75.0)
+    md = (res / "cifar10.md").read_text()
+    assert "**Not run yet** (1): resnet20_uniform_f50_e8" in md and "--no-run" not in md
