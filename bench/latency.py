@@ -135,6 +135,7 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
         "device_name": describe_device(device),
         "batch": batch,
         "fit_s": fit_s,
+        "block": L.meta["block"],
         "unpruned_measured_ms": 1e3 * times[0],
         "unpruned_predicted_ms": 1e3 * L.full,
         "unpruned_error": L.full / times[0] - 1.0,
@@ -211,12 +212,14 @@ def markdown(results: list[dict], command: str, sweep: list | None = None) -> st
         "Fitting (per-layer grids and the whole-network calibration; ~0 s when cached), and the "
         "model's error on the unpruned network:",
         "",
-        "| model | device | batch | fit s | unpruned predicted ms | measured ms | error |",
-        "|---|---|---|---|---|---|---|",
+        "| model | device | batch | channel block | fit s | unpruned predicted ms | measured ms "
+        "| error |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         lines.append(
-            f"| {res['model']} | {res['device_name']} | {res['batch']} | {res['fit_s']:.1f} | "
+            f"| {res['model']} | {res['device_name']} | {res['batch']} | {res.get('block', 1)} | "
+            f"{res['fit_s']:.1f} | "
             f"{res['unpruned_predicted_ms']:.3f} | {res['unpruned_measured_ms']:.3f} | "
             f"{100 * res['unpruned_error']:+.1f}% |"
         )

@@ -37,22 +37,29 @@ from dsaprune.surgery import prune_groups
 CONST = 1e-5  # synthetic per-call overhead of each layer (seconds)
 
 
-def _synthetic_seconds(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> float:
+def _synthetic_seconds(m: nn.Module, x: torch.Tensor, out: torch.Tensor, block: int = 1) -> float:
+    def pad(c: int) -> int:  # a partial block of channels costs a whole one
+        return -(-c // block) * block
+
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0] * m.kernel_size[1]
-        flops = m.in_channels * (m.out_channels // m.groups) * k * out[0, 0].numel()
-        io = m.in_channels * x[0, 0].numel() + m.out_channels * out[0, 0].numel()
+        c_in, c_out = pad(m.in_channels), pad(m.out_channels)
+        flops = c_in * (c_out // m.groups) * k * out[0, 0].numel()
+        io = c_in * x[0, 0].numel() + c_out * out[0, 0].numel()
     else:
         rows = out.numel() // out.shape[-1]
-        flops, io = m.in_features * m.out_features * rows, m.in_features + m.out_features
+        c_in, c_out = pad(m.in_features), pad(m.out_features)
+        flops, io = c_in * c_out * rows, c_in + c_out
     return 1e-9 * flops * x.shape[0] + 1e-8 * io * x.shape[0] + CONST
 
 
 class SyntheticClock:
-    """Stands in for ``time_calls``: runs each function once and sums its layers' times."""
+    """Stands in for ``time_calls``: runs each function once and sums its layers' times
+    (stepped at multiples of ``block`` channels, as a CPU's vector kernels are)."""
 
-    def __init__(self) -> None:
+    def __init__(self, block: int = 1) -> None:
         self.calls = 0
+        self.block = block
 
     def __call__(self, fns, device="cpu", **_kw) -> list[float]:
         out = []
@@ -62,7 +69,7 @@ class SyntheticClock:
 
             def hook(m, inp, o, total=total):
                 if isinstance(m, nn.Conv2d | nn.Linear):
-                    total[0] += _synthetic_seconds(m, inp[0], o)
+                    total[0] += _synthetic_seconds(m, inp[0], o, self.block)
 
             h = nn.modules.module.register_module_forward_hook(hook)
             try:
@@ -80,11 +87,13 @@ def clock(monkeypatch, tmp_path):
     c = SyntheticClock()
     monkeypatch.setattr(lat, "time_calls", c)
     monkeypatch.setattr("dsaprune.cost.timing.time_calls", c)
+    # this clock's time is smooth in the channel count; the stepped one is tested on its own
+    monkeypatch.setattr(lat, "channel_block", lambda device: 1)
     return c
 
 
-def _synthetic_network_seconds(model: nn.Module, shape, batch: int) -> float:
-    return SyntheticClock()([lambda: model(torch.zeros(batch, *shape))])[0]
+def _synthetic_network_seconds(model: nn.Module, shape, batch: int, block: int = 1) -> float:
+    return SyntheticClock(block)([lambda: model(torch.zeros(batch, *shape))])[0]
 
 
 def test_nnls_recovers_nonnegative_coefficients_and_clips_negative_ones():
@@ -242,3 +251,50 @@ def test_meet_by_measurement_tightens_until_the_measurement_meets_the_budget(mon
     assert len(log) >= 2 and log[0]["target"] == 0.6 and log[0]["measured_ratio"] > 0.6
     assert log[-1]["measured_ratio"] <= 0.6 and log[-1]["target"] < 0.6
     assert slower_than_predicted(G, counts) == log[-1]["measured_ratio"]
+
+
+def test_channel_block_follows_the_cpus_vector_width(monkeypatch):
+    for capability, block in (("AVX512", 16), ("AVX2", 8), ("DEFAULT", 1)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert lat.channel_block("cpu") == block
+    assert lat.channel_block("cuda") == 1  # not measured there: no step assumed
+
+
+def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_path, tiny_net):
+    """A CPU kernel's time steps at multiples of its channel block: with the block, the
+    quadratic form is exact at every count the rounding can produce, and the rounding keeps
+    whole blocks only; without it, a partial block is predicted cheaper than it runs."""
+    monkeypatch.setenv("DSAPRUNE_CACHE", str(tmp_path / "cache"))
+    clock = SyntheticClock(block=8)
+    monkeypatch.setattr(lat, "time_calls", clock)
+    monkeypatch.setattr("dsaprune.cost.timing.time_calls", clock)
+    net = tiny_net().eval()
+    G = find_groups(net, torch.zeros(1, 3, 16, 16))
+    chans = [g.channels for g in G.prunable]
+    assert chans == [16, 32]
+    cost = latency_model(G, batch=2, block=8)
+    smooth = latency_model(G, batch=2, block=1)
+    assert cost.units == [8, 8] and cost.meta["block"] == 8
+
+    def truth(counts):
+        pruned = copy.deepcopy(net)
+        P = find_groups(pruned, torch.zeros(1, 3, 16, 16))
+        prune_groups(P, [torch.arange(n) for n in counts])
+        return _synthetic_network_seconds(pruned, (3, 16, 16), 2, block=8)
+
+    def alpha(counts):
+        return torch.tensor(
+            [n / c for n, c in zip(counts, chans, strict=True)], dtype=torch.float64
+        )
+
+    for counts in ([8, 8], [8, 24], [16, 16], [16, 32]):  # whole blocks: exact
+        assert float(cost(alpha(counts))) == pytest.approx(truth(counts), rel=1e-9)
+    partial = [9, 17]  # runs as [16, 24]; the smooth model thinks it cheaper
+    assert truth(partial) == pytest.approx(truth([16, 24]), rel=1e-12)
+    assert float(smooth(alpha(partial))) < 0.97 * truth(partial)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):  # whatever the allocation, the rounding keeps whole blocks
+        a = torch.rand(2, generator=g, dtype=torch.float64) * 0.5 + 0.5
+        target = float(cost.ratio(a))
+        counts = round_channels(a, chans, cost, target, round_to=1)
+        assert all(n % 8 == 0 for n in counts) and float(cost.ratio(alpha(counts))) <= target

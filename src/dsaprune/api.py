@@ -274,6 +274,7 @@ def _latency_report(
         "measured_ratio": t_after / t_before,
         "measured_speedup": t_before / t_after,
         "prediction_error": p_after / t_after - 1.0,
+        "channel_block": cost.meta.get("block", 1),  # a latency budget keeps whole blocks
     }
 
 

@@ -7,12 +7,23 @@ bilinear in the two keep ratios x (input) and y (output) plus a constant,
     t(x, y) = a·x·y + b·x + c·y + d,    a, b, c, d ≥ 0,
 
 so the network stays ``Aᵀ Q A + bᵀ A + c`` and the allocator, the budget guarantee and the
-rounding work unchanged. The layers' sum is then calibrated on the whole network: uniformly
-pruned copies (keep 1, ¾, ½, ¼) are timed and T ≈ κ · Σ layers + c0 is fitted (κ, c0 ≥ 0). κ takes
-up what scales with the layers (BN, activations and additions scale with the same channels;
-layers run slower or faster in the network than alone), c0 what does not (the stem, pooling,
-Python dispatch). A κ far from 1 means the layer table does not describe this machine as it is
-now (measured while it was busy, say): the layers are measured again, once.
+rounding work unchanged.
+
+The layers' sum is then calibrated on the whole network: uniformly pruned copies (keep 1, ¾,
+½, ¼) are timed and T ≈ κ · Σ layers + c0 is fitted (κ, c0 ≥ 0). κ takes up what scales with
+the layers (BN, activations and additions scale with the same channels; layers run slower or
+faster in the network than alone), c0 what does not (the stem, pooling, Python dispatch). A κ
+far from 1 means the layer table does not describe this machine as it is now (measured while
+it was busy, say): the layers are measured again, once.
+
+A convolution's time on a CPU is not smooth in its channel count: the kernels work on blocks of
+as many channels as one vector register holds (16 float32 with AVX-512, 8 with AVX2), and a
+partial block costs a whole one. On the 2-core AVX-512 machine a 3×3 convolution at batch 64
+takes 1.6–1.9 ms for 20 to 32 channels, 3.4–3.7 ms for 33 to 48 and 5.9–6.3 ms for 49 to 64
+(``bench/results/latency_cpu.md``): keeping 33 channels costs what 48 do. So a latency cost
+counts channels in whole blocks (``channel_block``): every layer is measured at multiples of
+the block, and the cost's rounding unit is the block, so that a latency budget never pays for
+channels it does not keep, nor keeps a partial block that costs a full one.
 
 Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
 ``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and
@@ -38,7 +49,7 @@ from ..io import atomic_write_json, cache_dir
 from .quadratic import LayerTerms, QuadraticCost, QuadraticForm, layer_terms
 from .timing import device_key, example_input, measure_latency, time_calls
 
-FORMAT = 4
+FORMAT = 5
 GRID = (0.25, 0.5, 0.75, 1.0)
 UNIFORM = (1.0, 0.75, 0.5, 0.25)  # whole-network keep ratios the calibration is fitted on
 
@@ -61,10 +72,21 @@ def nnls(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return best
 
 
+def channel_block(device: torch.device | str) -> int:
+    """The channel count a convolution's time steps by on ``device``: the float32 lanes of the
+    CPU's widest vector unit that PyTorch uses; 1 (no step assumed) where it is not known,
+    including CUDA, where it has not been measured."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return 1
+    return {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 1)
+
+
 def _counts(channels: int, ratios: Sequence[float], multiple: int = 1) -> list[int]:
     out = []
     for r in ratios:
-        n = max(multiple, round(r * channels / multiple) * multiple)
+        # the full width is always a count (the unpruned layer), a multiple of the block or not
+        n = channels if r >= 1.0 else max(multiple, round(r * channels / multiple) * multiple)
         if n not in out:
             out.append(min(n, channels))
     return out
@@ -99,7 +121,7 @@ def _layer(module: nn.Module, n_in: int, n_out: int, device, dtype) -> nn.Module
     return layer.eval()
 
 
-def _layer_key(t: LayerTerms, module: nn.Module, batch: int) -> str:
+def _layer_key(t: LayerTerms, module: nn.Module, batch: int, block: int) -> str:
     s = t.shape
     geo = ""
     if isinstance(module, nn.Conv2d):
@@ -110,14 +132,18 @@ def _layer_key(t: LayerTerms, module: nn.Module, batch: int) -> str:
     return (
         f"{s.kind}|{s.in_channels}>{s.out_channels}|{geo}|in{tuple(s.in_spatial)}|"
         f"bias{s.bias}|b{batch}|vary{int(t.varies_in)}{int(t.out_k is not None)}|grid{GRID}"
+        f"|block{block}"
     )
 
 
-def _measure_layer(t: LayerTerms, module: nn.Module, batch: int, device, dtype) -> list[list]:
-    """[[x, y, seconds], …] over the grid of the ratios this layer's channels can take."""
+def _measure_layer(
+    t: LayerTerms, module: nn.Module, batch: int, device, dtype, block: int = 1
+) -> list[list]:
+    """[[x, y, seconds], …] over the grid of the ratios this layer's channels can take (whole
+    blocks of ``block`` channels)."""
     s = t.shape
     depthwise = s.depthwise
-    mult = 1 if depthwise or s.groups == 1 else s.groups
+    mult = math.lcm(1 if depthwise or s.groups == 1 else s.groups, block)
     outs = _counts(s.out_channels, GRID if t.out_k is not None else (1.0,), mult)
     if depthwise:
         pairs = [(n, n) for n in outs]
@@ -216,11 +242,14 @@ def pruned_copy(groups: Groups, counts: list[int], device) -> nn.Module:
     return model.eval()
 
 
-def _uniform_copy(groups: Groups, ratio: float, device) -> tuple[nn.Module, list[float]]:
-    """A physical copy of the network with every prunable group cut to ``ratio``."""
+def _uniform_copy(
+    groups: Groups, ratio: float, device, block: int = 1
+) -> tuple[nn.Module, list[float]]:
+    """A physical copy of the network with every prunable group cut to about ``ratio``, in whole
+    units (a grouped convolution's) and blocks."""
     if ratio >= 1.0:
         return groups.model, [1.0] * len(groups.prunable)
-    counts = [max(1, round(ratio * g.channels)) for g in groups.prunable]
+    counts = [_counts(g.channels, [ratio], math.lcm(g.unit, block))[0] for g in groups.prunable]
     alphas = [n / g.channels for n, g in zip(counts, groups.prunable, strict=True)]
     return pruned_copy(groups, counts, device), alphas
 
@@ -261,9 +290,9 @@ def meet_by_measurement(
     return (best if best is not None else counts_for(budget)), log
 
 
-def _layer_fits(groups, terms, batch, device, dtype, cache, fresh: bool, progress: bool):
+def _layer_fits(groups, terms, batch, device, dtype, cache, fresh: bool, progress: bool, block):
     """Each layer's fit, from the cache unless ``fresh``; identical layers are measured once."""
-    keys = {t.name: _layer_key(t, groups.module(t.name), batch) for t in terms}
+    keys = {t.name: _layer_key(t, groups.module(t.name), batch, block) for t in terms}
     todo = {k for k in keys.values() if fresh or k not in cache.layers}
     bar = None
     if progress and todo:
@@ -273,7 +302,7 @@ def _layer_fits(groups, terms, batch, device, dtype, cache, fresh: bool, progres
     for t in terms:
         key = keys[t.name]
         if key in todo:
-            pts = _measure_layer(t, groups.module(t.name), batch, device, dtype)
+            pts = _measure_layer(t, groups.module(t.name), batch, device, dtype, block)
             cache.layers[key] = {"coef": fit_layer(pts, t.shape.depthwise), "points": pts}
             cache.dirty = True
             todo.discard(key)
@@ -296,10 +325,10 @@ def _layers_form(groups: Groups, terms: list[LayerTerms], fits: dict) -> Quadrat
     return form
 
 
-def _calibrate(groups: Groups, layers: QuadraticCost, batch: int, device) -> dict:
+def _calibrate(groups: Groups, layers: QuadraticCost, batch: int, device, block: int) -> dict:
     """Whole-network times of uniformly pruned copies against the layers' sum there:
     T ≈ κ · Σ layers + c0 (κ, c0 ≥ 0)."""
-    copies = [_uniform_copy(groups, r, device) for r in UNIFORM]
+    copies = [_uniform_copy(groups, r, device, block) for r in UNIFORM]
     times = measure_latency([m for m, _ in copies], groups.input_shape, batch, device)
     rows = []
     for (_, alphas), t_net in zip(copies, times, strict=True):
@@ -317,31 +346,39 @@ def latency_model(
     dtype: torch.dtype = torch.float32,
     cache_root: Path | None = None,
     progress: bool = False,
+    block: int | None = None,
 ) -> QuadraticCost:
     """Latency in seconds at ``batch`` on ``device`` as a quadratic form in the prunable groups'
-    keep ratios. ``cost.meta`` holds the fits and how well they reproduce the measurements."""
+    keep ratios, counting channels in whole blocks of ``block`` (default ``channel_block``:
+    16 on an AVX-512 CPU). ``cost.meta`` holds the fits and how well they reproduce the
+    measurements."""
     device = torch.device(device)
+    block = channel_block(device) if block is None else int(block)
+    if block < 1:
+        raise ValueError(f"the channel block must be a positive integer, got {block}")
     cache = LatencyCache(device_key(device, dtype), cache_root)
     terms = layer_terms(groups)
     net_key = hashlib.sha1(
         "|".join(
             [type(groups.model).__name__, str(batch)]
-            + [_layer_key(t, groups.module(t.name), batch) for t in terms]
+            + [_layer_key(t, groups.module(t.name), batch, block) for t in terms]
             + [f"{g.index}:{g.channels}:{g.prunable}" for g in groups]
         ).encode()
     ).hexdigest()[:16]
     with torch.random.fork_rng(devices=[]):
-        fits = _layer_fits(groups, terms, batch, device, dtype, cache, False, progress)
+        fits = _layer_fits(groups, terms, batch, device, dtype, cache, False, progress, block)
         net = cache.networks.get(net_key)
         if net is None:
             layers = _layers_form(groups, terms, fits).cost(groups, "latency")
-            net = _calibrate(groups, layers, batch, device)
+            net = _calibrate(groups, layers, batch, device, block)
             if not 2 / 3 < net["coef"][0] < 3 / 2:
                 # the layers' sum is far from the network: a table measured on a busy machine,
                 # or stale; measure this network's layers again, once
-                fits = _layer_fits(groups, terms, batch, device, dtype, cache, True, progress)
+                fits = _layer_fits(
+                    groups, terms, batch, device, dtype, cache, True, progress, block
+                )
                 layers = _layers_form(groups, terms, fits).cost(groups, "latency")
-                net = _calibrate(groups, layers, batch, device)
+                net = _calibrate(groups, layers, batch, device, block)
             cache.networks[net_key] = net
             cache.dirty = True
     cache.save()
@@ -351,10 +388,13 @@ def latency_model(
     form.b *= kappa
     form.c = kappa * form.c + c0
     cost = form.cost(groups, "latency")
+    # whole blocks: a partial block costs a full one, so the rounding keeps whole blocks
+    cost.units = [math.lcm(u, block) for u in cost.units]
     cost.meta = {
         "measured": True,  # a budget on it is checked by measuring the pruned network
         "device": str(device),
         "batch": batch,
+        "block": block,
         "layers": fits,
         "calibration": net,  # κ, c0 and the [layers' sum, measured] pairs at keep 1, ¾, ½, ¼
         "uniform_fit_error": [(kappa * lay + c0 - t) / t for lay, t in net["points"]],
