@@ -230,8 +230,9 @@ def markdown(results: list[dict], command: str, sweep: list | None = None) -> st
             "",
             "A 3×3 convolution, in = out channels, 16×16 input, batch 64 (the shape of "
             "ResNet-56's second stage), timed interleaved. The bilinear model assumes the time "
-            "grows smoothly with the channels; the CPU's convolution kernels instead step at "
-            "multiples of 16:",
+            "grows smoothly with the channels; above one block of 16 channels (the AVX-512 "
+            "float32 width) the CPU's convolution kernels instead step at multiples of 16, which "
+            "is why a latency cost keeps whole blocks there (the *channel block* column above):",
             "",
             "| channels | " + " | ".join(str(int(n)) for n, _ in sweep) + " |",
             "|---|" + "---|" * len(sweep),

@@ -38,8 +38,8 @@ CONST = 1e-5  # synthetic per-call overhead of each layer (seconds)
 
 
 def _synthetic_seconds(m: nn.Module, x: torch.Tensor, out: torch.Tensor, block: int = 1) -> float:
-    def pad(c: int) -> int:  # a partial block of channels costs a whole one
-        return -(-c // block) * block
+    def pad(c: int) -> int:  # above one block, a partial block of channels costs a whole one
+        return c if c <= block else -(-c // block) * block
 
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0] * m.kernel_size[1]
@@ -261,9 +261,10 @@ def test_channel_block_follows_the_cpus_vector_width(monkeypatch):
 
 
 def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_path, tiny_net):
-    """A CPU kernel's time steps at multiples of its channel block: with the block, the
-    quadratic form is exact at every count the rounding can produce, and the rounding keeps
-    whole blocks only; without it, a partial block is predicted cheaper than it runs."""
+    """A CPU kernel's time steps at multiples of its channel block above the first block: with
+    the block, the quadratic form is exact at every count the rounding can produce, and the
+    rounding keeps whole blocks above the first; without it, a partial block is predicted
+    cheaper than it runs."""
     monkeypatch.setenv("DSAPRUNE_CACHE", str(tmp_path / "cache"))
     clock = SyntheticClock(block=8)
     monkeypatch.setattr(lat, "time_calls", clock)
@@ -274,7 +275,7 @@ def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_pa
     assert chans == [16, 32]
     cost = latency_model(G, batch=2, block=8)
     smooth = latency_model(G, batch=2, block=1)
-    assert cost.units == [8, 8] and cost.meta["block"] == 8
+    assert cost.block == 8 and cost.meta["block"] == 8
 
     def truth(counts):
         pruned = copy.deepcopy(net)
@@ -287,7 +288,7 @@ def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_pa
             [n / c for n, c in zip(counts, chans, strict=True)], dtype=torch.float64
         )
 
-    for counts in ([8, 8], [8, 24], [16, 16], [16, 32]):  # whole blocks: exact
+    for counts in ([8, 8], [8, 24], [16, 16], [16, 32], [3, 5], [6, 24]):  # reachable: exact
         assert float(cost(alpha(counts))) == pytest.approx(truth(counts), rel=1e-9)
     partial = [9, 17]  # runs as [16, 24]; the smooth model thinks it cheaper
     assert truth(partial) == pytest.approx(truth([16, 24]), rel=1e-12)
@@ -297,4 +298,16 @@ def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_pa
         a = torch.rand(2, generator=g, dtype=torch.float64) * 0.5 + 0.5
         target = float(cost.ratio(a))
         counts = round_channels(a, chans, cost, target, round_to=1)
-        assert all(n % 8 == 0 for n in counts) and float(cost.ratio(alpha(counts))) <= target
+        assert all(n <= 8 or n % 8 == 0 for n in counts)
+        assert float(cost.ratio(alpha(counts))) <= target
+
+
+def test_channel_levels_step_by_blocks_above_the_first_block():
+    from dsaprune.cost.quadratic import channel_levels
+
+    assert channel_levels([64], 1, block=16) == [list(range(1, 17)) + [32, 48, 64]]
+    assert channel_levels([64], 8, block=16) == [[8, 16, 32, 48, 64]]
+    assert channel_levels([12], 1, block=16) == [list(range(1, 13))]
+    assert channel_levels([24], 8) == [[8, 16, 24]]  # no block: the plain round_to steps
+    assert channel_levels([20], 8) == [[8, 16, 20]]  # and the full width
+    assert channel_levels([40], 1, [4], block=16) == [[4, 8, 12, 16, 32, 40]]  # grouped conv

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .cost import QuadraticCost
-from .cost.quadratic import channel_steps
+from .cost.quadratic import channel_levels
 
 
 @dataclass
@@ -257,29 +257,39 @@ def round_channels(
     budget: float,
     round_to: int = 1,
 ) -> list[int]:
-    """Whole channel counts n_k near α_k C_k (multiples of ``round_to`` where the group is wider
-    than that, and of the group's unit: see ``channel_steps``) with cost ≤ ``budget`` and as
-    close to it as whole channels allow: round, then remove channels greedily while over
-    budget, then add while the budget allows."""
+    """Whole channel counts n_k near α_k C_k, each one of its group's levels (multiples of
+    ``round_to`` where the group is wider than that, of the group's unit, and above one block of
+    a latency cost's ``block``: see ``channel_levels``) with cost ≤ ``budget`` and as close to it
+    as those levels allow: take the nearest level, then step groups down greedily while over
+    budget, then up while the budget allows."""
     chans = torch.tensor(channels, dtype=torch.float64)
-    step = channel_steps(channels, round_to, cost.units)
-    lo = step.clone()  # every group keeps at least one step
-    n = (alpha.double().cpu() * chans / step).round() * step
-    n = torch.minimum(torch.maximum(n, lo), chans)
+    levels = channel_levels(channels, round_to, cost.units, cost.block)
     target = alpha.double().cpu() * chans
+    idx = [
+        min(range(len(lv)), key=lambda i, lv=lv, t=float(t): abs(lv[i] - t))
+        for lv, t in zip(levels, target, strict=True)
+    ]
 
-    def frac(v):
-        return float(cost.ratio(v / chans))
+    def counts(ix: list[int]) -> torch.Tensor:
+        return torch.tensor([lv[i] for lv, i in zip(levels, ix, strict=True)], dtype=torch.float64)
 
+    def frac(ix: list[int]) -> float:
+        return float(cost.ratio(counts(ix) / chans))
+
+    def moved(ix: list[int], k: int, d: int) -> list[int]:
+        out = list(ix)
+        out[k] += d
+        return out
+
+    K = len(channels)
     # over budget: drop from the group whose removal saves most cost per unit of surplus lost
-    while frac(n) > budget:
+    while frac(idx) > budget:
         best, best_score = -1, None
-        for k in range(len(channels)):
-            if n[k] - step[k] < lo[k]:
+        n = counts(idx)
+        for k in range(K):
+            if idx[k] == 0:
                 continue
-            trial = n.clone()
-            trial[k] -= step[k]
-            saved = frac(n) - frac(trial)
+            saved = frac(idx) - frac(moved(idx, k, -1))
             # prefer groups already above their continuous target
             score = saved * (1.0 + float((n[k] - target[k]) / chans[k]))
             if best_score is None or score > best_score:
@@ -287,43 +297,39 @@ def round_channels(
         if best < 0:
             raise ValueError(
                 f"budget {budget:.4f} is unreachable: with {round_to} channel(s) per group the "
-                f"cost is {frac(lo):.4f} of the full network"
+                f"cost is {frac([0] * K):.4f} of the full network"
             )
-        n[best] -= step[best]
+        idx[best] -= 1
     # under budget: add back to the groups furthest below their target while it still fits
     while True:
-        order = sorted(range(len(channels)), key=lambda k: float((n[k] - target[k]) / chans[k]))
+        n = counts(idx)
+        order = sorted(range(K), key=lambda k: float((n[k] - target[k]) / chans[k]))
         for k in order:
-            if n[k] + step[k] > chans[k]:
-                continue
-            trial = n.clone()
-            trial[k] += step[k]
-            if frac(trial) <= budget:
-                n = trial
+            if idx[k] + 1 < len(levels[k]) and frac(moved(idx, k, 1)) <= budget:
+                idx[k] += 1
                 break
         else:
             break
-    # still well under budget (single additions all overshoot): add a step to one group and
-    # take as few steps from another as that needs to fit
-    for _ in range(10 * len(channels)):
-        cur = frac(n)
+    # still well under budget (single additions all overshoot): add a level to one group and
+    # take as few levels from another as that needs to fit
+    for _ in range(10 * K):
+        cur = frac(idx)
         if cur >= 0.99 * budget:
             break
         best, best_val = None, cur
-        for k in range(len(channels)):
-            if n[k] + step[k] > chans[k]:
+        for k in range(K):
+            if idx[k] + 1 >= len(levels[k]):
                 continue
-            for j in range(len(channels)):
+            for j in range(K):
                 if j == k:
                     continue
-                trial = n.clone()
-                trial[k] += step[k]
-                while frac(trial) > budget and trial[j] - step[j] >= lo[j]:
-                    trial[j] -= step[j]
+                trial = moved(idx, k, 1)
+                while frac(trial) > budget and trial[j] > 0:
+                    trial[j] -= 1
                 v = frac(trial)
                 if best_val < v <= budget:
                     best, best_val = trial, v
         if best is None:
             break
-        n = best
-    return [int(v) for v in n]
+        idx = best
+    return [int(v) for v in counts(idx)]

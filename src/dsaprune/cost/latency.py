@@ -16,14 +16,15 @@ faster in the network than alone), c0 what does not (the stem, pooling, Python d
 far from 1 means the layer table does not describe this machine as it is now (measured while
 it was busy, say): the layers are measured again, once.
 
-A convolution's time on a CPU is not smooth in its channel count: the kernels work on blocks of
-as many channels as one vector register holds (16 float32 with AVX-512, 8 with AVX2), and a
-partial block costs a whole one. On the 2-core AVX-512 machine a 3×3 convolution at batch 64
-takes 1.6–1.9 ms for 20 to 32 channels, 3.4–3.7 ms for 33 to 48 and 5.9–6.3 ms for 49 to 64
-(``bench/results/latency_cpu.md``): keeping 33 channels costs what 48 do. So a latency cost
-counts channels in whole blocks (``channel_block``): every layer is measured at multiples of
-the block, and the cost's rounding unit is the block, so that a latency budget never pays for
-channels it does not keep, nor keeps a partial block that costs a full one.
+A convolution's time on a CPU is not smooth in its channel count: above one block of as many
+channels as a vector register holds (16 float32 with AVX-512, 8 with AVX2), a partial block
+costs a whole one. On the 2-core AVX-512 machine a 3×3 convolution at 16×16, batch 64, takes
+1.5–1.7 ms for 17 to 32 channels in and out, 3.2–3.4 ms for 33 to 48 and 5.7–5.9 ms for 49 to
+64, while below one block the time still falls with the channels (16: 0.47 ms, 8: 0.26 ms, 4:
+0.15 ms; ``bench/results/latency_cpu.md``). So a latency cost carries the device's block
+(``channel_block``): layers wider than a block are measured at multiples of it, and the rounding
+keeps whole blocks above the first (``cost.quadratic.channel_levels``), so that a latency budget
+never keeps a partial block that costs as much as a full one.
 
 Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
 ``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and
@@ -80,6 +81,12 @@ def channel_block(device: torch.device | str) -> int:
     if device.type != "cpu":
         return 1
     return {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 1)
+
+
+def _step(channels: int, unit: int, block: int) -> int:
+    """The grid's step for a side of ``channels``: whole blocks where it is wider than one
+    (a partial block there costs a full one), else the unit (the time still falls below it)."""
+    return math.lcm(unit, block) if channels > block else unit
 
 
 def _counts(channels: int, ratios: Sequence[float], multiple: int = 1) -> list[int]:
@@ -143,12 +150,16 @@ def _measure_layer(
     blocks of ``block`` channels)."""
     s = t.shape
     depthwise = s.depthwise
-    mult = math.lcm(1 if depthwise or s.groups == 1 else s.groups, block)
-    outs = _counts(s.out_channels, GRID if t.out_k is not None else (1.0,), mult)
+    unit = 1 if depthwise or s.groups == 1 else s.groups
+    outs = _counts(
+        s.out_channels, GRID if t.out_k is not None else (1.0,), _step(s.out_channels, unit, block)
+    )
     if depthwise:
         pairs = [(n, n) for n in outs]
     else:
-        ins = _counts(s.in_channels, GRID if t.varies_in else (1.0,), mult)
+        ins = _counts(
+            s.in_channels, GRID if t.varies_in else (1.0,), _step(s.in_channels, unit, block)
+        )
         pairs = [(i, o) for i in ins for o in outs]
     inputs = {}
     for n_in, _ in pairs:
@@ -249,7 +260,9 @@ def _uniform_copy(
     units (a grouped convolution's) and blocks."""
     if ratio >= 1.0:
         return groups.model, [1.0] * len(groups.prunable)
-    counts = [_counts(g.channels, [ratio], math.lcm(g.unit, block))[0] for g in groups.prunable]
+    counts = [
+        _counts(g.channels, [ratio], _step(g.channels, g.unit, block))[0] for g in groups.prunable
+    ]
     alphas = [n / g.channels for n, g in zip(counts, groups.prunable, strict=True)]
     return pruned_copy(groups, counts, device), alphas
 
@@ -388,8 +401,8 @@ def latency_model(
     form.b *= kappa
     form.c = kappa * form.c + c0
     cost = form.cost(groups, "latency")
-    # whole blocks: a partial block costs a full one, so the rounding keeps whole blocks
-    cost.units = [math.lcm(u, block) for u in cost.units]
+    # above one block a partial block costs a full one: the rounding keeps whole blocks there
+    cost.block = block
     cost.meta = {
         "measured": True,  # a budget on it is checked by measuring the pruned network
         "device": str(device),

@@ -31,6 +31,25 @@ def channel_steps(
     return torch.tensor(steps, dtype=torch.float64)
 
 
+def channel_levels(
+    channels: list[int], round_to: int, units: list[int] | None = None, block: int = 1
+) -> list[list[int]]:
+    """The channel counts each group may keep, ascending: multiples of its step
+    (``channel_steps``) up to one ``block``, then multiples of the block (and of the step), and
+    always the full width. ``block`` > 1 is a latency cost's: on a CPU whose kernels work on
+    blocks of channels a partial block above the first costs a whole one, while below one block
+    the time still falls with the channels."""
+    steps = channel_steps(channels, round_to, units).int().tolist()
+    out = []
+    for c, s in zip(channels, steps, strict=True):
+        big = math.lcm(block, s)
+        lv = set(range(s, min(c, max(block, s)) + 1, s))
+        lv |= set(range(big, c + 1, big)) if block > 1 else set(range(s, c + 1, s))
+        lv.add(c)
+        out.append(sorted(lv))
+    return out
+
+
 class QuadraticCost:
     """One cost (FLOPs or parameters) over the prunable groups' keep ratios."""
 
@@ -42,10 +61,12 @@ class QuadraticCost:
         name: str,
         min_alpha: torch.Tensor,
         units: list[int] | None = None,
+        block: int = 1,
     ) -> None:
         self.Q, self.b, self.c, self.name = Q, b, float(c), name
         self.min_alpha = min_alpha.to(Q.dtype)  # one channel per group
         self.units = list(units) if units is not None else [1] * b.shape[0]  # see channel_steps
+        self.block = int(block)  # see channel_levels
         self.full = float(self(torch.ones(b.shape[0], dtype=Q.dtype)))
         self.meta: dict = {}  # how the form was obtained (the latency fits), for reports
 
@@ -62,8 +83,9 @@ class QuadraticCost:
         """The fraction that stays when every prunable group keeps what it must: one channel, or
         ``round_to`` channels where it is wider than that (as ``round_channels`` rounds)."""
         chans = (1.0 / self.min_alpha).round()
-        steps = channel_steps(chans.int().tolist(), round_to, self.units)
-        return float(self.ratio(steps / chans))
+        levels = channel_levels(chans.int().tolist(), round_to, self.units, self.block)
+        least = torch.tensor([lv[0] for lv in levels], dtype=torch.float64)
+        return float(self.ratio(least / chans))
 
 
 class QuadraticForm:
