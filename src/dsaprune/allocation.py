@@ -250,6 +250,18 @@ def magnitude_keep_ratios(
     return alpha(_bisect(lambda t: float(cost.ratio(alpha(t))) <= budget, top, 0.0, iters))
 
 
+def _nearest(levels: list[int], t: float) -> int:
+    """Index of the level nearest ``t``; a tie goes to the level ``round`` picks (half to even,
+    in units of the step between the two), as the plain rounding always did."""
+    i = min(range(len(levels)), key=lambda i: abs(levels[i] - t))
+    for j in (i - 1, i + 1):  # an equally near neighbour
+        if 0 <= j < len(levels) and abs(levels[j] - t) == abs(levels[i] - t):
+            lo, hi = sorted((levels[i], levels[j]))
+            step = hi - lo
+            return levels.index(round(t / step) * step) if lo % step == 0 else i
+    return i
+
+
 def round_channels(
     alpha: torch.Tensor,
     channels: list[int],
@@ -265,10 +277,7 @@ def round_channels(
     chans = torch.tensor(channels, dtype=torch.float64)
     levels = channel_levels(channels, round_to, cost.units, cost.block)
     target = alpha.double().cpu() * chans
-    idx = [
-        min(range(len(lv)), key=lambda i, lv=lv, t=float(t): abs(lv[i] - t))
-        for lv, t in zip(levels, target, strict=True)
-    ]
+    idx = [_nearest(lv, float(t)) for lv, t in zip(levels, target, strict=True)]
 
     def counts(ix: list[int]) -> torch.Tensor:
         return torch.tensor([lv[i] for lv, i in zip(levels, ix, strict=True)], dtype=torch.float64)
