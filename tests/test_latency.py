@@ -252,6 +252,14 @@ def test_meet_by_measurement_tightens_until_the_measurement_meets_the_budget(mon
     assert log[-1]["measured_ratio"] <= 0.6 and log[-1]["target"] < 0.6
     assert slower_than_predicted(G, counts) == log[-1]["measured_ratio"]
 
+    def never_fast_enough(groups, counts, batch=1, device="cpu"):
+        return 0.9  # a busy machine: no cut measures within the budget
+
+    monkeypatch.setattr(lat, "measured_ratio", never_fast_enough)
+    with pytest.warns(UserWarning, match=r"still measured 0\.900 .* over the budget 0\.6"):
+        counts, log = lat.meet_by_measurement(G, counts_for, 0.6, tries=3)
+    assert len(log) == 3 and log[-1]["target"] < log[0]["target"]
+
 
 def test_channel_block_follows_the_cpus_vector_width(monkeypatch):
     for capability, block in (("AVX512", 16), ("AVX2", 8), ("DEFAULT", 1)):

@@ -300,6 +300,14 @@ def meet_by_measurement(
             if ratio <= budget:
                 break
             target *= budget / ratio
+    if log and log[-1]["measured_ratio"] > budget:
+        warnings.warn(
+            f"after {len(log)} measurements the pruned network still measured "
+            f"{log[-1]['measured_ratio']:.3f} of the unpruned one's latency, over the budget "
+            f"{budget:g}; keeping the last (tightest) counts. The machine may be busy: time it "
+            "again with `dsaprune.measure_latency`, or give a lower budget",
+            stacklevel=2,
+        )
     return (best if best is not None else counts_for(budget)), log
 
 
