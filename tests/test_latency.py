@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import warnings
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from dsaprune.cost import latency as lat
 from dsaprune.cost.latency import (
     UNIFORM,
     LatencyCache,
+    check_table,
     fit_layer,
     latency_model,
     layer_time,
@@ -31,6 +33,7 @@ from dsaprune.cost.latency import (
 )
 from dsaprune.cost.timing import device_key, measure_latency
 from dsaprune.grouping import find_groups
+from dsaprune.reports import _table_note as markdown_note
 from dsaprune.reports import write_report
 from dsaprune.surgery import prune_groups
 
@@ -189,6 +192,36 @@ def test_a_layer_table_far_from_the_network_is_measured_again(clock, tiny_net):
     assert again.full == pytest.approx(good.full)
 
 
+def test_a_table_slower_than_the_machine_now_is_forgotten_and_measured_again(clock, tiny_net):
+    net = tiny_net().eval()
+    G = find_groups(net, torch.zeros(1, 3, 16, 16))
+    cost = latency_model(G, batch=2)
+    table = cost.meta["full_measured_s"]
+    path = LatencyCache(device_key("cpu")).path
+    kept = json.loads(path.read_text())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same time as the table: nothing to say
+        assert check_table(cost, table * 1.1)["table_status"] == "ok"
+    with pytest.warns(UserWarning, match="machine is busy"):
+        busy = check_table(cost, table * 2)  # busy now: the table is the better estimate
+    assert busy["table_status"] == "busy now" and busy["now_over_table"] == pytest.approx(2)
+    assert json.loads(path.read_text()) == kept
+
+    with pytest.warns(UserWarning, match="measured while the machine was busy"):
+        slow = check_table(cost, table / 3)  # as if the table was measured beside a training run
+    assert slow["table_status"].startswith("table measured while busy")
+    d = json.loads(path.read_text())
+    assert cost.meta["cache"]["network"] not in d["networks"]
+    assert not set(cost.meta["cache"]["layers"]) & set(d["layers"])
+    clock.calls = 0
+    again = latency_model(G, batch=2)
+    assert clock.calls > len(UNIFORM)  # the layers and the whole network were timed again
+    assert again.full == pytest.approx(cost.full)
+    write_md = markdown_note(slow)
+    assert "measured again next run" in write_md
+
+
 def test_measuring_leaves_the_global_random_stream_alone(tiny_net):
     net = tiny_net().eval()
     G = find_groups(net, torch.zeros(1, 3, 8, 8))
@@ -226,6 +259,7 @@ def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_
     assert L["batch"] == 32 and L["predicted_ratio"] == pytest.approx(r["budget_ratio"])
     assert L["measured_before_ms"] > 0 and L["measured_after_ms"] > 0
     assert L["measured_speedup"] == pytest.approx(L["measured_before_ms"] / L["measured_after_ms"])
+    assert L["now_over_table"] == pytest.approx(L["measured_before_ms"] / L["table_ms"])
     assert res.model(torch.randn(2, 3, 48, 48)).shape == (2, 10)
     assert r["measured_budget"] and r["measured_budget"][0]["target"] == frac
     write_report(r, tmp_path)

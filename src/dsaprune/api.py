@@ -15,6 +15,7 @@ from torch import nn
 from . import surgery
 from .budget import parse_budget
 from .cost import COSTS, QuadraticCost, make_cost, measure_latency
+from .cost.latency import check_table
 from .grouping import find_groups
 from .methods import make_method
 from .train import TrainConfig, Trainer, evaluate
@@ -275,6 +276,7 @@ def _latency_report(
         "measured_speedup": t_before / t_after,
         "prediction_error": p_after / t_after - 1.0,
         "channel_block": cost.meta.get("block", 1),  # a latency budget keeps whole blocks
+        **check_table(cost, t_before),  # a table measured on a busy machine is forgotten
     }
 
 

@@ -35,6 +35,21 @@ def _cost_rows(r: dict) -> list[str]:
     return rows
 
 
+def _table_note(lat: dict) -> str:
+    status = lat.get("table_status", "ok")
+    if status == "ok":
+        return ""
+    what = (
+        "the latency table was measured while the machine was busy and is measured again next run"
+        if status.startswith("table")
+        else "the machine was busy while this report measured"
+    )
+    return (
+        f" The unpruned network ran {lat['now_over_table']:.2f}× the {lat['table_ms']:.3f} ms "
+        f"its latency table holds: {what}."
+    )
+
+
 def markdown(r: dict) -> str:
     lat = r.get("latency")
     lines = [
@@ -56,7 +71,8 @@ def markdown(r: dict) -> str:
                 "(a partial block runs as slowly as a full one on this device)."
                 if r.get("budget_kind") == "latency" and lat.get("channel_block", 1) > 1
                 else ""
-            ),
+            )
+            + _table_note(lat),
             "",
         ]
     lines += [
