@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from dsaprune import models  # noqa: E402
 from dsaprune.allocation import round_channels, shift_to_budget  # noqa: E402
 from dsaprune.cost import count_flops, flops_model, latency_model, measure_latency  # noqa: E402
-from dsaprune.cost.latency import layer_time, meet_by_measurement, pruned_copy  # noqa: E402
+from dsaprune.cost.latency import layer_time, pruned_copy  # noqa: E402
+from dsaprune.cost.measured import meet_by_measurement  # noqa: E402
 from dsaprune.cost.quadratic import layer_terms  # noqa: E402
 from dsaprune.cost.timing import describe_device  # noqa: E402
 from dsaprune.grouping import find_groups  # noqa: E402

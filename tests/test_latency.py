@@ -20,17 +20,17 @@ import dsaprune
 from dsaprune import models
 from dsaprune.allocation import round_channels, shift_to_budget
 from dsaprune.budget import BudgetError
-from dsaprune.cost import flops_model
+from dsaprune.cost import flops_model, measured
 from dsaprune.cost import latency as lat
 from dsaprune.cost.latency import (
     UNIFORM,
     LatencyCache,
-    check_table,
     fit_layer,
     latency_model,
     layer_time,
     nnls,
 )
+from dsaprune.cost.measured import check_table
 from dsaprune.cost.timing import device_key, measure_latency
 from dsaprune.grouping import find_groups
 from dsaprune.reports import _table_note as markdown_note
@@ -280,8 +280,8 @@ def test_meet_by_measurement_tightens_until_the_measurement_meets_the_budget(mon
     def slower_than_predicted(groups, counts, batch=1, device="cpu"):
         return 1.25 * float(F.ratio(torch.tensor(counts, dtype=torch.float64) / chans))
 
-    monkeypatch.setattr(lat, "measured_ratio", slower_than_predicted)
-    counts, log = lat.meet_by_measurement(G, counts_for, 0.6)
+    monkeypatch.setattr(measured, "measured_ratio", slower_than_predicted)
+    counts, log = measured.meet_by_measurement(G, counts_for, 0.6)
     assert len(log) >= 2 and log[0]["target"] == 0.6 and log[0]["measured_ratio"] > 0.6
     assert log[-1]["measured_ratio"] <= 0.6 and log[-1]["target"] < 0.6
     assert slower_than_predicted(G, counts) == log[-1]["measured_ratio"]
@@ -289,9 +289,9 @@ def test_meet_by_measurement_tightens_until_the_measurement_meets_the_budget(mon
     def never_fast_enough(groups, counts, batch=1, device="cpu"):
         return 0.9  # a busy machine: no cut measures within the budget
 
-    monkeypatch.setattr(lat, "measured_ratio", never_fast_enough)
+    monkeypatch.setattr(measured, "measured_ratio", never_fast_enough)
     with pytest.warns(UserWarning, match=r"still measured 0\.900 .* over the budget 0\.6"):
-        counts, log = lat.meet_by_measurement(G, counts_for, 0.6, tries=3)
+        counts, log = measured.meet_by_measurement(G, counts_for, 0.6, tries=3)
     assert len(log) == 3 and log[-1]["target"] < log[0]["target"]
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from . import surgery
 from .budget import parse_budget
 from .cost import COSTS, QuadraticCost, make_cost, measure_latency
-from .cost.latency import check_table
+from .cost.measured import check_table
 from .grouping import find_groups
 from .methods import make_method
 from .train import TrainConfig, Trainer, evaluate

@@ -1,6 +1,7 @@
 """Cost models: what a network costs (FLOPs, parameters, latency), counted on a concrete network
-(``count``), as quadratic forms in the groups' keep ratios (``quadratic``, ``latency``), and the
-registry of budget kinds (``kinds``)."""
+(``count``), as quadratic forms in the groups' keep ratios (``quadratic``, ``latency``), checked
+by timing the network on the device (``measured``), and the registry of budget kinds
+(``kinds``)."""
 
 from .count import count_flops, count_params
 from .kinds import COSTS, Cost, FlopsCost, LatencyCost, ParamsCost, make_cost

@@ -30,7 +30,7 @@ Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
 ``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and
 written atomically; a second run measures nothing. A damaged cache is reported and re-measured,
 and a table found slower than the machine is when a run times the unpruned network
-(``check_table``) is forgotten for that network.
+(``measured.check_table``) is forgotten for that network.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from .timing import device_key, example_input, measure_latency, time_calls
 FORMAT = 5
 GRID = (0.25, 0.5, 0.75, 1.0)
 UNIFORM = (1.0, 0.75, 0.5, 0.25)  # whole-network keep ratios the calibration is fitted on
-BUSY = 1.3  # a network timed this much slower than before means a busy machine (check_table)
 
 
 def nnls(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -270,50 +269,6 @@ def _uniform_copy(
     return pruned_copy(groups, counts, device), alphas
 
 
-def measured_ratio(groups: Groups, counts: list[int], batch: int = 1, device="cpu") -> float:
-    """Measured latency of the network pruned to ``counts`` over the network's, timed
-    interleaved."""
-    pruned = pruned_copy(groups, counts, device)
-    full, cut = measure_latency([groups.model, pruned], groups.input_shape, batch, device)
-    return cut / full
-
-
-def meet_by_measurement(
-    groups: Groups,
-    counts_for,
-    budget: float,
-    batch: int = 1,
-    device="cpu",
-    tries: int = 3,
-) -> tuple[list[int], list[dict]]:
-    """Channel counts whose *measured* latency ratio meets ``budget``: ``counts_for(target)``
-    gives whole channel counts that meet ``target`` on the fitted model; while the measured
-    ratio exceeds the budget, the target is lowered by budget / measured and tried again (at
-    most ``tries`` measurements). Returns the counts and one record per measurement."""
-    target, log, best = budget, [], None
-    with torch.random.fork_rng(devices=[]):
-        for _ in range(tries):
-            try:
-                counts = counts_for(target)
-            except ValueError:  # below what whole channels allow: keep the last counts
-                break
-            ratio = measured_ratio(groups, counts, batch, device)
-            log.append({"target": target, "measured_ratio": ratio})
-            best = counts
-            if ratio <= budget:
-                break
-            target *= budget / ratio
-    if log and log[-1]["measured_ratio"] > budget:
-        warnings.warn(
-            f"after {len(log)} measurements the pruned network still measured "
-            f"{log[-1]['measured_ratio']:.3f} of the unpruned one's latency, over the budget "
-            f"{budget:g}; keeping the last (tightest) counts. The machine may be busy: time it "
-            "again with `dsaprune.measure_latency`, or give a lower budget",
-            stacklevel=2,
-        )
-    return (best if best is not None else counts_for(budget)), log
-
-
 def _layer_fits(groups, terms, batch, device, dtype, cache, fresh: bool, progress: bool, block):
     """Each layer's fit, from the cache unless ``fresh``; identical layers are measured once."""
     keys = {t.name: _layer_key(t, groups.module(t.name), batch, block) for t in terms}
@@ -433,45 +388,3 @@ def latency_model(
         },
     }
     return cost
-
-
-def check_table(cost: QuadraticCost, measured_full_s: float) -> dict:
-    """Compare the unpruned network's time measured now with the time its cached table holds.
-
-    Timing keeps the fastest round, so of two measurements the faster is the better estimate of
-    the machine at rest. A table more than ``BUSY``× slower than now was measured while the
-    machine was busy: its entries for this network are forgotten, so the next run measures them
-    again (before this check, such a table stayed in the cache for good and every later report
-    carried its error; one made beside a training run predicted 4× the quiet time). A
-    measurement now more than ``BUSY``× slower than the table means the machine is busy now, and
-    this run's measured ratios are less reliable than usual. Returns what the report records.
-    """
-    table = float(cost.meta["full_measured_s"])
-    now_over_table = measured_full_s / table
-    status = "ok"
-    if now_over_table < 1 / BUSY:
-        status = "table measured while busy; forgotten"
-        where = cost.meta["cache"]
-        root = None if where["root"] is None else Path(where["root"])
-        cache = LatencyCache(where["device"], root)
-        cache.networks.pop(where["network"], None)
-        for key in where["layers"]:
-            cache.layers.pop(key, None)
-        cache.dirty = True
-        cache.save()
-        warnings.warn(
-            f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, but its latency "
-            f"table (fitted earlier) holds {1e3 * table:.3f} ms: the table was measured while the "
-            f"machine was busy. Its entries in {cache.path} are forgotten, so the next run "
-            "measures them again; this run's latency allocation rests on the busy table",
-            stacklevel=2,
-        )
-    elif now_over_table > BUSY:
-        status = "busy now"
-        warnings.warn(
-            f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, "
-            f"{now_over_table:.2f}× the {1e3 * table:.3f} ms its latency table holds: the machine "
-            "is busy, so the measured latencies in this report are less reliable than usual",
-            stacklevel=2,
-        )
-    return {"table_ms": 1e3 * table, "now_over_table": now_over_table, "table_status": status}

@@ -32,7 +32,7 @@ import torch
 from ..allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget
 from ..budget import Budget, BudgetError
 from ..cost import QuadraticCost
-from ..cost.latency import meet_by_measurement
+from ..cost.measured import meet_by_measurement
 from ..estimators import GateState, make_estimator
 from ..gates import (
     GateHooks,

@@ -1,0 +1,104 @@
+"""Checks on the device itself, after the fitted latency model has spoken: a copy of the network
+cut to the chosen counts is timed against the unpruned one until the measurement meets the budget
+(``meet_by_measurement``), and a cached latency table is compared with how fast the machine runs
+the unpruned network now (``check_table``)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..grouping import Groups
+from .latency import LatencyCache, pruned_copy
+from .quadratic import QuadraticCost
+from .timing import measure_latency
+
+BUSY = 1.3  # a network timed this much slower than before means a busy machine (check_table)
+
+
+def measured_ratio(groups: Groups, counts: list[int], batch: int = 1, device="cpu") -> float:
+    """Measured latency of the network pruned to ``counts`` over the network's, timed
+    interleaved."""
+    pruned = pruned_copy(groups, counts, device)
+    full, cut = measure_latency([groups.model, pruned], groups.input_shape, batch, device)
+    return cut / full
+
+
+def meet_by_measurement(
+    groups: Groups,
+    counts_for,
+    budget: float,
+    batch: int = 1,
+    device="cpu",
+    tries: int = 3,
+) -> tuple[list[int], list[dict]]:
+    """Channel counts whose *measured* latency ratio meets ``budget``: ``counts_for(target)``
+    gives whole channel counts that meet ``target`` on the fitted model; while the measured
+    ratio exceeds the budget, the target is lowered by budget / measured and tried again (at
+    most ``tries`` measurements). Returns the counts and one record per measurement."""
+    target, log, best = budget, [], None
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(tries):
+            try:
+                counts = counts_for(target)
+            except ValueError:  # below what whole channels allow: keep the last counts
+                break
+            ratio = measured_ratio(groups, counts, batch, device)
+            log.append({"target": target, "measured_ratio": ratio})
+            best = counts
+            if ratio <= budget:
+                break
+            target *= budget / ratio
+    if log and log[-1]["measured_ratio"] > budget:
+        warnings.warn(
+            f"after {len(log)} measurements the pruned network still measured "
+            f"{log[-1]['measured_ratio']:.3f} of the unpruned one's latency, over the budget "
+            f"{budget:g}; keeping the last (tightest) counts. The machine may be busy: time it "
+            "again with `dsaprune.measure_latency`, or give a lower budget",
+            stacklevel=2,
+        )
+    return (best if best is not None else counts_for(budget)), log
+
+
+def check_table(cost: QuadraticCost, measured_full_s: float) -> dict:
+    """Compare the unpruned network's time measured now with the time its cached table holds.
+
+    Timing keeps the fastest round, so of two measurements the faster is the better estimate of
+    the machine at rest. A table more than ``BUSY``× slower than now was measured while the
+    machine was busy: its entries for this network are forgotten, so the next run measures them
+    again (before this check, such a table stayed in the cache for good and every later report
+    carried its error; one made beside a training run predicted 4× the quiet time). A
+    measurement now more than ``BUSY``× slower than the table means the machine is busy now, and
+    this run's measured ratios are less reliable than usual. Returns what the report records.
+    """
+    table = float(cost.meta["full_measured_s"])
+    now_over_table = measured_full_s / table
+    status = "ok"
+    if now_over_table < 1 / BUSY:
+        status = "table measured while busy; forgotten"
+        where = cost.meta["cache"]
+        root = None if where["root"] is None else Path(where["root"])
+        cache = LatencyCache(where["device"], root)
+        cache.networks.pop(where["network"], None)
+        for key in where["layers"]:
+            cache.layers.pop(key, None)
+        cache.dirty = True
+        cache.save()
+        warnings.warn(
+            f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, but its latency "
+            f"table (fitted earlier) holds {1e3 * table:.3f} ms: the table was measured while the "
+            f"machine was busy. Its entries in {cache.path} are forgotten, so the next run "
+            "measures them again; this run's latency allocation rests on the busy table",
+            stacklevel=2,
+        )
+    elif now_over_table > BUSY:
+        status = "busy now"
+        warnings.warn(
+            f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, "
+            f"{now_over_table:.2f}× the {1e3 * table:.3f} ms its latency table holds: the machine "
+            "is busy, so the measured latencies in this report are less reliable than usual",
+            stacklevel=2,
+        )
+    return {"table_ms": 1e3 * table, "now_over_table": now_over_table, "table_status": status}
