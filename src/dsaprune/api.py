@@ -14,8 +14,8 @@ from torch import nn
 
 from . import surgery
 from .budget import parse_budget
-from .cost import COSTS, QuadraticCost, make_cost, measure_latency
-from .cost.measured import check_table
+from .cost import COSTS, QuadraticCost, make_cost
+from .cost.measured import check_table, time_against_table
 from .grouping import find_groups
 from .methods import make_method
 from .train import TrainConfig, Trainer, evaluate
@@ -260,8 +260,8 @@ def _latency_report(
     cost: QuadraticCost, before: nn.Module, after: nn.Module, alpha, in_shape, batch, device
 ) -> dict:
     """Predicted and measured latency of the network before and after pruning, timed
-    interleaved in this process."""
-    t_before, t_after = measure_latency([before, after], in_shape, batch, device)
+    interleaved in this process (again, after a pause, when the machine is busy)."""
+    t_before, t_after = time_against_table(cost, [before, after], in_shape, batch, device)
     a = torch.tensor(alpha, dtype=torch.float64)
     p_after = float(cost(a))
     return {

@@ -5,10 +5,12 @@ the unpruned network now (``check_table``)."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..grouping import Groups
 from .latency import LatencyCache, pruned_copy
@@ -16,6 +18,8 @@ from .quadratic import QuadraticCost
 from .timing import measure_latency
 
 BUSY = 1.3  # a network timed this much slower than before means a busy machine (check_table)
+RETRIES = 2  # further timings of a network found busy, each after a pause of this many seconds
+PAUSE_S = 2.0
 
 
 def measured_ratio(groups: Groups, counts: list[int], batch: int = 1, device="cpu") -> float:
@@ -60,6 +64,33 @@ def meet_by_measurement(
             stacklevel=2,
         )
     return (best if best is not None else counts_for(budget)), log
+
+
+def time_against_table(
+    cost: QuadraticCost,
+    nets: list[nn.Module],
+    input_shape,
+    batch: int = 1,
+    device="cpu",
+    retries: int = RETRIES,
+    pause_s: float = PAUSE_S,
+) -> list[float]:
+    """Times ``nets`` interleaved, the first being the unpruned network that ``cost``'s table
+    describes. While that one runs more than ``BUSY``× slower than its table, the machine is
+    busy for the moment: it pauses and times them again (at most ``retries`` times), keeping each
+    network's fastest time, as one timing keeps its fastest round. At the end of the 8-epoch CPU
+    table runs the unpruned ResNet-20 at batch 1 measured 5.7–7.5 ms in 6 of 8 runs and 2.3–2.6
+    ms in the others, while a fresh process measured 2.7 ms and 30 training steps in one process
+    did not slow it."""
+    times = measure_latency(nets, input_shape, batch, device)
+    table = float(cost.meta["full_measured_s"])
+    for _ in range(retries):
+        if times[0] <= BUSY * table:
+            break
+        time.sleep(pause_s)
+        again = measure_latency(nets, input_shape, batch, device)
+        times = [min(a, b) for a, b in zip(times, again, strict=True)]
+    return times
 
 
 def check_table(cost: QuadraticCost, measured_full_s: float) -> dict:
