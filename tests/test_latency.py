@@ -235,13 +235,13 @@ def test_a_busy_moment_is_timed_again_keeping_each_networks_fastest(clock, tiny_
         return seen[len(calls) - 1]
 
     monkeypatch.setattr(measured, "measure_latency", fake)
-    times = measured.time_against_table(cost, [net, net], (3, 16, 16), 2, pause_s=0)
-    assert len(calls) == 2  # quiet on the second timing: no third
+    times, n = measured.time_against_table(cost, [net, net], (3, 16, 16), 2, pause_s=0)
+    assert len(calls) == n == 2  # quiet on the second timing: no third
     assert times == [1.1 * table, 2.0]
     calls.clear()
     seen[:] = [[3 * table, 1.0]] * 3
-    times = measured.time_against_table(cost, [net, net], (3, 16, 16), 2, pause_s=0)
-    assert len(calls) == 1 + measured.RETRIES and times == [3 * table, 1.0]
+    times, n = measured.time_against_table(cost, [net, net], (3, 16, 16), 2, pause_s=0)
+    assert len(calls) == n == 1 + measured.RETRIES and times == [3 * table, 1.0]
 
 
 def test_measuring_leaves_the_global_random_stream_alone(tiny_net):
@@ -282,6 +282,7 @@ def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_
     assert L["measured_before_ms"] > 0 and L["measured_after_ms"] > 0
     assert L["measured_speedup"] == pytest.approx(L["measured_before_ms"] / L["measured_after_ms"])
     assert L["now_over_table"] == pytest.approx(L["measured_before_ms"] / L["table_ms"])
+    assert 1 <= L["timings"] <= 1 + measured.RETRIES
     assert res.model(torch.randn(2, 3, 48, 48)).shape == (2, 10)
     assert r["measured_budget"] and r["measured_budget"][0]["target"] == frac
     write_report(r, tmp_path)

@@ -261,7 +261,9 @@ def _latency_report(
 ) -> dict:
     """Predicted and measured latency of the network before and after pruning, timed
     interleaved in this process (again, after a pause, when the machine is busy)."""
-    t_before, t_after = time_against_table(cost, [before, after], in_shape, batch, device)
+    (t_before, t_after), timings = time_against_table(
+        cost, [before, after], in_shape, batch, device
+    )
     a = torch.tensor(alpha, dtype=torch.float64)
     p_after = float(cost(a))
     return {
@@ -276,6 +278,7 @@ def _latency_report(
         "measured_speedup": t_before / t_after,
         "prediction_error": p_after / t_after - 1.0,
         "channel_block": cost.meta.get("block", 1),  # a latency budget keeps whole blocks
+        "timings": timings,  # more than 1: the machine was busy at the first
         **check_table(cost, t_before),  # a table measured on a busy machine is forgotten
     }
 
