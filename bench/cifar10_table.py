@@ -150,6 +150,13 @@ def _start(j: Job) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] start {j.out.name}", flush=True)
 
 
+def _relative_log(path: Path) -> None:
+    """Warnings name their source file by absolute path; a committed log names it from the
+    repository root."""
+    text = path.read_text()
+    path.write_text(text.replace(str(ROOT) + "/", ""))
+
+
 def run_all(jobs: list[Job], parallel: int) -> None:
     for j in jobs:
         if j.done_file.exists():
@@ -161,6 +168,7 @@ def run_all(jobs: list[Job], parallel: int) -> None:
             if rc is None:
                 continue
             j.proc.log.close()
+            _relative_log(j.out / "table.log")
             if rc == 0:
                 j.state = "done"
                 j.done_file.write_text(json.dumps({"command": j.command}))
