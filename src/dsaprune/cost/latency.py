@@ -269,9 +269,9 @@ def _uniform_copy(
     return pruned_copy(groups, counts, device), alphas
 
 
-def _layer_fits(groups, terms, batch, device, dtype, cache, fresh: bool, progress: bool, block):
-    """Each layer's fit, from the cache unless ``fresh``; identical layers are measured once."""
-    keys = {t.name: _layer_key(t, groups.module(t.name), batch, block) for t in terms}
+def _layer_fits(groups, terms, keys, batch, device, dtype, cache, fresh: bool, progress, block):
+    """Each layer's fit (``keys``: its cache key by layer name), from the cache unless ``fresh``;
+    identical layers are measured once."""
     todo = {k for k in keys.values() if fresh or k not in cache.layers}
     bar = None
     if progress and todo:
@@ -337,15 +337,16 @@ def latency_model(
         raise ValueError(f"the channel block must be a positive integer, got {block}")
     cache = LatencyCache(device_key(device, dtype), cache_root)
     terms = layer_terms(groups)
+    keys = {t.name: _layer_key(t, groups.module(t.name), batch, block) for t in terms}
     net_key = hashlib.sha1(
         "|".join(
             [type(groups.model).__name__, str(batch)]
-            + [_layer_key(t, groups.module(t.name), batch, block) for t in terms]
+            + [keys[t.name] for t in terms]
             + [f"{g.index}:{g.channels}:{g.prunable}" for g in groups]
         ).encode()
     ).hexdigest()[:16]
     with torch.random.fork_rng(devices=[]):
-        fits = _layer_fits(groups, terms, batch, device, dtype, cache, False, progress, block)
+        fits = _layer_fits(groups, terms, keys, batch, device, dtype, cache, False, progress, block)
         net = cache.networks.get(net_key)
         if net is None:
             layers = _layers_form(groups, terms, fits).cost(groups, "latency")
@@ -354,7 +355,7 @@ def latency_model(
                 # the layers' sum is far from the network: a table measured on a busy machine,
                 # or stale; measure this network's layers again, once
                 fits = _layer_fits(
-                    groups, terms, batch, device, dtype, cache, True, progress, block
+                    groups, terms, keys, batch, device, dtype, cache, True, progress, block
                 )
                 layers = _layers_form(groups, terms, fits).cost(groups, "latency")
                 net = _calibrate(groups, layers, batch, device, block)
@@ -384,7 +385,7 @@ def latency_model(
             "device": cache.key,
             "root": None if cache_root is None else str(cache_root),
             "network": net_key,
-            "layers": sorted({_layer_key(t, groups.module(t.name), batch, block) for t in terms}),
+            "layers": sorted(set(keys.values())),
         },
     }
     return cost
