@@ -10,7 +10,11 @@ budget, every method decides the keep ratios:
   the reference weights (``--alloc-epochs`` on the 90% training split, the allocation window the
   whole run, lr ``--alloc-lr``), once per seed; only its keep ratios are taken;
 - ``random``: ``--random`` allocations, each group's keep ratio drawn uniformly in [0.05, 1],
-  then all logits shifted together to the budget.
+  then all logits shifted together to the budget;
+- ``run_<method>`` (e.g. ``run_dsa``): the channel counts a finished ``bench/cifar10_table.py``
+  run of that method ended with (its ``report.json`` in ``--from-runs``, the folder of the same
+  budget and seed). This separates a method's allocation from its training schedule: the table
+  compares whole pipelines, these rows compare what each pipeline allocated, on the same weights.
 
 Every allocation is rounded to whole channels the same way (cost ≤ budget), applied to the
 *reference* weights (each group keeps its most important channels, by |γ| of its first BN, by
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -113,6 +118,29 @@ class Bench:
     def dsa_ste(self, budget: float, seed: int) -> list[int]:
         return self.dsa(budget, seed, "ste")
 
+    def from_run(self, method: str, budget: float, seed: int) -> list[int]:
+        """The channel counts of the table run of ``method`` at this budget and seed."""
+        tag = f"{round(100 * budget, 1):g}".replace(".", "p")
+        sfx = f"_s{seed}" if seed else ""
+        name = re.compile(rf"{re.escape(self.a.name)}_{method}_f{tag}_e[0-9.]+(_ft[0-9.]+)?{sfx}")
+        runs = Path(self.a.from_runs)
+        found = sorted(p for p in runs.glob("*") if name.fullmatch(p.name))
+        if len(found) != 1 or not (found[0] / "report.json").exists():
+            raise SystemExit(
+                f"run_{method}: expected one finished run folder matching {name.pattern} with a "
+                f"report.json in {runs}, found {[p.name for p in found]}"
+            )
+        counts = [
+            g["channels_after"]
+            for g in json.loads((found[0] / "report.json").read_text())["groups"]
+        ]
+        if len(counts) != len(self.channels):
+            raise SystemExit(
+                f"{found[0]} has {len(counts)} groups, the reference network {len(self.channels)}: "
+                "not the same architecture"
+            )
+        return counts
+
     # -- measurement ---------------------------------------------------------------------------
     def measure(self, counts: list[int], seed: int, channels_by: str) -> dict:
         a = self.a
@@ -176,8 +204,10 @@ def run(a: argparse.Namespace) -> dict:
             },
         }
     )
-    if not a.label:  # a labelled variant's command is kept with its rows
-        out["command"] = "python bench/allocation_quality.py " + " ".join(a.argv)
+    command = "python bench/allocation_quality.py " + " ".join(a.argv)
+    from_runs = any(m.startswith("run_") for m in a.methods.split(","))
+    if not a.label and not from_runs:  # a variant's command is kept with its rows
+        out["command"] = command
     rows = out.setdefault("rows", [])
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
     label = {"dsa": a.label} if a.label else {}
@@ -193,16 +223,19 @@ def run(a: argparse.Namespace) -> dict:
         if (label.get(method, method), b, seed) in done:
             continue
         t0 = time.perf_counter()
-        counts = getattr(bench, method)(b, seed)
+        if method.startswith("run_"):
+            counts = bench.from_run(method.removeprefix("run_"), b, seed)
+        else:
+            counts = getattr(bench, method)(b, seed)
         t1 = time.perf_counter()
         # a random allocation is fine-tuned with seed 0: its seed draws the allocation
         ft_seed = 0 if method == "random" else seed
-        r = bench.measure(counts, ft_seed, "l1" if method == "magnitude" else "bn_first")
+        by_l1 = method in ("magnitude", "run_magnitude")
+        r = bench.measure(counts, ft_seed, "l1" if by_l1 else "bn_first")
         if method in label:
-            r.update(
-                dsa_settings=a.dsa_settings,
-                command="python bench/allocation_quality.py " + " ".join(a.argv),
-            )
+            r.update(dsa_settings=a.dsa_settings, command=command)
+        if method.startswith("run_"):
+            r.update(from_runs=Path(a.from_runs).as_posix(), command=command)
         r.update(
             method=label.get(method, method),
             budget=b,
@@ -292,7 +325,18 @@ def write_tables(results: Path = RESULTS) -> None:
             lines.append(
                 f"Rows `{m}`: the DSA allocation run with {r['dsa_settings']} (`{r['command']}`)."
             )
-        if variants:
+        from_runs: dict[tuple[str, str], set[str]] = {}
+        for r in n["rows"]:
+            if r.get("from_runs"):
+                from_runs.setdefault((r["method"], r["from_runs"]), set()).add(r["command"])
+        for (m, runs), commands in sorted(from_runs.items()):
+            lines.append(
+                f"Rows `{m}`: the channel counts that the `{m.removeprefix('run_')}` runs of "
+                f"`bench/cifar10_table.py` in `{runs}` ended with, on these weights ("
+                + "; ".join(f"`{c}`" for c in sorted(commands))
+                + ")."
+            )
+        if variants or from_runs:
             lines.append("")
         lines += [
             "| FLOPs | method | BN acc % | FT acc % | rank BN | rank FT | seeds (FT) |",
@@ -303,9 +347,12 @@ def write_tables(results: Path = RESULTS) -> None:
                 if not isinstance(v, dict):
                     continue
                 seeds = " / ".join(f"{x * 100:.2f}" for x in v["acc_ft"])
+                rank_bn, rank_ft = (
+                    "–" if r != r else f"{r:.2f}" for r in (v["rank_bn"], v["rank_ft"])
+                )  # no random allocations at this budget: no rank
                 lines.append(
                     f"| {b} | {m} | {v['acc_bn_mean'] * 100:.2f} | {v['acc_ft_mean'] * 100:.2f} "
-                    f"| {v['rank_bn']:.2f} | {v['rank_ft']:.2f} | {seeds} |"
+                    f"| {rank_bn} | {rank_ft} | {seeds} |"
                 )
             if s["random_ft"]:
                 rf, rb = s["random_ft"], s["random_bn"]
@@ -333,7 +380,8 @@ def plot(nets: list[dict], results: Path) -> None:
 
     cells = [(n, b) for n in nets for b in n["summary"]]
     fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 4), squeeze=False)
-    colours = {"uniform": "C0", "magnitude": "C1", "dsa": "C3", "dsa_ste": "C4"}
+    colours = {"uniform": "C0", "magnitude": "C1", "dsa": "C3", "dsa_ste": "C4", "dsa_curv": "C3"}
+    colours.update(run_dsa="C5", run_magnitude="C6", run_ssl="C2", run_morphnet="C8")
     for ax, (n, b) in zip(axes[0], cells, strict=True):
         s = n["summary"][b]
         for x, key in ((0, "random_bn"), (1, "random_ft")):
@@ -367,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random", type=int, default=20)
     p.add_argument("--alloc-epochs", type=float, default=1.0)
     p.add_argument("--alloc-lr", type=float, default=0.01)
+    p.add_argument(
+        "--from-runs",
+        default="bench/results/cifar10_runs",
+        help="run folders of bench/cifar10_table.py that the run_<method> rows read",
+    )
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument(

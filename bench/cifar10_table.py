@@ -7,7 +7,10 @@ Each row is one ``dsaprune`` command run in its own process (the row records the
 - ``dsa``, ``uniform``, ``ssl``, ``morphnet``: ``dsaprune prune --model M`` from scratch for
   ``--epochs`` (one training run each: allocation or penalty, pruning and the rest of the schedule);
 - ``magnitude``: ``dsaprune prune --checkpoint`` of the unpruned run, fine-tuned for
-  ``--finetune-epochs`` at ``--finetune-lr``; its pipeline cost includes the unpruned run.
+  ``--finetune-epochs`` at ``--finetune-lr``; its pipeline cost includes the unpruned run;
+- ``dsa_ckpt``: DSA on magnitude's pipeline (``--method dsa`` from the same checkpoint, on the
+  same fine-tune schedule, allocating inside it), so the two differ only in the allocation and
+  the channels kept. ``dsa`` against ``magnitude`` compares whole pipelines of different cost.
 
 Runs live in ``--runs`` (one folder each). A finished run is not run again and an interrupted one
 resumes from its checkpoint, so the script can be stopped and restarted. ``--parallel N`` runs N
@@ -45,7 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["unpruned", "dsa", "uniform", "magnitude", "ssl", "morphnet"]
+METHODS = ["unpruned", "dsa", "uniform", "magnitude", "dsa_ckpt", "ssl", "morphnet"]
+# rows that prune the unpruned run's checkpoint and fine-tune it: row name -> dsaprune --method
+FROM_CHECKPOINT = {"magnitude": "magnitude", "dsa_ckpt": "dsa"}
 # ../shared/docs/dsa-method.md §7: (FLOPs ratio %, accuracy %, drop) per (model, budget, method);
 # baselines ResNet-20 92.17%, ResNet-56 93.12%; † = over budget in the paper
 PAPER_BASE = {"resnet20": 92.17, "resnet56": 93.12}
@@ -110,7 +115,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 if method == "unpruned":
                     continue
                 tag = f"{m}_{method}_f{_budget_tag(b)}_e{a.epochs:g}"
-                if method == "magnitude":
+                if method in FROM_CHECKPOINT:
                     tag += f"_ft{a.finetune_epochs:g}"
                     src = ["--checkpoint", str(base.out / "last.pt")]
                     s = ["--epochs", f"{a.finetune_epochs:g}", "--lr", f"{a.finetune_lr:g}", *wd]
@@ -118,19 +123,20 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 else:
                     src, s, deps = ["--model", m], sched, []
                 out = runs / (tag + sfx)
-                argv = ["prune", *src, "--budget", f"flops={b:g}", "--method", method, *s, *sd,
+                name = FROM_CHECKPOINT.get(method, method)
+                argv = ["prune", *src, "--budget", f"flops={b:g}", "--method", name, *s, *sd,
                         *common, "--out", str(out)]  # fmt: skip
                 jobs.append(Job(m, method, b, out, argv, deps, seed=seed))
-    keep = set(a.methods) | ({"unpruned"} if "magnitude" in a.methods else set())
+    keep = set(a.methods) | ({"unpruned"} if set(a.methods) & set(FROM_CHECKPOINT) else set())
     return sorted((j for j in jobs if j.method in keep), key=_run_order)
 
 
 def _run_order(j: Job) -> tuple:
-    """Unpruned runs first, then the magnitude fine-tunes that need their checkpoints, then the
+    """Unpruned runs first, then the fine-tunes that need their checkpoints, then the
     rest one budget at a time with every seed, so that a stopped table leaves whole cells (both
     seeds of a budget) rather than one seed of everything. The order changes no folder or command.
     """
-    stage = {"unpruned": 0, "magnitude": 1}.get(j.method, 2)
+    stage = 0 if j.method == "unpruned" else 1 if j.method in FROM_CHECKPOINT else 2
     return stage, -j.budget, j.seed, METHODS.index(j.method)
 
 
@@ -271,8 +277,9 @@ def markdown(
         f"Schedule: {a.epochs:g} epochs, batch 128, SGD lr {a.lr:g} "
         f"({'config ' + a.config if a.config else 'cosine'}), weight decay {a.wd:g}; "
         f"magnitude prunes the unpruned run and fine-tunes {a.finetune_epochs:g} epochs at lr "
-        f"{a.finetune_lr:g}. Accuracy is top-1 on the 10,000 test images; drop is against the "
-        "unpruned run on the same schedule. Hours: summed training-epoch time of the method's "
+        f"{a.finetune_lr:g}; dsa_ckpt allocates with DSA on that same pipeline. Accuracy is "
+        "top-1 on the 10,000 test images; drop is against the unpruned run on the same "
+        "schedule. Hours: summed training-epoch time of the method's "
         "whole pipeline; ÷DSA: that time over DSA's at the same budget.",
         "",
         "Paper (../shared/docs/dsa-method.md §7, 300 epochs): FLOPs %, accuracy, drop "
@@ -370,14 +377,19 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds",
         type=lambda s: [int(x) for x in s.split(",")],
         default=[0],
-        help="one run of every method per seed; magnitude prunes its seed's unpruned run [0]",
+        help="one run of every method per seed; magnitude and dsa_ckpt prune their seed's "
+        "unpruned run [0]",
     )
     p.add_argument("--epochs", type=float, default=300.0, help="the shared schedule [300]")
     p.add_argument("--lr", type=float, help="peak learning rate [the config's, else 0.1]")
     p.add_argument("--wd", type=float, help="weight decay [the config's, else 5e-4]")
     p.add_argument("--config", help="YAML of training settings passed to every run")
-    p.add_argument("--finetune-epochs", type=float, help="magnitude's fine-tuning [epochs / 2]")
-    p.add_argument("--finetune-lr", type=float, help="magnitude's fine-tuning lr [lr / 10]")
+    p.add_argument(
+        "--finetune-epochs", type=float, help="magnitude's and dsa_ckpt's fine-tuning [epochs / 2]"
+    )
+    p.add_argument(
+        "--finetune-lr", type=float, help="magnitude's and dsa_ckpt's fine-tuning lr [lr / 10]"
+    )
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--device", default="auto")
     p.add_argument("--parallel", type=int, default=1, help="runs at once [1]")

@@ -92,3 +92,18 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
         assert 0.97 * 0.5 <= float(bench.cost.ratio(alpha)) <= 0.5, method
     r = bench.measure(bench.random(0.33, 1), 0, "bn_first")
     assert r["flops_ratio"] <= 0.33 and 0 <= r["acc_ft"] <= 1
+    # run_<method>: the counts a finished table run ended with, found by method, budget and seed
+    runs = tmp_path / "runs"
+    counts = bench.uniform(0.333, 1)
+    for folder, n in (("resnet20_dsa_f33p3_e8_s1", counts), ("resnet20_dsa_f33p3_e8", [1] * 12)):
+        (runs / folder).mkdir(parents=True)
+        report = {"groups": [{"channels_after": c} for c in n]}
+        (runs / folder / "report.json").write_text(json.dumps(report))
+    bench.a.name, bench.a.from_runs = "resnet20", str(runs)
+    assert bench.from_run("dsa", 0.333, 1) == counts
+    assert bench.from_run("dsa", 0.333, 0) == [1] * 12
+    with pytest.raises(SystemExit, match="run_dsa: expected one finished run folder"):
+        bench.from_run("dsa", 0.5, 0)
+    (runs / "resnet20_dsa_f33p3_e8_s1" / "report.json").write_text(json.dumps({"groups": []}))
+    with pytest.raises(SystemExit, match="not the same architecture"):
+        bench.from_run("dsa", 0.333, 1)

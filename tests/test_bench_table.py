@@ -38,16 +38,17 @@ def _args(table, tmp_path, *extra):
 def test_plan_is_valid_commands_with_magnitude_after_the_unpruned_run(table, tmp_path):
     jobs = table.plan(_args(table, tmp_path))
     assert [j.method for j in jobs].count("unpruned") == 1
-    assert len(jobs) == 1 + 2 * 5
+    assert len(jobs) == 1 + 2 * 6
     parser = build_parser()
     for j in jobs:
         ns = parser.parse_args(j.argv)  # every row's command is one the CLI accepts
         assert ns.out == str(j.out) and ns.data == "DATA"
         if j.method == "unpruned":
             assert ns.command == "train" and ns.epochs == 8
-        elif j.method == "magnitude":
+        elif j.method in ("magnitude", "dsa_ckpt"):  # magnitude's pipeline, two allocations
             assert ns.checkpoint == str(jobs[0].out / "last.pt") and j.deps == [jobs[0]]
             assert ns.epochs == 4 and ns.lr == 0.01
+            assert ns.method == {"magnitude": "magnitude", "dsa_ckpt": "dsa"}[j.method]
         else:
             assert ns.method == j.method and ns.model == "resnet20" and ns.epochs == 8
             assert ns.budget == f"flops={j.budget:g}" and not j.deps
