@@ -56,7 +56,7 @@ def where_time_goes(G, L, alpha: torch.Tensor, top: int = 5) -> dict:
     """From the fitted model: the fixed share of the pruned network's time (the layers' per-call
     constants and the calibration constant), and the layers whose time falls least against
     their FLOPs."""
-    kappa, fixed = L.meta["calibration"]["coef"]
+    kappa, fixed, _ = L.meta["calibration"]["coef"]  # the element-wise term scales: not fixed
     rows = []
     for t in layer_terms(G):
         coef = [kappa * v for v in L.meta["layers"][t.name]["coef"]]
@@ -116,10 +116,10 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
                 {
                     "budget": f"{kind}={frac:g}",
                     "round_to": r,
-                    "predicted_ratio": float(L(alpha)) / L.full,
-                    "predicted_ms": 1e3 * float(L(alpha)),
+                    "predicted_ratio": float(L(L.computed(alpha))) / L.full,
+                    "predicted_ms": 1e3 * float(L(L.computed(alpha))),
                     "flops_ratio": count_flops(pruned, shape) / count_flops(model, shape),
-                    "where": where_time_goes(G, L, alpha) if kind == "flops" else None,
+                    "where": where_time_goes(G, L, L.computed(alpha)) if kind == "flops" else None,
                     "measurements": log,
                 }
             )

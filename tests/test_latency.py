@@ -60,9 +60,10 @@ class SyntheticClock:
     """Stands in for ``time_calls``: runs each function once and sums its layers' times
     (stepped at multiples of ``block`` channels, as a CPU's vector kernels are)."""
 
-    def __init__(self, block: int = 1) -> None:
+    def __init__(self, block: int = 1, per_element: float = 0.0) -> None:
         self.calls = 0
         self.block = block
+        self.per_element = per_element  # seconds per BN output element (element-wise work)
 
     def __call__(self, fns, device="cpu", **_kw) -> list[float]:
         out = []
@@ -73,6 +74,8 @@ class SyntheticClock:
             def hook(m, inp, o, total=total):
                 if isinstance(m, nn.Conv2d | nn.Linear):
                     total[0] += _synthetic_seconds(m, inp[0], o, self.block)
+                elif isinstance(m, nn.BatchNorm2d):
+                    total[0] += self.per_element * o.numel()
 
             h = nn.modules.module.register_module_forward_hook(hook)
             try:
@@ -124,7 +127,7 @@ def test_quadratic_form_equals_the_pruned_network_at_whole_channels(clock, name,
     G = find_groups(net, torch.zeros(1, 3, 32, 32))
     cost = latency_model(G, batch=batch)
     assert cost.full == pytest.approx(_synthetic_network_seconds(net, (3, 32, 32), batch))
-    assert max(abs(e) for e in cost.meta["uniform_fit_error"]) < 1e-9
+    assert max(abs(e) for e in cost.meta["calibration_fit_error"]) < 1e-9
     for fit in cost.meta["layers"].values():  # each layer's fit reproduces its measurements
         for x, y, t in fit["points"]:
             assert layer_time(fit["coef"], x, y) == pytest.approx(t, rel=1e-6)
@@ -140,6 +143,49 @@ def test_quadratic_form_equals_the_pruned_network_at_whole_channels(clock, name,
         )
         true = _synthetic_network_seconds(pruned, (3, 32, 32), batch)
         assert float(cost(alpha)) == pytest.approx(true, rel=1e-9)
+
+
+def test_elementwise_work_is_calibrated_apart_from_the_layers(clock):
+    """A network that also spends time on every BN output element: the layers alone do not
+    describe it, and uniform copies alone cannot tell that time from the layers'; with the
+    element-wise term, fitted on uniform and mixed copies, the form is exact again."""
+    clock.per_element = 3e-9
+    torch.manual_seed(0)
+    net = models.create("resnet20").eval()
+    G = find_groups(net, torch.zeros(1, 3, 32, 32))
+    cost = latency_model(G, batch=2)
+    kappa, c0, lam = cost.meta["calibration"]["coef"]
+    assert kappa == pytest.approx(1.0, rel=1e-6) and lam == pytest.approx(3e-9, rel=1e-6)
+    assert max(abs(e) for e in cost.meta["calibration_fit_error"]) < 1e-6
+    assert len(cost.meta["calibration"]["points"]) == len(UNIFORM) + lat.MIXED
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        pruned = copy.deepcopy(net)
+        P = find_groups(pruned, torch.zeros(1, 3, 32, 32))
+        counts = [int(torch.randint(1, grp.channels + 1, (1,), generator=g)) for grp in P.prunable]
+        prune_groups(P, [torch.arange(n) for n in counts])
+        alpha = torch.tensor(
+            [n / grp.channels for n, grp in zip(counts, G.prunable, strict=True)],
+            dtype=torch.float64,
+        )
+        true = clock([lambda m=pruned: m(torch.zeros(2, 3, 32, 32))])[0]
+        assert float(cost(alpha)) == pytest.approx(true, rel=1e-6)
+
+
+def test_computed_keep_ratios_pad_partial_blocks_above_the_first():
+    """A network rounded by another cost keeps partial blocks; its latency is predicted at the
+    whole blocks the kernels compute."""
+    from dsaprune.cost.quadratic import QuadraticCost
+
+    chans = torch.tensor([64.0, 10.0, 40.0], dtype=torch.float64)
+    cost = QuadraticCost(torch.zeros(3, 3), torch.ones(3), 0.0, "latency", 1 / chans, block=16)
+    alpha = torch.tensor([33 / 64, 5 / 10, 39 / 40], dtype=torch.float64)
+    assert cost.computed(alpha).tolist() == pytest.approx([48 / 64, 5 / 10, 1.0])
+    assert cost.computed(torch.tensor([16 / 64, 1.0, 32 / 40])).tolist() == pytest.approx(
+        [16 / 64, 1.0, 32 / 40]
+    )
+    flat = QuadraticCost(torch.zeros(3, 3), torch.ones(3), 0.0, "flops", 1 / chans)
+    assert flat.computed(alpha).tolist() == pytest.approx(alpha.tolist())
 
 
 def test_cache_round_trips_and_a_second_run_measures_nothing(clock, tiny_net):

@@ -79,6 +79,17 @@ class QuadraticCost:
         """Cost as a fraction of the unpruned network's."""
         return self(alpha) / self.full
 
+    def computed(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The keep ratios the kernels compute at: whole channels, and above one ``block`` whole
+        blocks (a partial block costs a full one; at most the full width). Where to evaluate
+        the cost of a network rounded by another cost (a FLOPs budget's counts, say)."""
+        chans = (1.0 / self.min_alpha).round()
+        n = (alpha.detach().to(chans) * chans).round()
+        if self.block > 1:
+            padded = torch.minimum(torch.ceil(n / self.block) * self.block, chans)
+            n = torch.where(n > self.block, padded, n)
+        return n / chans
+
     def floor(self, round_to: int = 1) -> float:
         """The fraction that stays when every prunable group keeps what it must: one channel, or
         ``round_to`` channels where it is wider than that (as ``round_channels`` rounds)."""
