@@ -133,16 +133,20 @@ def test_quadratic_form_equals_the_pruned_network_at_whole_channels(clock, name,
             assert layer_time(fit["coef"], x, y) == pytest.approx(t, rel=1e-6)
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
-        pruned = copy.deepcopy(net)
-        P = find_groups(pruned, torch.zeros(1, 3, 32, 32))
-        counts = [int(torch.randint(1, grp.channels + 1, (1,), generator=g)) for grp in P.prunable]
-        prune_groups(P, [torch.arange(n) for n in counts])
-        alpha = torch.tensor(
-            [n / grp.channels for n, grp in zip(counts, G.prunable, strict=True)],
-            dtype=torch.float64,
-        )
+        pruned, alpha = _random_prune(net, g)
         true = _synthetic_network_seconds(pruned, (3, 32, 32), batch)
         assert float(cost(alpha)) == pytest.approx(true, rel=1e-9)
+
+
+def _random_prune(net: nn.Module, g: torch.Generator) -> tuple[nn.Module, torch.Tensor]:
+    """A physical copy of a CIFAR network with a random channel count per group, and its keep
+    ratios."""
+    pruned = copy.deepcopy(net)
+    P = find_groups(pruned, torch.zeros(1, 3, 32, 32))
+    counts = [int(torch.randint(1, grp.channels + 1, (1,), generator=g)) for grp in P.prunable]
+    prune_groups(P, [torch.arange(n) for n in counts])
+    alpha = [n / grp.channels for n, grp in zip(counts, P.prunable, strict=True)]
+    return pruned, torch.tensor(alpha, dtype=torch.float64)
 
 
 def test_elementwise_work_is_calibrated_apart_from_the_layers(clock):
@@ -160,14 +164,7 @@ def test_elementwise_work_is_calibrated_apart_from_the_layers(clock):
     assert len(cost.meta["calibration"]["points"]) == len(UNIFORM) + lat.MIXED
     g = torch.Generator().manual_seed(2)
     for _ in range(3):
-        pruned = copy.deepcopy(net)
-        P = find_groups(pruned, torch.zeros(1, 3, 32, 32))
-        counts = [int(torch.randint(1, grp.channels + 1, (1,), generator=g)) for grp in P.prunable]
-        prune_groups(P, [torch.arange(n) for n in counts])
-        alpha = torch.tensor(
-            [n / grp.channels for n, grp in zip(counts, G.prunable, strict=True)],
-            dtype=torch.float64,
-        )
+        pruned, alpha = _random_prune(net, g)
         true = clock([lambda m=pruned: m(torch.zeros(2, 3, 32, 32))])[0]
         assert float(cost(alpha)) == pytest.approx(true, rel=1e-6)
 
