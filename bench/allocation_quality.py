@@ -11,10 +11,11 @@ budget, every method decides the keep ratios:
   whole run, lr ``--alloc-lr``), once per seed; only its keep ratios are taken;
 - ``random``: ``--random`` allocations, each group's keep ratio drawn uniformly in [0.05, 1],
   then all logits shifted together to the budget;
-- ``run_<method>`` (e.g. ``run_dsa``): the channel counts a finished ``bench/cifar10_table.py``
-  run of that method ended with (its ``report.json`` in ``--from-runs``, the folder of the same
-  budget and seed). This separates a method's allocation from its training schedule: the table
-  compares whole pipelines, these rows compare what each pipeline allocated, on the same weights.
+- ``run_<method>`` (e.g. ``run_dsa``): the channel counts a finished run of that method ended
+  with (its ``report.json`` in ``--from-runs``, in the folder ``bench/cifar10_table.py`` names
+  for that method, budget and seed). This separates a method's allocation from its training
+  schedule: the table compares whole pipelines, these rows compare what each pipeline
+  allocated, on the same weights.
 
 Every allocation is rounded to whole channels the same way (cost ≤ budget), applied to the
 *reference* weights (each group keeps its most important channels, by |γ| of its first BN, by
@@ -331,10 +332,9 @@ def write_tables(results: Path = RESULTS) -> None:
                 from_runs.setdefault((r["method"], r["from_runs"]), set()).add(r["command"])
         for (m, runs), commands in sorted(from_runs.items()):
             lines.append(
-                f"Rows `{m}`: the channel counts that the `{m.removeprefix('run_')}` runs of "
-                f"`bench/cifar10_table.py` in `{runs}` ended with, on these weights ("
-                + "; ".join(f"`{c}`" for c in sorted(commands))
-                + ")."
+                f"Rows `{m}`: the channel counts that the finished `{m.removeprefix('run_')}` "
+                f"runs in `{runs}` (folders named as `bench/cifar10_table.py` names them) ended "
+                "with, on these weights (" + "; ".join(f"`{c}`" for c in sorted(commands)) + ")."
             )
         if variants or from_runs:
             lines.append("")
