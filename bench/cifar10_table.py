@@ -277,7 +277,9 @@ def markdown(
         f"Schedule: {a.epochs:g} epochs, batch 128, SGD lr {a.lr:g} "
         f"({'config ' + a.config if a.config else 'cosine'}), weight decay {a.wd:g}; "
         f"magnitude prunes the unpruned run and fine-tunes {a.finetune_epochs:g} epochs at lr "
-        f"{a.finetune_lr:g}; dsa_ckpt allocates with DSA on that same pipeline. Accuracy is "
+        f"{a.finetune_lr:g}"
+        + ("; dsa_ckpt allocates with DSA on that same pipeline" if "dsa_ckpt" in a.methods else "")
+        + ". Accuracy is "
         "top-1 on the 10,000 test images; drop is against the unpruned run on the same "
         "schedule. Hours: summed training-epoch time of the method's "
         "whole pipeline; ÷DSA: that time over DSA's at the same budget.",
