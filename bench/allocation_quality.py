@@ -46,6 +46,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from cifar10_table import budget_tag  # noqa: E402  (the table's run folder names)
+
 import dsaprune  # noqa: E402
 from dsaprune.allocation import magnitude_keep_ratios, round_channels, shift_to_budget  # noqa: E402
 from dsaprune.cli.prune import load_model_file  # noqa: E402
@@ -121,8 +123,8 @@ class Bench:
 
     def from_run(self, method: str, budget: float, seed: int) -> list[int]:
         """The channel counts of the table run of ``method`` at this budget and seed."""
-        tag = f"{round(100 * budget, 1):g}".replace(".", "p")
         sfx = f"_s{seed}" if seed else ""
+        tag = budget_tag(budget)
         name = re.compile(rf"{re.escape(self.a.name)}_{method}_f{tag}_e[0-9.]+(_ft[0-9.]+)?{sfx}")
         runs = Path(self.a.from_runs)
         found = sorted(p for p in runs.glob("*") if name.fullmatch(p.name))

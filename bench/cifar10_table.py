@@ -91,7 +91,8 @@ class Job:
         return "dsaprune " + shlex.join(self.argv)
 
 
-def _budget_tag(b: float) -> str:
+def budget_tag(b: float) -> str:
+    """A budget in run folder names: 0.333 -> 33p3."""
     return f"{round(100 * b, 1):g}".replace(".", "p")
 
 
@@ -114,7 +115,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
             for method in a.methods:
                 if method == "unpruned":
                     continue
-                tag = f"{m}_{method}_f{_budget_tag(b)}_e{a.epochs:g}"
+                tag = f"{m}_{method}_f{budget_tag(b)}_e{a.epochs:g}"
                 if method in FROM_CHECKPOINT:
                     tag += f"_ft{a.finetune_epochs:g}"
                     src = ["--checkpoint", str(base.out / "last.pt")]

@@ -268,36 +268,44 @@ def pruned_copy(groups: Groups, counts: list[int], device) -> nn.Module:
     return model.eval()
 
 
-def _uniform_copy(
-    groups: Groups, ratio: float, device, block: int = 1
+def _copy_at(
+    groups: Groups, ratios: Sequence[float], device, block: int = 1
 ) -> tuple[nn.Module, list[float]]:
-    """A physical copy of the network with every prunable group cut to about ``ratio``, in whole
-    units (a grouped convolution's) and blocks."""
-    if ratio >= 1.0:
-        return groups.model, [1.0] * len(groups.prunable)
+    """A physical copy of the network with prunable group k cut to about ``ratios[k]``, in whole
+    units (a grouped convolution's) and blocks, and the keep ratios it has."""
     counts = [
-        _counts(g.channels, [ratio], _step(g.channels, g.unit, block))[0] for g in groups.prunable
+        _counts(g.channels, [float(r)], _step(g.channels, g.unit, block))[0]
+        for r, g in zip(ratios, groups.prunable, strict=True)
     ]
     alphas = [n / g.channels for n, g in zip(counts, groups.prunable, strict=True)]
     return pruned_copy(groups, counts, device), alphas
 
 
+def _uniform_copy(
+    groups: Groups, ratio: float, device, block: int = 1
+) -> tuple[nn.Module, list[float]]:
+    """``_copy_at`` one ratio for every group (the network itself at 1)."""
+    if ratio >= 1.0:
+        return groups.model, [1.0] * len(groups.prunable)
+    return _copy_at(groups, [ratio] * len(groups.prunable), device, block)
+
+
 def _mixed_copies(groups: Groups, device, block: int = 1) -> list[tuple[nn.Module, list[float]]]:
-    """``MIXED`` physical copies with a keep ratio per group drawn uniformly in ``MIXED_RANGE``
-    (a fixed private seed: the same copies on every run, the global random stream untouched),
-    in whole units and blocks."""
+    """``MIXED`` copies (``_copy_at``) with a keep ratio per group drawn uniformly in
+    ``MIXED_RANGE`` (a fixed private seed: the same copies on every run, the global random
+    stream untouched)."""
     g = torch.Generator().manual_seed(0)
     lo, hi = MIXED_RANGE
-    out = []
-    for _ in range(MIXED):
-        r = lo + (hi - lo) * torch.rand(len(groups.prunable), generator=g, dtype=torch.float64)
-        counts = [
-            _counts(grp.channels, [float(x)], _step(grp.channels, grp.unit, block))[0]
-            for x, grp in zip(r, groups.prunable, strict=True)
-        ]
-        alphas = [n / grp.channels for n, grp in zip(counts, groups.prunable, strict=True)]
-        out.append((pruned_copy(groups, counts, device), alphas))
-    return out
+    K = len(groups.prunable)
+    return [
+        _copy_at(
+            groups,
+            (lo + (hi - lo) * torch.rand(K, generator=g, dtype=torch.float64)).tolist(),
+            device,
+            block,
+        )
+        for _ in range(MIXED)
+    ]
 
 
 def _layer_fits(groups, terms, keys, batch, device, dtype, cache, fresh: bool, progress, block):
