@@ -18,10 +18,15 @@ Recorded per run: the predicted latency ratio, the measured one, the prediction 
 - FLOPs budgets: measured latency ratio ≤ FLOPs ratio + 0.1; where it is not, the table below it
   says where the time goes, per layer, from the fitted model.
 
+Each network's minor page faults per forward pass are recorded beside its time: with the system
+allocator they are the C allocator handing large blocks back after every call, a cost that
+varies from run to run (``dsaprune.cost.timing``). ``--steady-allocator`` measures with freed
+memory kept in the process, as ``dsaprune prune --steady-allocator`` does.
+
 Writes ``bench/results/latency_<device>.{json,md}``.
 
     python bench/latency.py [--models resnet20,resnet56,mobilenetv2_cifar,vgg16_cifar] \\
-        [--batches 1,64] [--devices cpu[,cuda]]
+        [--batches 1,64] [--devices cpu[,cuda]] [--steady-allocator]
 """
 
 from __future__ import annotations
@@ -43,7 +48,13 @@ from dsaprune.cost import count_flops, flops_model, latency_model, measure_laten
 from dsaprune.cost.latency import layer_time, pruned_copy  # noqa: E402
 from dsaprune.cost.measured import meet_by_measurement  # noqa: E402
 from dsaprune.cost.quadratic import layer_terms  # noqa: E402
-from dsaprune.cost.timing import describe_device  # noqa: E402
+from dsaprune.cost.timing import (  # noqa: E402
+    allocator,
+    describe_device,
+    example_input,
+    page_faults_per_call,
+    steady_allocator,
+)
 from dsaprune.grouping import find_groups  # noqa: E402
 from dsaprune.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -126,7 +137,12 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
             )
     rounds = 15 if batch <= 8 else 9
     times = measure_latency(nets, shape, batch, device, rounds=rounds)
-    for rec, t in zip([r for r in runs if "floor" not in r], times[1:], strict=True):
+    x = example_input(shape, batch, device)
+    faults = [
+        page_faults_per_call(lambda n=n: n.eval()(x)) if device == "cpu" else None for n in nets
+    ]
+    for rec, t, f in zip([r for r in runs if "floor" not in r], times[1:], faults[1:], strict=True):
+        rec["page_faults"] = f
         rec["measured_ms"] = 1e3 * t
         rec["measured_ratio"] = t / times[0]
         rec["prediction_error"] = rec["predicted_ms"] / rec["measured_ms"] - 1.0
@@ -141,6 +157,8 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
         "unpruned_measured_ms": 1e3 * times[0],
         "unpruned_predicted_ms": 1e3 * L.full,
         "unpruned_error": L.full / times[0] - 1.0,
+        "unpruned_page_faults": faults[0],
+        "allocator": allocator(),
         "runs": runs,
     }
 
@@ -215,15 +233,17 @@ def markdown(results: list[dict], command: str, sweep: list | None = None) -> st
         "model's error on the unpruned network:",
         "",
         "| model | device | batch | channel block | fit s | unpruned predicted ms | measured ms "
-        "| error |",
-        "|---|---|---|---|---|---|---|---|",
+        "| error | allocator | page faults per forward |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
+        faults = res.get("unpruned_page_faults")
         lines.append(
             f"| {res['model']} | {res['device_name']} | {res['batch']} | {res.get('block', 1)} | "
             f"{res['fit_s']:.1f} | "
             f"{res['unpruned_predicted_ms']:.3f} | {res['unpruned_measured_ms']:.3f} | "
-            f"{100 * res['unpruned_error']:+.1f}% |"
+            f"{100 * res['unpruned_error']:+.1f}% | {res.get('allocator', 'system')} | "
+            f"{'' if faults is None else f'{faults:.0f}'} |"
         )
     if sweep:
         lines += [
@@ -282,7 +302,14 @@ def main() -> None:
     ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--tables-only", action="store_true", help="rewrite the .md from the .json")
+    ap.add_argument(
+        "--steady-allocator",
+        action="store_true",
+        help="keep freed memory in the process (dsaprune.steady_allocator) while measuring",
+    )
     a = ap.parse_args()
+    if a.steady_allocator and not steady_allocator():
+        sys.exit("--steady-allocator: this C library is not glibc")
     command = "python bench/latency.py " + " ".join(sys.argv[1:])
     for device in a.devices.split(","):
         out = Path(a.out)

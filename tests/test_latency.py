@@ -326,11 +326,62 @@ def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_
     assert L["measured_speedup"] == pytest.approx(L["measured_before_ms"] / L["measured_after_ms"])
     assert L["now_over_table"] == pytest.approx(L["measured_before_ms"] / L["table_ms"])
     assert 1 <= L["timings"] <= 1 + measured.RETRIES
+    assert L["allocator"] == "system" and L["page_faults_before"] >= 0
     assert res.model(torch.randn(2, 3, 48, 48)).shape == (2, 10)
     assert r["measured_budget"] and r["measured_budget"][0]["target"] == frac
     write_report(r, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "latency (cpu, batch 32), measured" in md and "Measured speed-up" in md
+    assert "Timed with the system allocator" in md
+
+
+STEADY_PROBE = """
+import sys, torch
+from dsaprune.cost.timing import allocator, page_faults_per_call, steady_allocator
+big = lambda: torch.ones(16 << 20)  # 64 MiB: above glibc's largest mmap threshold
+before = page_faults_per_call(big)
+ok = steady_allocator()
+# the least of three counts: now and then one call still faults (the heap settling)
+print(before, min(page_faults_per_call(big) for _ in range(3)), ok, allocator())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_steady_allocator_stops_a_call_from_faulting_in_fresh_memory():
+    import subprocess
+
+    # in its own process: the setting is process-wide and would change the other tests' keys
+    out = subprocess.run(
+        [sys.executable, "-c", STEADY_PROBE], capture_output=True, text=True, check=True
+    ).stdout.split()
+    before, after = float(out[0]), float(out[1])
+    assert before >= 8000  # 64 MiB is 16384 pages of 4 KiB, faulted in on every call
+    assert after < 100 and out[2:] == ["True", "steady"]
+
+
+def test_the_allocator_is_part_of_the_cpu_device_key(monkeypatch):
+    from dsaprune.cost import timing
+
+    system = device_key("cpu")
+    monkeypatch.setattr(timing, "_STEADY", True)
+    assert timing.allocator() == "steady" and device_key("cpu") != system
+    monkeypatch.setattr(timing, "_STEADY", False)
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert timing.allocator() == "jemalloc" and device_key("cpu") != system
+
+
+def test_a_faulting_forward_pass_is_warned_about_with_the_remedy(monkeypatch, tiny_net):
+    monkeypatch.setattr(measured, "page_faults_per_call", lambda fn: 5000.0)
+    monkeypatch.setattr(measured, "allocator", lambda: "system")
+    net = tiny_net()
+    with pytest.warns(UserWarning, match="--steady-allocator"):
+        rec = measured.page_faults([net, net], (3, 48, 48), batch=2)
+    assert rec == {"allocator": "system", "page_faults_before": 5000.0, "page_faults_after": 5000.0}
+    assert net.training  # the mode it was in is restored
+    monkeypatch.setattr(measured, "allocator", lambda: "steady")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        measured.page_faults([net], (3, 48, 48), batch=2)
 
 
 def test_meet_by_measurement_tightens_until_the_measurement_meets_the_budget(monkeypatch, tiny_net):

@@ -24,6 +24,7 @@ from .cost import (  # noqa: E402
     make_cost,
     measure_latency,
     params_model,
+    steady_allocator,
 )
 from .data import load_splits, make_loader  # noqa: E402
 from .export import export_onnx  # noqa: E402
@@ -60,6 +61,7 @@ __all__ = [
     "sample_masks",
     "save",
     "shift_to_budget",
+    "steady_allocator",
     "Trainer",
     "TrainConfig",
     "__version__",

@@ -15,7 +15,7 @@ from torch import nn
 from . import surgery
 from .budget import parse_budget
 from .cost import COSTS, QuadraticCost, make_cost
-from .cost.measured import check_table, time_against_table
+from .cost.measured import check_table, page_faults, time_against_table
 from .grouping import find_groups
 from .methods import make_method
 from .train import TrainConfig, Trainer, evaluate
@@ -279,6 +279,7 @@ def _latency_report(
         "prediction_error": p_after / t_after - 1.0,
         "channel_block": cost.meta.get("block", 1),  # a latency budget keeps whole blocks
         "timings": timings,  # more than 1: the machine was busy at the first
+        **page_faults([before, after], in_shape, batch, device),  # the allocator's share
         **check_table(cost, t_before),  # a table measured on a busy machine is forgotten
     }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cost import COSTS, make_cost
+from .cost.measured import FAULTS
 from .io import atomic_write_json, atomic_write_text
 
 
@@ -50,6 +51,21 @@ def _table_note(lat: dict) -> str:
     )
 
 
+def _allocator_note(lat: dict) -> str:
+    faults = lat.get("page_faults_before")
+    if faults is None:
+        return ""
+    return (
+        f" Timed with the {lat['allocator']} allocator; a forward pass faulted in "
+        f"{faults:.0f} fresh memory pages before pruning and {lat['page_faults_after']:.0f} after"
+        + (
+            " (their cost varies between runs: see `--steady-allocator`)."
+            if lat["allocator"] == "system" and faults >= FAULTS
+            else "."
+        )
+    )
+
+
 def markdown(r: dict) -> str:
     lat = r.get("latency")
     lines = [
@@ -72,7 +88,8 @@ def markdown(r: dict) -> str:
                 if r.get("budget_kind") == "latency" and lat.get("channel_block", 1) > 1
                 else ""
             )
-            + _table_note(lat),
+            + _table_note(lat)
+            + _allocator_note(lat),
             "",
         ]
     lines += [

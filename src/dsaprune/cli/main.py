@@ -6,11 +6,18 @@ import argparse
 import sys
 
 from .. import __version__, models
+from ..cost.timing import steady_allocator
 from ..data import DATASETS, DataError
 from ..estimators import ESTIMATORS
 from ..grouping import TraceError
 from ..methods import METHODS, describe_methods
 from ..train import CheckpointError, TrainConfig, TrainingDiverged
+
+STEADY_HELP = (
+    "keep freed memory in this process (glibc: no per-call mmap, no heap trimming);"
+    " at large batches the system allocator's page faults can take half of a "
+    "CPU forward pass and vary between runs. Deploy the pruned network the same way"
+)
 
 
 def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -153,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch size that latency is predicted and measured at [1]",
     )
     pr.add_argument(
+        "--steady-allocator",
+        action="store_true",
+        help=STEADY_HELP,
+    )
+    pr.add_argument(
         "--latency-report",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -214,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "group's share of the latency",
     )
     ins.add_argument("--latency-batch", type=int, default=1, help="batch size for --latency [1]")
+    ins.add_argument("--steady-allocator", action="store_true", help=STEADY_HELP)
     ins.add_argument("--device", default="cpu", help="device for --latency [cpu]")
 
     ex = sub.add_parser(
@@ -242,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "steady_allocator", False) and not steady_allocator():
+        print(
+            f"dsaprune {args.command}: warning: --steady-allocator needs glibc; latency is "
+            "measured with the allocator as it is",
+            file=sys.stderr,
+        )
     from . import commands
 
     try:

@@ -7,7 +7,7 @@ from .count import count_flops, count_params
 from .kinds import COSTS, Cost, FlopsCost, LatencyCost, ParamsCost, make_cost
 from .latency import latency_model
 from .quadratic import QuadraticCost, flops_model, params_model
-from .timing import measure_latency
+from .timing import allocator, measure_latency, page_faults_per_call, steady_allocator
 
 __all__ = [
     "COSTS",
@@ -16,11 +16,14 @@ __all__ = [
     "LatencyCost",
     "ParamsCost",
     "QuadraticCost",
+    "allocator",
     "count_flops",
     "count_params",
     "flops_model",
     "latency_model",
     "make_cost",
     "measure_latency",
+    "page_faults_per_call",
     "params_model",
+    "steady_allocator",
 ]

@@ -1,7 +1,8 @@
 """Checks on the device itself, after the fitted latency model has spoken: a copy of the network
 cut to the chosen counts is timed against the unpruned one until the measurement meets the budget
-(``meet_by_measurement``), and a cached latency table is compared with how fast the machine runs
-the unpruned network now (``check_table``)."""
+(``meet_by_measurement``), a cached latency table is compared with how fast the machine runs
+the unpruned network now (``check_table``), and the page faults of a forward pass tell whether
+the C allocator's own cost is in the timings (``page_faults``)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from torch import nn
 from ..grouping import Groups
 from .latency import LatencyCache, pruned_copy
 from .quadratic import QuadraticCost
-from .timing import measure_latency
+from .timing import allocator, example_input, measure_latency, page_faults_per_call
 
+FAULTS = 256  # minor page faults per forward (1 MiB of fresh pages) worth a warning
 BUSY = 1.3  # a network timed this much slower than before means a busy machine (check_table)
 RETRIES = 2  # further timings of a network found busy, each after a pause of this many seconds
 PAUSE_S = 2.0
@@ -133,3 +135,38 @@ def check_table(cost: QuadraticCost, measured_full_s: float) -> dict:
             stacklevel=2,
         )
     return {"table_ms": 1e3 * table, "now_over_table": now_over_table, "table_status": status}
+
+
+def page_faults(nets: list[nn.Module], input_shape, batch: int = 1, device="cpu") -> dict:
+    """The allocator setting and each network's minor page faults per forward pass (the first
+    network's before pruning, the second's after). On the CPU with the system allocator, a
+    forward pass faulting in fresh memory pays for it in time that changes from run to run
+    (``timing``'s docstring): that is warned about, with the remedy."""
+    x = example_input(input_shape, batch, device)
+    modes = [m.training for m in nets]
+    try:
+        faults = [
+            page_faults_per_call(lambda m=m: m.eval()(x))
+            if torch.device(device).type == "cpu"
+            else None
+            for m in nets
+        ]
+    finally:
+        for m, was in zip(nets, modes, strict=True):
+            m.train(was)
+    name = allocator()
+    if name == "system" and faults[0] is not None and faults[0] >= FAULTS:
+        warnings.warn(
+            f"each forward pass of the unpruned network at batch {batch} faults in "
+            f"{faults[0]:.0f} fresh memory pages: the C allocator hands large blocks back to the "
+            "system after every call, which costs time that varies from run to run (up to half "
+            "of a batch-64 forward here). For steadier and faster latency, prune with "
+            "--steady-allocator (or `dsaprune.steady_allocator()`) and deploy the same way, "
+            "e.g. MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824, or jemalloc/tcmalloc",
+            stacklevel=2,
+        )
+    return {
+        "allocator": name,
+        "page_faults_before": faults[0],
+        "page_faults_after": faults[1] if len(faults) > 1 else None,
+    }
