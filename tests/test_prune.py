@@ -116,6 +116,16 @@ def test_cli_inspect_and_errors(capsys):
     assert "out of range" in capsys.readouterr().err
 
 
+def test_cli_steady_allocator_is_set_before_the_command_runs(capsys, monkeypatch):
+    from dsaprune.cli import main as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "steady_allocator", lambda: calls.append(1) or False)
+    assert main(["inspect", "--model", "resnet20"]) == 0 and not calls
+    assert main(["inspect", "--model", "resnet20", "--steady-allocator"]) == 0 and calls == [1]
+    assert "--steady-allocator needs glibc" in capsys.readouterr().err  # and says when it fails
+
+
 class _Crash(RuntimeError):
     pass
 

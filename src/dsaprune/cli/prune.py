@@ -10,7 +10,7 @@ import yaml
 
 from .. import models, surgery
 from ..api import prune
-from ..cost import COSTS, count_flops, count_params, make_cost, measure_latency
+from ..cost import COSTS, allocator, count_flops, count_params, make_cost, measure_latency
 from ..data import split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
@@ -159,7 +159,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         L = forms["latency"]
         print(
             f"latency on {opts['device']} at batch {opts['batch']}: {1e3 * L.full:.3f} ms "
-            f"predicted, {1e3 * L.meta['full_measured_s']:.3f} ms measured"
+            f"predicted, {1e3 * L.meta['full_measured_s']:.3f} ms measured "
+            f"({allocator()} allocator)"
             + (f"; counted in blocks of {L.block} channels above the first" if L.block > 1 else "")
         )
     heads = "".join(f" {k + ' %':>10}" for k in kinds)
