@@ -14,8 +14,9 @@ threshold (at most 32 MiB) is mapped fresh on every allocation and handed back o
 freed memory at the top of the heap is trimmed, so each forward pass touches new pages: on the
 2-core CPU a MobileNetV2-CIFAR forward at batch 64 took 136,000 minor page faults and 300 ms,
 against 149 ms once freed memory stays in the process (``steady_allocator``), and ResNet-20's
-47 ms against 33–37 ms. The fault cost changes with the kernel's state, so the same pair of
-networks measured latency ratios 0.46 and 0.62 minutes apart. Batch 1 stays below the threshold.
+47 ms against 33–37 ms. Timings with the faults in them were not repeatable (the same pair of
+networks measured latency ratios 0.46 and 0.62 minutes apart); without them the latency model
+fitted its calibration copies within 4% instead of up to 91%. Batch 1 stays below the threshold.
 ``page_faults_per_call`` counts them, ``allocator`` names the setting, and the latency cache
 keys on it.
 """
