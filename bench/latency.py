@@ -47,15 +47,9 @@ from dsaprune import models  # noqa: E402
 from dsaprune.allocation import round_channels, shift_to_budget  # noqa: E402
 from dsaprune.cost import count_flops, flops_model, latency_model, measure_latency  # noqa: E402
 from dsaprune.cost.latency import layer_time, pruned_copy  # noqa: E402
-from dsaprune.cost.measured import meet_by_measurement  # noqa: E402
+from dsaprune.cost.measured import faults_per_forward, meet_by_measurement  # noqa: E402
 from dsaprune.cost.quadratic import layer_terms  # noqa: E402
-from dsaprune.cost.timing import (  # noqa: E402
-    allocator,
-    describe_device,
-    example_input,
-    page_faults_per_call,
-    steady_allocator,
-)
+from dsaprune.cost.timing import allocator, describe_device, steady_allocator  # noqa: E402
 from dsaprune.grouping import find_groups  # noqa: E402
 from dsaprune.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -144,10 +138,7 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
     pairs = [measure_latency([model, n], shape, batch, device, rounds=rounds) for n in nets[1:]]
     times = [min(p[0] for p in pairs)] + [p[1] for p in pairs]
     ratios = [p[1] / p[0] for p in pairs]
-    x = example_input(shape, batch, device)
-    faults = [
-        page_faults_per_call(lambda n=n: n.eval()(x)) if device == "cpu" else None for n in nets
-    ]
+    faults = faults_per_forward(nets, shape, batch, device)
     done = [r for r in runs if "floor" not in r]
     for rec, t, q, f, tt in zip(done, times[1:], ratios, faults[1:], together[1:], strict=True):
         rec["ratio_together"] = tt / together[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cost import COSTS, make_cost
-from .cost.measured import FAULTS
+from .cost.measured import faulting
 from .io import atomic_write_json, atomic_write_text
 
 
@@ -60,7 +60,7 @@ def _allocator_note(lat: dict) -> str:
         f"{faults:.0f} fresh memory pages before pruning and {lat['page_faults_after']:.0f} after"
         + (
             " (their cost varies between runs: see `--steady-allocator`)."
-            if lat["allocator"] == "system" and faults >= FAULTS
+            if faulting(lat["allocator"], faults)
             else "."
         )
     )

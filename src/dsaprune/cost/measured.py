@@ -137,25 +137,36 @@ def check_table(cost: QuadraticCost, measured_full_s: float) -> dict:
     return {"table_ms": 1e3 * table, "now_over_table": now_over_table, "table_status": status}
 
 
+def faults_per_forward(
+    nets: list[nn.Module], input_shape, batch: int = 1, device="cpu"
+) -> list[float | None]:
+    """Each network's minor page faults per forward pass in eval mode (None off the CPU, or
+    where the platform does not count them); the networks' modes are restored."""
+    if torch.device(device).type != "cpu":
+        return [None] * len(nets)
+    x = example_input(input_shape, batch, device)
+    modes = [m.training for m in nets]
+    try:
+        return [page_faults_per_call(lambda m=m: m.eval()(x)) for m in nets]
+    finally:
+        for m, was in zip(nets, modes, strict=True):
+            m.train(was)
+
+
+def faulting(allocator_name: str, faults: float | None) -> bool:
+    """Whether a forward pass's page faults are worth a warning: the system allocator handing
+    at least ``FAULTS`` pages back after every call."""
+    return allocator_name == "system" and faults is not None and faults >= FAULTS
+
+
 def page_faults(nets: list[nn.Module], input_shape, batch: int = 1, device="cpu") -> dict:
     """The allocator setting and each network's minor page faults per forward pass (the first
     network's before pruning, the second's after). On the CPU with the system allocator, a
     forward pass faulting in fresh memory pays for it in time that changes from run to run
     (``timing``'s docstring): that is warned about, with the remedy."""
-    x = example_input(input_shape, batch, device)
-    modes = [m.training for m in nets]
-    try:
-        faults = [
-            page_faults_per_call(lambda m=m: m.eval()(x))
-            if torch.device(device).type == "cpu"
-            else None
-            for m in nets
-        ]
-    finally:
-        for m, was in zip(nets, modes, strict=True):
-            m.train(was)
+    faults = faults_per_forward(nets, input_shape, batch, device)
     name = allocator()
-    if name == "system" and faults[0] is not None and faults[0] >= FAULTS:
+    if faulting(name, faults[0]):
         warnings.warn(
             f"each forward pass of the unpruned network at batch {batch} faults in "
             f"{faults[0]:.0f} fresh memory pages: the C allocator hands large blocks back to the "
