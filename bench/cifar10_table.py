@@ -19,7 +19,9 @@ processes at once (on one GPU the small CIFAR networks leave most of it idle). W
 ``accuracy_vs_flops.png`` and each DSA run's allocation plot into ``--results``.
 
 ``--no-run`` starts nothing and writes the table from the runs that have finished, listing the
-rest, so that a table spread over several sessions can be published as it stands.
+rest, so that a table spread over several sessions can be published as it stands. A finished run
+whose DSA settings differ from what its command gives today (a default changed since) is kept
+and marked ‡ with the settings that differ.
 
 Pipeline hours are the summed training-epoch times of every run in the method's pipeline (without
 the per-epoch test evaluation and process start-up), on the device named in the row.
@@ -203,6 +205,44 @@ def run_all(jobs: list[Job], parallel: int) -> None:
 
 
 # -- results ---------------------------------------------------------------------------------------
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
+    """The DSA settings in which a finished run differs from what its command gives today, as
+    {setting: [the run's, today's]}: a run made before a default changed is marked, not mixed
+    silently into a table of today's defaults."""
+    from dsaprune.api import _split_settings
+    from dsaprune.cli.prune import _settings
+    from dsaprune.methods import make_method
+    from dsaprune.train.dsa import DSAConfig
+
+    s = _settings(argparse.Namespace(config=a.config)) if a.config else {}
+    _, d = _split_settings({k: v for k, v in s.items() if k not in ("budget", "epochs")})
+    d["method"] = FROM_CHECKPOINT.get(j.method, j.method)
+    epochs = a.finetune_epochs if j.method in FROM_CHECKPOINT else a.epochs
+    if j.method in FROM_CHECKPOINT:
+        d.setdefault("warmup_fraction", 0.0)  # as `dsaprune prune --checkpoint` sets it
+    now = _flat(DSAConfig.from_dict(d).for_epochs(epochs).to_dict())
+    ran = _flat(rep.get("dsa_config", {}))
+    unread = {"warmup_fraction"} if make_method(d["method"]).penalised else set()  # from step 1
+    out = {}
+    for k in sorted((set(now) & set(ran)) - unread):
+        x, y = ran[k], now[k]
+        same = (
+            abs(x - y) <= 1e-9 * max(1.0, abs(y))
+            if isinstance(x, int | float) and isinstance(y, int | float)
+            else x == y
+        )
+        if not same:
+            out[k] = [x, y]
+    return out
+
+
 def _history(j: Job) -> tuple[list[dict], dict | None]:
     rep = j.out / "report.json"
     if rep.exists():
@@ -253,6 +293,9 @@ def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
         if rep:
             row["met_by"] = rep.get("met_by")
             row["keep_ratios"] = [g["keep_ratio"] for g in rep["groups"]]
+            differs = _differs(j, rep, a)
+            if differs:
+                row["differs_from_defaults"] = differs
         out.append(row)
     # shown per model and budget, whatever order the runs finished in
     return sorted(
@@ -291,6 +334,21 @@ def markdown(
     ]
     if missing:  # a partial table says what it lacks, so no cell is read as complete
         lines += [f"**Not run yet** ({len(missing)}): " + ", ".join(missing), ""]
+    stale = sorted(
+        {
+            f"{k} {ran:.4g} (now {now:.4g})"
+            if isinstance(ran, float) and isinstance(now, float)
+            else f"{k} {ran} (now {now})"
+            for r in rs
+            for k, (ran, now) in r.get("differs_from_defaults", {}).items()
+        }
+    )
+    if stale:
+        lines += [
+            "‡ Made before a default changed; these runs differ from what their command gives "
+            "today in: " + "; ".join(stale) + ".",
+            "",
+        ]
     if seeded:
         lines += _seed_means(rs)
     lines += [
@@ -306,8 +364,9 @@ def markdown(
         ratio = f"{r['gpu_hours'] / d:.2f}" if d and r["method"] != "unpruned" else ""
         drop = "" if r["drop"] is None or r["method"] == "unpruned" else f"{r['drop']:+.2f}"
         budget = "–" if r["method"] == "unpruned" else f"{100 * r['budget']:.1f}%"
+        method = r["method"] + (" ‡" if r.get("differs_from_defaults") else "")
         lines.append(
-            f"| {r['model']} | {budget} | {r['method']} | {r.get('seed', 0)} | "
+            f"| {r['model']} | {budget} | {method} | {r.get('seed', 0)} | "
             f"{r['flops_ratio']:.4f} | "
             f"{r['acc']:.2f} | {drop} | {r['gpu_hours']:.3g} | {ratio} | "
             f"{r.get('met_by') or ''} | {paper} |"
@@ -319,7 +378,8 @@ def _seed_means(rs: list[dict]) -> list[str]:
     """Mean and spread over seeds per (model, budget, method): the table a claim rests on."""
     cells: dict[tuple, list[float]] = {}
     for r in rs:
-        cells.setdefault((r["model"], r["budget"], r["method"]), []).append(r["acc"])
+        method = r["method"] + (" ‡" if r.get("differs_from_defaults") else "")
+        cells.setdefault((r["model"], r["budget"], method), []).append(r["acc"])
     out = [
         "Mean over seeds (spread: lowest – highest seed):",
         "",
@@ -427,10 +487,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = [x for x in argv if x != "--no-run"]  # the table names the command that makes it
     else:
         run_all(jobs, a.parallel)
+    sys.path.insert(0, str(ROOT / "src"))
     rs = rows(jobs, a)
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(ROOT / "src"))
     from dsaprune.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(rs, res / "cifar10.json")
@@ -441,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     for j in jobs:
         if j.method == "dsa" and j.state == "done" and (j.out / "allocation.png").exists():
             shutil.copyfile(j.out / "allocation.png", res / f"cifar10_{j.out.name}_allocation.png")
+    stale = [r for r in rs if r.get("differs_from_defaults")]
+    if stale:
+        print(
+            f"{len(stale)} finished runs differ from what their command gives today (‡ in the "
+            "table); delete a run's folder to run it again with today's defaults"
+        )
     failed = [j.out.name for j in jobs if j.state == "failed"]
     if failed:
         print(f"failed runs: {failed} (logs: <run>/table.log)")

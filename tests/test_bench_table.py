@@ -133,3 +133,25 @@ def test_no_run_writes_the_finished_runs_and_names_the_missing_ones(table, tmp_p
     assert [r["method"] for r in rows] == ["dsa"] and rows[0]["acc"] == pytest.approx(75.0)
     md = (res / "cifar10.md").read_text()
     assert "**Not run yet** (1): resnet20_uniform_f50_e8" in md and "--no-run" not in md
+
+
+def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_path):
+    from dsaprune.train.dsa import DSAConfig
+
+    a = _args(table, tmp_path, ("methods", ["dsa", "ssl"]), ("budgets", [0.5]))
+    jobs = [j for j in table.plan(a) if j.method != "unpruned"]
+    hist = [{"epoch": e, "epoch_time_s": 360.0, "test_acc": 0.8} for e in range(1, 9)]
+    old = {**DSAConfig().for_epochs(8).to_dict(), "warmup_fraction": 20 / 300}
+    for j in jobs:
+        j.out.mkdir(parents=True)
+        cfg = {**old, "method": j.method}
+        rep = {"history": hist, "acc_after": 0.8, "flops_ratio": 0.5, "met_by": j.method,
+               "groups": [{"keep_ratio": 0.5}], "dsa_config": cfg}  # fmt: skip
+        (j.out / "report.json").write_text(json.dumps(rep))
+        j.state = "done"
+    rows = {r["method"]: r for r in table.rows(jobs, a)}
+    assert rows["dsa"]["differs_from_defaults"] == {"warmup_fraction": [20 / 300, 0.2]}
+    assert "differs_from_defaults" not in rows["ssl"]  # its penalty starts at step 1 either way
+    md = table.markdown(list(rows.values()), a, ["--epochs", "8"])
+    assert "| resnet20 | 50.0% | dsa ‡ | 0 |" in md and "| ssl | 0 |" in md
+    assert "warmup_fraction 0.06667 (now 0.2)" in md

@@ -39,6 +39,8 @@ def test_prune_api_meets_budget_and_removes_channels(tiny_net, method):
     assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
     assert r["met_by"] in (("allocator", "shift") if method == "dsa" else (method,))
     assert r["acc_after"] is not None and r["acc_before"] is None
+    assert r["dsa_config"]["warmup_fraction"] == 0.2  # a short run's default warm-up
+    assert r["phase_start_epoch"]["allocate"] == pytest.approx(0.2 * 1.5, abs=0.1)
     widths = [m.out_channels for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert widths != [16, 32]  # channels were physically removed
     assert sum(g["channels_after"] for g in r["groups"]) < 48
@@ -202,6 +204,23 @@ def test_export_onnx_matches_pytorch(tmp_path, capsys):
     assert got.shape == (5, 10) and abs(got - want).max() <= 1e-4
     assert main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--onnx", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_default_warmup_is_the_papers_20_epochs_or_a_fifth_of_a_short_run():
+    from dsaprune.train.dsa import DSAConfig, default_warmup_fraction
+
+    assert default_warmup_fraction(300) == pytest.approx(20 / 300)
+    assert default_warmup_fraction(150) == pytest.approx(20 / 150)
+    assert default_warmup_fraction(100) == default_warmup_fraction(8) == 0.2
+    assert DSAConfig().for_epochs(8).warmup_fraction == 0.2
+    assert DSAConfig(warmup_fraction=0.05).for_epochs(8).warmup_fraction == 0.05  # given: kept
+    assert DSAConfig(window_end_fraction=0.1).for_epochs(8).warmup_fraction == 0.1
+    with pytest.raises(ValueError, match="ends after the allocation window"):
+        DSAConfig(warmup_fraction=0.5)
+    with pytest.raises(ValueError, match=r"share of the schedule in \[0, 1\]"):
+        DSAConfig(warmup_fraction=-0.1)
+    with pytest.raises(ValueError, match="epochs must be > 0"):
+        default_warmup_fraction(0)
 
 
 def test_paper_configs_load_into_valid_settings():

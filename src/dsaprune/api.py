@@ -132,7 +132,7 @@ def prune(
     b = parse_budget(budget)
     tset, dset = _split_settings(settings)
     cfg = TrainConfig(epochs=epochs, **tset)
-    dcfg = DSAConfig.from_dict(dset)
+    dcfg = DSAConfig.from_dict(dset).for_epochs(epochs)
     dist = dist or setup(device)
     model = model.to(dist.device)
     if val_data is None:

@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--warmup-fraction",
         type=float,
-        help="share of the schedule before allocation [20/300; 0 with --checkpoint]",
+        help="share of the schedule before allocation [the paper's 20 epochs, or 0.2 of a "
+        "run shorter than 100 epochs; 0 with --checkpoint]",
     )
     pr.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from RUN_DIR/last.pt"
