@@ -169,9 +169,9 @@ def test_elementwise_work_is_calibrated_apart_from_the_layers(clock):
         assert float(cost(alpha)) == pytest.approx(true, rel=1e-6)
 
 
-def test_computed_keep_ratios_pad_partial_blocks_above_the_first():
+def test_computed_keep_ratios_pad_partial_blocks():
     """A network rounded by another cost keeps partial blocks; its latency is predicted at the
-    whole blocks the kernels compute."""
+    whole blocks the kernels compute, in a group wider than one block the first too."""
     from dsaprune.cost.quadratic import QuadraticCost
 
     chans = torch.tensor([64.0, 10.0, 40.0], dtype=torch.float64)
@@ -180,6 +180,9 @@ def test_computed_keep_ratios_pad_partial_blocks_above_the_first():
     assert cost.computed(alpha).tolist() == pytest.approx([48 / 64, 5 / 10, 1.0])
     assert cost.computed(torch.tensor([16 / 64, 1.0, 32 / 40])).tolist() == pytest.approx(
         [16 / 64, 1.0, 32 / 40]
+    )
+    assert cost.computed(torch.tensor([4 / 64, 3 / 10, 8 / 40])).tolist() == pytest.approx(
+        [16 / 64, 3 / 10, 16 / 40]
     )
     flat = QuadraticCost(torch.zeros(3, 3), torch.ones(3), 0.0, "flops", 1 / chans)
     assert flat.computed(alpha).tolist() == pytest.approx(alpha.tolist())
@@ -422,8 +425,8 @@ def test_channel_block_follows_the_cpus_vector_width(monkeypatch):
 def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_path, tiny_net):
     """A CPU kernel's time steps at multiples of its channel block above the first block: with
     the block, the quadratic form is exact at every count the rounding can produce, and the
-    rounding keeps whole blocks above the first; without it, a partial block is predicted
-    cheaper than it runs."""
+    rounding keeps whole blocks in a group wider than one; without it, a partial block is
+    predicted cheaper than it runs."""
     monkeypatch.setenv("DSAPRUNE_CACHE", str(tmp_path / "cache"))
     clock = SyntheticClock(block=8)
     monkeypatch.setattr(lat, "time_calls", clock)
@@ -447,7 +450,7 @@ def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_pa
             [n / c for n, c in zip(counts, chans, strict=True)], dtype=torch.float64
         )
 
-    for counts in ([8, 8], [8, 24], [16, 16], [16, 32], [3, 5], [6, 24]):  # reachable: exact
+    for counts in ([8, 8], [8, 24], [16, 16], [16, 32]):  # reachable: exact
         assert float(cost(alpha(counts))) == pytest.approx(truth(counts), rel=1e-9)
     partial = [9, 17]  # runs as [16, 24]; the smooth model thinks it cheaper
     assert truth(partial) == pytest.approx(truth([16, 24]), rel=1e-12)
@@ -457,16 +460,21 @@ def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_pa
         a = torch.rand(2, generator=g, dtype=torch.float64) * 0.5 + 0.5
         target = float(cost.ratio(a))
         counts = round_channels(a, chans, cost, target, round_to=1)
-        assert all(n <= 8 or n % 8 == 0 for n in counts)
+        assert all(n % 8 == 0 for n in counts)  # both groups are wider than one block
         assert float(cost.ratio(alpha(counts))) <= target
 
 
-def test_channel_levels_step_by_blocks_above_the_first_block():
+def test_channel_levels_keep_whole_blocks_in_a_group_wider_than_one():
     from dsaprune.cost.quadratic import channel_levels
 
-    assert channel_levels([64], 1, block=16) == [list(range(1, 17)) + [32, 48, 64]]
-    assert channel_levels([64], 8, block=16) == [[8, 16, 32, 48, 64]]
-    assert channel_levels([12], 1, block=16) == [list(range(1, 13))]
+    # wider than a block: no partial block, not even the first (it costs a whole one and is
+    # never measured: the layer grids and calibration copies step by blocks there)
+    assert channel_levels([64], 1, block=16) == [[16, 32, 48, 64]]
+    assert channel_levels([64], 8, block=16) == [[16, 32, 48, 64]]
+    assert channel_levels([24], 8, block=16) == [[16, 24]]  # and the full width
+    assert channel_levels([12], 1, block=16) == [list(range(1, 13))]  # within a block: any
+    assert channel_levels([16], 8, block=16) == [[8, 16]]
     assert channel_levels([24], 8) == [[8, 16, 24]]  # no block: the plain round_to steps
     assert channel_levels([20], 8) == [[8, 16, 20]]  # and the full width
-    assert channel_levels([40], 1, [4], block=16) == [[4, 8, 12, 16, 32, 40]]  # grouped conv
+    assert channel_levels([40], 1, [4], block=16) == [[16, 32, 40]]  # grouped conv
+    assert channel_levels([40], 1, [4]) == [list(range(4, 41, 4))]

@@ -161,7 +161,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"latency on {opts['device']} at batch {opts['batch']}: {1e3 * L.full:.3f} ms "
             f"predicted, {1e3 * L.meta['full_measured_s']:.3f} ms measured "
             f"({allocator()} allocator)"
-            + (f"; counted in blocks of {L.block} channels above the first" if L.block > 1 else "")
+            + (
+                f"; groups wider than {L.block} channels keep whole blocks of {L.block}"
+                if L.block > 1
+                else ""
+            )
         )
     heads = "".join(f" {k + ' %':>10}" for k in kinds)
     print(

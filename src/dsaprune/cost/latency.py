@@ -31,11 +31,13 @@ A convolution's time on a CPU is not smooth in its channel count: above one bloc
 channels as a vector register holds (16 float32 with AVX-512, 8 with AVX2), a partial block
 costs a whole one. On the 2-core AVX-512 machine a 3×3 convolution at 16×16, batch 64, takes
 1.5–1.7 ms for 17 to 32 channels in and out, 3.2–3.4 ms for 33 to 48 and 5.7–5.9 ms for 49 to
-64, while below one block the time still falls with the channels (16: 0.47 ms, 8: 0.26 ms, 4:
-0.15 ms; ``bench/results/latency_cpu.md``). So a latency cost carries the device's block
-(``channel_block``): layers wider than a block are measured at multiples of it, and the rounding
-keeps whole blocks above the first (``cost.quadratic.channel_levels``), so that a latency budget
-never keeps a partial block that costs as much as a full one.
+64; ``bench/results/latency_cpu.md``). Below one block the time still falls when both sides
+are small (16: 0.47 ms, 8: 0.26 ms, 4: 0.15 ms) but not when one side is wide (a 1×1
+convolution at 32×32, batch 64: 4.2 ms for 4 to 16 channels in and 112 out). So a latency cost
+carries the device's block (``channel_block``): layers wider than a block are measured at
+multiples of it, and in a group wider than one block the rounding keeps whole blocks, the first
+included (``cost.quadratic.channel_levels``), so that a latency budget never keeps a partial
+block that costs as much as a full one, nor a count its measurements never reached.
 
 Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
 ``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and

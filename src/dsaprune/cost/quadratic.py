@@ -35,16 +35,17 @@ def channel_levels(
     channels: list[int], round_to: int, units: list[int] | None = None, block: int = 1
 ) -> list[list[int]]:
     """The channel counts each group may keep, ascending: multiples of its step
-    (``channel_steps``) up to one ``block``, then multiples of the block (and of the step), and
-    always the full width. ``block`` > 1 is a latency cost's: on a CPU whose kernels work on
-    blocks of channels a partial block above the first costs a whole one, while below one block
-    the time still falls with the channels."""
+    (``channel_steps``), and always the full width. ``block`` > 1 is a latency cost's: on a CPU
+    whose kernels work on blocks of channels, a group wider than one block keeps whole blocks
+    (multiples of the block and of the step), since a partial block costs a whole one, the
+    first included: a 1×1 convolution 4→112 at 32×32 takes as long as 16→112
+    (``cost.latency``). A group no wider than a block keeps any multiple of its step: there the
+    time still falls with the channels."""
     steps = channel_steps(channels, round_to, units).int().tolist()
     out = []
     for c, s in zip(channels, steps, strict=True):
-        big = math.lcm(block, s)
-        lv = set(range(s, min(c, max(block, s)) + 1, s))
-        lv |= set(range(big, c + 1, big)) if block > 1 else set(range(s, c + 1, s))
+        step = math.lcm(block, s) if block > 1 and c > block else s
+        lv = set(range(step, c + 1, step))
         lv.add(c)
         out.append(sorted(lv))
     return out
@@ -80,14 +81,15 @@ class QuadraticCost:
         return self(alpha) / self.full
 
     def computed(self, alpha: torch.Tensor) -> torch.Tensor:
-        """The keep ratios the kernels compute at: whole channels, and above one ``block`` whole
-        blocks (a partial block costs a full one; at most the full width). Where to evaluate
-        the cost of a network rounded by another cost (a FLOPs budget's counts, say)."""
+        """The keep ratios the kernels compute at: whole channels, and in a group wider than one
+        ``block`` whole blocks (a partial block costs a full one, the first too; at most the full
+        width). Where to evaluate the cost of a network rounded by another cost (a FLOPs
+        budget's counts, say)."""
         chans = (1.0 / self.min_alpha).round()
         n = (alpha.detach().to(chans) * chans).round()
         if self.block > 1:
             padded = torch.minimum(torch.ceil(n / self.block) * self.block, chans)
-            n = torch.where(n > self.block, padded, n)
+            n = torch.where(chans > self.block, padded, n)
         return n / chans
 
     def floor(self, round_to: int = 1) -> float:
