@@ -243,6 +243,11 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     return out
 
 
+def _label(r: dict) -> str:
+    """A row's method, marked ‡ when its run differs from today's defaults."""
+    return r["method"] + (" ‡" if r.get("differs_from_defaults") else "")
+
+
 def _history(j: Job) -> tuple[list[dict], dict | None]:
     rep = j.out / "report.json"
     if rep.exists():
@@ -364,9 +369,8 @@ def markdown(
         ratio = f"{r['gpu_hours'] / d:.2f}" if d and r["method"] != "unpruned" else ""
         drop = "" if r["drop"] is None or r["method"] == "unpruned" else f"{r['drop']:+.2f}"
         budget = "–" if r["method"] == "unpruned" else f"{100 * r['budget']:.1f}%"
-        method = r["method"] + (" ‡" if r.get("differs_from_defaults") else "")
         lines.append(
-            f"| {r['model']} | {budget} | {method} | {r.get('seed', 0)} | "
+            f"| {r['model']} | {budget} | {_label(r)} | {r.get('seed', 0)} | "
             f"{r['flops_ratio']:.4f} | "
             f"{r['acc']:.2f} | {drop} | {r['gpu_hours']:.3g} | {ratio} | "
             f"{r.get('met_by') or ''} | {paper} |"
@@ -378,8 +382,7 @@ def _seed_means(rs: list[dict]) -> list[str]:
     """Mean and spread over seeds per (model, budget, method): the table a claim rests on."""
     cells: dict[tuple, list[float]] = {}
     for r in rs:
-        method = r["method"] + (" ‡" if r.get("differs_from_defaults") else "")
-        cells.setdefault((r["model"], r["budget"], method), []).append(r["acc"])
+        cells.setdefault((r["model"], r["budget"], _label(r)), []).append(r["acc"])
     out = [
         "Mean over seeds (spread: lowest – highest seed):",
         "",

@@ -120,13 +120,19 @@ class DSAConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def warmup_for(self, epochs: float) -> float:
+        """The warm-up's share of a run of ``epochs``: the one given, else the default (never
+        past the allocation window's end)."""
+        if self.warmup_fraction is not None:
+            return self.warmup_fraction
+        return min(default_warmup_fraction(epochs), self.window_end_fraction)
+
     def for_epochs(self, epochs: float) -> DSAConfig:
         """This config with the warm-up fixed for a run of ``epochs`` (reports show the value
         used, and a resumed run recomputes the same one)."""
         if self.warmup_fraction is not None:
             return self
-        auto = min(default_warmup_fraction(epochs), self.window_end_fraction)
-        return replace(self, warmup_fraction=auto)
+        return replace(self, warmup_fraction=self.warmup_for(epochs))
 
 
 class DSA:
@@ -178,7 +184,7 @@ class DSA:
     # -- schedule ------------------------------------------------------------------------------
     def _bounds(self, trainer) -> tuple[int, int]:
         total = trainer.total_steps
-        warmup = self.cfg.for_epochs(trainer.cfg.epochs).warmup_fraction
+        warmup = self.cfg.warmup_for(trainer.cfg.epochs)  # called every step: no config copy
         return round(warmup * total), round(self.cfg.window_end_fraction * total)
 
     def _alloc_every(self, trainer) -> int:
