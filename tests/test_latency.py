@@ -40,29 +40,36 @@ from dsaprune.surgery import prune_groups
 CONST = 1e-5  # synthetic per-call overhead of each layer (seconds)
 
 
-def _synthetic_seconds(m: nn.Module, x: torch.Tensor, out: torch.Tensor, block: int = 1) -> float:
+def _synthetic_seconds(
+    m: nn.Module, x: torch.Tensor, out: torch.Tensor, block: int = 1, out_floor: bool = False
+) -> float:
     def pad(c: int) -> int:  # above one block, a partial block of channels costs a whole one
         return c if c <= block else -(-c // block) * block
 
+    def pad_out(c: int) -> int:  # with out_floor, below one block too (as at batch 64)
+        return -(-c // block) * block if out_floor else pad(c)
+
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0] * m.kernel_size[1]
-        c_in, c_out = pad(m.in_channels), pad(m.out_channels)
+        c_in, c_out = pad(m.in_channels), pad_out(m.out_channels)
         flops = c_in * (c_out // m.groups) * k * out[0, 0].numel()
         io = c_in * x[0, 0].numel() + c_out * out[0, 0].numel()
     else:
         rows = out.numel() // out.shape[-1]
-        c_in, c_out = pad(m.in_features), pad(m.out_features)
+        c_in, c_out = pad(m.in_features), pad_out(m.out_features)
         flops, io = c_in * c_out * rows, c_in + c_out
     return 1e-9 * flops * x.shape[0] + 1e-8 * io * x.shape[0] + CONST
 
 
 class SyntheticClock:
     """Stands in for ``time_calls``: runs each function once and sums its layers' times
-    (stepped at multiples of ``block`` channels, as a CPU's vector kernels are)."""
+    (stepped at multiples of ``block`` channels, as a CPU's vector kernels are; with
+    ``out_floor`` an output side below one block costs a whole one too)."""
 
-    def __init__(self, block: int = 1, per_element: float = 0.0) -> None:
+    def __init__(self, block: int = 1, per_element: float = 0.0, out_floor: bool = False) -> None:
         self.calls = 0
         self.block = block
+        self.out_floor = out_floor
         self.per_element = per_element  # seconds per BN output element (element-wise work)
 
     def __call__(self, fns, device="cpu", **_kw) -> list[float]:
@@ -73,7 +80,7 @@ class SyntheticClock:
 
             def hook(m, inp, o, total=total):
                 if isinstance(m, nn.Conv2d | nn.Linear):
-                    total[0] += _synthetic_seconds(m, inp[0], o, self.block)
+                    total[0] += _synthetic_seconds(m, inp[0], o, self.block, self.out_floor)
                 elif isinstance(m, nn.BatchNorm2d):
                     total[0] += self.per_element * o.numel()
 
@@ -98,8 +105,11 @@ def clock(monkeypatch, tmp_path):
     return c
 
 
-def _synthetic_network_seconds(model: nn.Module, shape, batch: int, block: int = 1) -> float:
-    return SyntheticClock(block)([lambda: model(torch.zeros(batch, *shape))])[0]
+def _synthetic_network_seconds(
+    model: nn.Module, shape, batch: int, block: int = 1, out_floor: bool = False
+) -> float:
+    clock = SyntheticClock(block, out_floor=out_floor)
+    return clock([lambda: model(torch.zeros(batch, *shape))])[0]
 
 
 def test_nnls_recovers_nonnegative_coefficients_and_clips_negative_ones():
@@ -423,12 +433,12 @@ def test_channel_block_follows_the_cpus_vector_width(monkeypatch):
 
 
 def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_path, tiny_net):
-    """A CPU kernel's time steps at multiples of its channel block above the first block: with
-    the block, the quadratic form is exact at every count the rounding can produce, and the
-    rounding keeps whole blocks in a group wider than one; without it, a partial block is
-    predicted cheaper than it runs."""
+    """A CPU kernel's time steps at multiples of its channel block (at batch 64 an output side
+    below one block costs a whole one too): with the block, the quadratic form is exact at
+    every count the rounding can produce, and the rounding keeps whole blocks in a group wider
+    than one; without it, a partial block is predicted cheaper than it runs."""
     monkeypatch.setenv("DSAPRUNE_CACHE", str(tmp_path / "cache"))
-    clock = SyntheticClock(block=8)
+    clock = SyntheticClock(block=8, out_floor=True)
     monkeypatch.setattr(lat, "time_calls", clock)
     monkeypatch.setattr("dsaprune.cost.timing.time_calls", clock)
     net = tiny_net().eval()
@@ -438,12 +448,17 @@ def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_pa
     cost = latency_model(G, batch=2, block=8)
     smooth = latency_model(G, batch=2, block=1)
     assert cost.block == 8 and cost.meta["block"] == 8
+    # the half-block probes run as slowly as a whole block: no group keeps less than one
+    assert cost.sub_block == [False, False] and cost.meta["sub_block"] == []
+    checks = cost.meta["sub_block_checks"]
+    assert len(checks) == 2
+    assert all(c["measured_s"] > 1.1 * c["predicted_s"] for c in checks)
 
     def truth(counts):
         pruned = copy.deepcopy(net)
         P = find_groups(pruned, torch.zeros(1, 3, 16, 16))
         prune_groups(P, [torch.arange(n) for n in counts])
-        return _synthetic_network_seconds(pruned, (3, 16, 16), 2, block=8)
+        return _synthetic_network_seconds(pruned, (3, 16, 16), 2, block=8, out_floor=True)
 
     def alpha(counts):
         return torch.tensor(
@@ -478,3 +493,59 @@ def test_channel_levels_keep_whole_blocks_in_a_group_wider_than_one():
     assert channel_levels([20], 8) == [[8, 16, 20]]  # and the full width
     assert channel_levels([40], 1, [4], block=16) == [[16, 32, 40]]  # grouped conv
     assert channel_levels([40], 1, [4]) == [list(range(4, 41, 4))]
+    # a group measured to get faster below one block also keeps the steps below the first
+    assert channel_levels([64], 8, block=16, sub_block=[True]) == [[8, 16, 32, 48, 64]]
+    assert channel_levels([64, 64], 4, block=16, sub_block=[True, False]) == [
+        [4, 8, 12, 16, 32, 48, 64],
+        [16, 32, 48, 64],
+    ]
+    assert channel_levels([12], 1, block=16, sub_block=[True]) == [list(range(1, 13))]
+
+
+def test_a_group_whose_layers_get_faster_below_one_block_may_keep_less(
+    monkeypatch, tmp_path, tiny_net
+):
+    """Where a half-block probe runs as the fit predicts (the time still falls below one block,
+    as at batch 1), the wide group may keep less than a block: the form is exact there and the
+    rounding uses those counts."""
+    from dsaprune.cost.quadratic import QuadraticCost
+
+    monkeypatch.setenv("DSAPRUNE_CACHE", str(tmp_path / "cache"))
+    clock = SyntheticClock(block=8)  # linear in the channels below one block
+    monkeypatch.setattr(lat, "time_calls", clock)
+    monkeypatch.setattr("dsaprune.cost.timing.time_calls", clock)
+    net = tiny_net().eval()
+    G = find_groups(net, torch.zeros(1, 3, 16, 16))
+    chans = [g.channels for g in G.prunable]
+    cost = latency_model(G, batch=2, block=8)
+    assert cost.sub_block == [True, True]
+    assert cost.meta["sub_block"] == [g.index for g in G.prunable]
+    for c in cost.meta["sub_block_checks"]:
+        assert c["measured_s"] == pytest.approx(c["predicted_s"], rel=1e-6)
+
+    for counts in ([4, 4], [4, 24], [8, 4], [2, 16]):
+        pruned = copy.deepcopy(net)
+        prune_groups(
+            find_groups(pruned, torch.zeros(1, 3, 16, 16)), [torch.arange(n) for n in counts]
+        )
+        a = torch.tensor([n / c for n, c in zip(counts, chans, strict=True)], dtype=torch.float64)
+        truth = _synthetic_network_seconds(pruned, (3, 16, 16), 2, block=8)
+        assert float(cost(a)) == pytest.approx(truth, rel=1e-9)
+
+    assert cost.floor(4) < cost.floor(8)  # 4 channels are a level now: the floor is lower
+    counts = round_channels(torch.tensor([0.2, 0.2]), chans, cost, float(cost.floor(4)) + 1e-9, 4)
+    assert counts == [4, 4]
+    # computed: a partial first block stays as it is, a partial second one is padded
+    q = QuadraticCost(
+        torch.zeros(2, 2),
+        torch.ones(2),
+        0.0,
+        "latency",
+        1 / torch.tensor([32.0, 32.0]),
+        block=8,
+        sub_block=[True, False],
+    )
+    got = q.computed(torch.tensor([4 / 32, 4 / 32], dtype=torch.float64)).tolist()
+    assert got == pytest.approx([4 / 32, 8 / 32])
+    got = q.computed(torch.tensor([12 / 32, 12 / 32], dtype=torch.float64)).tolist()
+    assert got == pytest.approx([16 / 32, 16 / 32])

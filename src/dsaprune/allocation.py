@@ -275,7 +275,7 @@ def round_channels(
     as those levels allow: take the nearest level, then step groups down greedily while over
     budget, then up while the budget allows."""
     chans = torch.tensor(channels, dtype=torch.float64)
-    levels = channel_levels(channels, round_to, cost.units, cost.block)
+    levels = channel_levels(channels, round_to, cost.units, cost.block, cost.sub_block)
     target = alpha.double().cpu() * chans
     idx = [_nearest(lv, float(t)) for lv, t in zip(levels, target, strict=True)]
 

@@ -278,6 +278,8 @@ def _latency_report(
         "measured_speedup": t_before / t_after,
         "prediction_error": p_after / t_after - 1.0,
         "channel_block": cost.meta.get("block", 1),  # a latency budget keeps whole blocks
+        # except below the first block in these groups, measured to get faster there
+        "sub_block_groups": cost.meta.get("sub_block", []),
         "timings": timings,  # more than 1: the machine was busy at the first
         **page_faults([before, after], in_shape, batch, device),  # the allocator's share
         **check_table(cost, t_before),  # a table measured on a busy machine is forgotten

@@ -85,7 +85,13 @@ def markdown(r: dict) -> str:
             + (
                 f" A latency budget keeps whole blocks of {lat['channel_block']} channels in "
                 "every group wider than one block "
-                "(a partial block runs as slowly as a full one on this device)."
+                "(a partial block runs as slowly as a full one on this device)"
+                + (
+                    f", but below the first block in {len(lat['sub_block_groups'])} group(s) "
+                    "whose layers were measured to get faster there."
+                    if lat.get("sub_block_groups")
+                    else "."
+                )
                 if r.get("budget_kind") == "latency" and lat.get("channel_block", 1) > 1
                 else ""
             )

@@ -163,6 +163,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"({allocator()} allocator)"
             + (
                 f"; groups wider than {L.block} channels keep whole blocks of {L.block}"
+                + (
+                    f" ({sum(L.sub_block)} of them measured faster below one block may keep less)"
+                    if any(L.sub_block)
+                    else ""
+                )
                 if L.block > 1
                 else ""
             )

@@ -35,9 +35,13 @@ costs a whole one. On the 2-core AVX-512 machine a 3×3 convolution at 16×16, b
 are small (16: 0.47 ms, 8: 0.26 ms, 4: 0.15 ms) but not when one side is wide (a 1×1
 convolution at 32×32, batch 64: 4.2 ms for 4 to 16 channels in and 112 out). So a latency cost
 carries the device's block (``channel_block``): layers wider than a block are measured at
-multiples of it, and in a group wider than one block the rounding keeps whole blocks, the first
-included (``cost.quadratic.channel_levels``), so that a latency budget never keeps a partial
-block that costs as much as a full one, nor a count its measurements never reached.
+multiples of it, and in a group wider than one block the rounding keeps whole blocks
+(``cost.quadratic.channel_levels``), so that a latency budget never keeps a partial block that
+costs as much as a full one. Below the first block it depends on the batch: each wide side is
+also timed at half a block, and a group whose layers took there what their fits predict (within
+``SUB_BLOCK_TOLERANCE``) may keep less than one block (``_sub_block_groups``). On the 2-core
+machine that is every wide group of ResNet-20 at batch 1 (probes within 1%) and one of its
+twelve at batch 64 (the others 20–36% slower than predicted).
 
 Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
 ``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and
@@ -65,11 +69,14 @@ from ..io import atomic_write_json, cache_dir
 from .quadratic import LayerTerms, QuadraticCost, QuadraticForm, layer_terms
 from .timing import device_key, example_input, measure_latency, time_calls
 
-FORMAT = 6
+FORMAT = 7
 GRID = (0.25, 0.5, 0.75, 1.0)
 UNIFORM = (1.0, 0.75, 0.5, 0.25)  # whole-network keep ratios the calibration is fitted on
 MIXED = 4  # and this many copies with a random keep ratio per group, drawn in MIXED_RANGE
 MIXED_RANGE = (0.2, 1.0)
+# a wide group may keep less than one block where its layers, timed at half a block, run at
+# most this much slower than their fits predict there (see _sub_block_groups)
+SUB_BLOCK_TOLERANCE = 0.10
 
 
 def nnls(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -160,34 +167,61 @@ def _layer_key(t: LayerTerms, module: nn.Module, batch: int, block: int) -> str:
     )
 
 
+def _half_block(channels: int, unit: int, block: int) -> int | None:
+    """The count below one block a wide side is probed at (half a block, in whole units), or
+    None where the side is no wider than a block (its grid already reaches below it)."""
+    if block <= 1 or channels <= block:
+        return None
+    n = max(unit, (block // 2) // unit * unit)
+    return n if n < block else None
+
+
 def _measure_layer(
     t: LayerTerms, module: nn.Module, batch: int, device, dtype, block: int = 1
-) -> list[list]:
-    """[[x, y, seconds], …] over the grid of the ratios this layer's channels can take (whole
-    blocks of ``block`` channels)."""
+) -> tuple[list[list], list[list]]:
+    """``points``: [[x, y, seconds], …] over the grid of the ratios this layer's channels can
+    take (whole blocks of ``block`` channels); ``probes``: [[x, y, seconds, side], …] with one
+    wide side (``"in"``, ``"out"``, or ``"both"`` for a depthwise layer) at half a block and
+    the other at full width, where the fit is checked below the first block
+    (``_sub_block_groups``)."""
     s = t.shape
     depthwise = s.depthwise
     unit = 1 if depthwise or s.groups == 1 else s.groups
     outs = _counts(
         s.out_channels, GRID if t.out_k is not None else (1.0,), _step(s.out_channels, unit, block)
     )
+    probes: list[tuple[int, int, str]] = []
+    half_out = _half_block(s.out_channels, unit, block) if t.out_k is not None else None
     if depthwise:
         pairs = [(n, n) for n in outs]
+        if half_out is not None:
+            probes.append((half_out, half_out, "both"))
     else:
         ins = _counts(
             s.in_channels, GRID if t.varies_in else (1.0,), _step(s.in_channels, unit, block)
         )
         pairs = [(i, o) for i in ins for o in outs]
+        if half_out is not None:
+            probes.append((s.in_channels, half_out, "out"))
+        # an input from one group only: a probe there speaks for that group
+        single = len(t.in_terms) == 1 and t.in_terms[0][0] is not None
+        half_in = _half_block(s.in_channels, unit, block) if single else None
+        if half_in is not None:
+            probes.append((half_in, s.out_channels, "in"))
+    runs = pairs + [(i, o) for i, o, _ in probes]
     inputs = {}
-    for n_in, _ in pairs:
+    for n_in, _ in runs:
         if n_in not in inputs:  # channels first for a convolution, last for a linear layer
             shape = (n_in, *s.in_spatial) if s.kind == "conv" else (*s.in_spatial, n_in)
             inputs[n_in] = example_input(shape, batch, device, dtype)
-    layers = [_layer(module, i, o, device, dtype) for i, o in pairs]
-    fns = [lambda m=m, x=inputs[i]: m(x) for m, (i, _) in zip(layers, pairs, strict=True)]
+    layers = [_layer(module, i, o, device, dtype) for i, o in runs]
+    fns = [lambda m=m, x=inputs[i]: m(x) for m, (i, _) in zip(layers, runs, strict=True)]
     times = time_calls(fns, device, rounds=5)
-    return [
-        [i / s.in_channels, o / s.out_channels, t_] for (i, o), t_ in zip(pairs, times, strict=True)
+    ratios = [
+        [i / s.in_channels, o / s.out_channels, t_] for (i, o), t_ in zip(runs, times, strict=True)
+    ]
+    return ratios[: len(pairs)], [
+        [*r, side] for r, (_, _, side) in zip(ratios[len(pairs) :], probes, strict=True)
     ]
 
 
@@ -322,8 +356,12 @@ def _layer_fits(groups, terms, keys, batch, device, dtype, cache, fresh: bool, p
     for t in terms:
         key = keys[t.name]
         if key in todo:
-            pts = _measure_layer(t, groups.module(t.name), batch, device, dtype, block)
-            cache.layers[key] = {"coef": fit_layer(pts, t.shape.depthwise), "points": pts}
+            pts, probes = _measure_layer(t, groups.module(t.name), batch, device, dtype, block)
+            cache.layers[key] = {
+                "coef": fit_layer(pts, t.shape.depthwise),
+                "points": pts,
+                "probes": probes,
+            }
             cache.dirty = True
             todo.discard(key)
             if bar is not None:
@@ -331,6 +369,37 @@ def _layer_fits(groups, terms, keys, batch, device, dtype, cache, fresh: bool, p
     if bar is not None:
         bar.close()
     return {t.name: cache.layers[keys[t.name]] for t in terms}
+
+
+def _sub_block_groups(
+    groups: Groups, terms: list[LayerTerms], fits: dict, block: int
+) -> tuple[list[bool], list[dict]]:
+    """Which wide groups may keep less than one block: those whose layers, timed at half a
+    block on the group's side (``_measure_layer``'s probes), took at most
+    ``SUB_BLOCK_TOLERANCE`` longer in all than their fits predict there. Below one block a
+    convolution's time still falls on a CPU at batch 1, and the fit's line through the whole
+    blocks carries on to there; at batch 64 an output side below one block costs a whole one
+    (a 3×3 convolution 32→8 at 16×16: 0.73 ms, 32→16: 0.74 ms). Also returns, per group,
+    the probes' measured and predicted seconds (a group without probes keeps whole blocks)."""
+    K = len(groups.prunable)
+    measured, predicted = [0.0] * K, [0.0] * K
+    for t in terms:
+        entry = fits[t.name]
+        for x, y, sec, side in entry.get("probes", []):
+            k = t.in_terms[0][0] if side == "in" else t.out_k
+            if k is None:
+                continue
+            measured[k] += sec
+            predicted[k] += layer_time(entry["coef"], x, y)
+    allowed, checks = [], []
+    for k, g in enumerate(groups.prunable):
+        ok = predicted[k] > 0 and measured[k] <= (1 + SUB_BLOCK_TOLERANCE) * predicted[k]
+        allowed.append(bool(block > 1 and g.channels > block and ok))
+        if predicted[k] > 0:
+            checks.append(
+                {"group": g.index, "measured_s": measured[k], "predicted_s": predicted[k]}
+            )
+    return allowed, checks
 
 
 def _layers_form(groups: Groups, terms: list[LayerTerms], fits: dict) -> QuadraticForm:
@@ -427,13 +496,19 @@ def latency_model(
     form.b = kappa * form.b + lam * _elementwise(groups, batch)
     form.c = kappa * form.c + c0
     cost = form.cost(groups, "latency")
-    # above one block a partial block costs a full one: the rounding keeps whole blocks there
+    # above one block a partial block costs a full one: the rounding keeps whole blocks there,
+    # and below the first one only where the layers were measured to get faster
     cost.block = block
+    cost.sub_block, sub_block_checks = _sub_block_groups(groups, terms, fits, block)
     cost.meta = {
         "measured": True,  # a budget on it is checked by measuring the pruned network
         "device": str(device),
         "batch": batch,
         "block": block,
+        # the prunable groups (indices into all groups) that may keep less than one block, and
+        # the half-block probes that decided it
+        "sub_block": [g.index for g, f in zip(groups.prunable, cost.sub_block, strict=True) if f],
+        "sub_block_checks": sub_block_checks,
         "layers": fits,
         # [κ, c0, λ] and [layers' sum, element-wise sum, measured] at keep 1, ¾, ½, ¼, then at
         # the mixed copies

@@ -32,20 +32,29 @@ def channel_steps(
 
 
 def channel_levels(
-    channels: list[int], round_to: int, units: list[int] | None = None, block: int = 1
+    channels: list[int],
+    round_to: int,
+    units: list[int] | None = None,
+    block: int = 1,
+    sub_block: list[bool] | None = None,
 ) -> list[list[int]]:
     """The channel counts each group may keep, ascending: multiples of its step
     (``channel_steps``), and always the full width. ``block`` > 1 is a latency cost's: on a CPU
     whose kernels work on blocks of channels, a group wider than one block keeps whole blocks
     (multiples of the block and of the step), since a partial block costs a whole one, the
-    first included: a 1×1 convolution 4→112 at 32×32 takes as long as 16→112
-    (``cost.latency``). A group no wider than a block keeps any multiple of its step: there the
-    time still falls with the channels."""
+    first included: a 1×1 convolution 4→112 at 32×32, batch 64, takes as long as 16→112
+    (``cost.latency``). ``sub_block[k]`` marks a wide group whose layers were measured to still
+    get faster below one block (at batch 1, mostly): it also keeps the multiples of its step
+    below the first block. A group no wider than a block keeps any multiple of its step: there
+    the time still falls with the channels."""
     steps = channel_steps(channels, round_to, units).int().tolist()
+    fine = sub_block or [False] * len(channels)
     out = []
-    for c, s in zip(channels, steps, strict=True):
+    for c, s, f in zip(channels, steps, fine, strict=True):
         step = math.lcm(block, s) if block > 1 and c > block else s
         lv = set(range(step, c + 1, step))
+        if step != s and f:
+            lv |= set(range(s, block, s))
         lv.add(c)
         out.append(sorted(lv))
     return out
@@ -63,11 +72,14 @@ class QuadraticCost:
         min_alpha: torch.Tensor,
         units: list[int] | None = None,
         block: int = 1,
+        sub_block: list[bool] | None = None,
     ) -> None:
         self.Q, self.b, self.c, self.name = Q, b, float(c), name
         self.min_alpha = min_alpha.to(Q.dtype)  # one channel per group
         self.units = list(units) if units is not None else [1] * b.shape[0]  # see channel_steps
         self.block = int(block)  # see channel_levels
+        # wide groups that may keep less than one block (see channel_levels)
+        self.sub_block = list(sub_block) if sub_block is not None else [False] * b.shape[0]
         self.full = float(self(torch.ones(b.shape[0], dtype=Q.dtype)))
         self.meta: dict = {}  # how the form was obtained (the latency fits), for reports
 
@@ -82,21 +94,24 @@ class QuadraticCost:
 
     def computed(self, alpha: torch.Tensor) -> torch.Tensor:
         """The keep ratios the kernels compute at: whole channels, and in a group wider than one
-        ``block`` whole blocks (a partial block costs a full one, the first too; at most the full
-        width). Where to evaluate the cost of a network rounded by another cost (a FLOPs
-        budget's counts, say)."""
+        ``block`` whole blocks (a partial block costs a full one, the first too unless the
+        group is ``sub_block``; at most the full width). Where to evaluate the cost of a network
+        rounded by another cost (a FLOPs budget's counts, say)."""
         chans = (1.0 / self.min_alpha).round()
         n = (alpha.detach().to(chans) * chans).round()
         if self.block > 1:
             padded = torch.minimum(torch.ceil(n / self.block) * self.block, chans)
-            n = torch.where(chans > self.block, padded, n)
+            fine = torch.tensor(self.sub_block, dtype=torch.bool) & (n < self.block)
+            n = torch.where((chans > self.block) & ~fine, padded, n)
         return n / chans
 
     def floor(self, round_to: int = 1) -> float:
         """The fraction that stays when every prunable group keeps what it must: one channel, or
         ``round_to`` channels where it is wider than that (as ``round_channels`` rounds)."""
         chans = (1.0 / self.min_alpha).round()
-        levels = channel_levels(chans.int().tolist(), round_to, self.units, self.block)
+        levels = channel_levels(
+            chans.int().tolist(), round_to, self.units, self.block, self.sub_block
+        )
         least = torch.tensor([lv[0] for lv in levels], dtype=torch.float64)
         return float(self.ratio(least / chans))
 
