@@ -217,7 +217,7 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     {setting: [the run's, today's]}: a run made before a default changed is marked, not mixed
     silently into a table of today's defaults."""
     from dsaprune.api import _split_settings
-    from dsaprune.cli.prune import _settings
+    from dsaprune.cli.prune import _settings, from_trained
     from dsaprune.methods import make_method
     from dsaprune.train.dsa import DSAConfig
 
@@ -226,7 +226,7 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     d["method"] = FROM_CHECKPOINT.get(j.method, j.method)
     epochs = a.finetune_epochs if j.method in FROM_CHECKPOINT else a.epochs
     if j.method in FROM_CHECKPOINT:
-        d.setdefault("warmup_fraction", 0.0)  # as `dsaprune prune --checkpoint` sets it
+        from_trained(d)  # as `dsaprune prune --checkpoint` does
     now = _flat(DSAConfig.from_dict(d).for_epochs(epochs).to_dict())
     ran = _flat(rep.get("dsa_config", {}))
     unread = {"warmup_fraction"} if make_method(d["method"]).penalised else set()  # from step 1

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from dsaprune import models  # noqa: E402
 from dsaprune.allocation import round_channels, shift_to_budget  # noqa: E402
 from dsaprune.cost import count_flops, flops_model, latency_model, measure_latency  # noqa: E402
+from dsaprune.cost import latency as latency_module  # noqa: E402
 from dsaprune.cost.latency import layer_time, pruned_copy  # noqa: E402
 from dsaprune.cost.measured import faults_per_forward, meet_by_measurement  # noqa: E402
 from dsaprune.cost.quadratic import layer_terms  # noqa: E402
@@ -130,6 +131,7 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
                     "flops_ratio": count_flops(pruned, shape) / count_flops(model, shape),
                     "where": where_time_goes(G, L, at) if kind == "flops" else None,
                     "measurements": log,
+                    "counts": counts,
                 }
             )
     rounds = 15 if batch <= 8 else 9
@@ -155,6 +157,8 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
         "batch": batch,
         "fit_s": fit_s,
         "block": L.meta["block"],
+        # prunable groups (indices into all groups) allowed less than one block
+        "sub_block_groups": L.meta["sub_block"],
         "unpruned_measured_ms": 1e3 * times[0],
         "unpruned_predicted_ms": 1e3 * L.full,
         "unpruned_error": L.full / times[0] - 1.0,
@@ -373,10 +377,21 @@ def main() -> None:
         action="store_true",
         help="keep freed memory in the process (dsaprune.steady_allocator) while measuring",
     )
+    ap.add_argument(
+        "--sub-block-tolerance",
+        type=float,
+        help="override dsaprune.cost.latency.SUB_BLOCK_TOLERANCE (negative: no group keeps "
+        "less than one channel block)",
+    )
     a = ap.parse_args()
     if a.steady_allocator and not steady_allocator():
         sys.exit("--steady-allocator: this C library is not glibc")
-    command = "python bench/latency.py " + " ".join(sys.argv[1:])
+    if a.sub_block_tolerance is not None:
+        latency_module.SUB_BLOCK_TOLERANCE = a.sub_block_tolerance
+    # result files hold no absolute paths: the folder given to --out is written OUT
+    argv = sys.argv[1:]
+    args = ["OUT" if k and argv[k - 1] == "--out" else v for k, v in enumerate(argv)]
+    command = "python bench/latency.py " + " ".join(args)
     for device in a.devices.split(","):
         out = Path(a.out)
         if a.tables_only:

@@ -48,6 +48,13 @@ def _settings(args: argparse.Namespace) -> dict:
     return s
 
 
+def from_trained(settings: dict) -> dict:
+    """The settings of a run that starts from trained weights (``--checkpoint``, ``--weights``):
+    no warm-up unless one is set (the warm-up lets a fresh network's weights settle first)."""
+    settings.setdefault("warmup_fraction", 0.0)
+    return settings
+
+
 def _model(args) -> tuple[torch.nn.Module, str, int | None]:
     if args.checkpoint:
         m, ckpt = model_from_checkpoint(args.checkpoint)
@@ -78,8 +85,8 @@ def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
                 fresh = models.load_weights(model, weights)
                 if fresh and dist.is_main:
                     print(f"{weights}: {', '.join(fresh)} left freshly initialised (classes)")
-        if (args.checkpoint or weights) and "warmup_fraction" not in s:
-            s["warmup_fraction"] = 0.0  # a trained model needs no warm-up
+        if args.checkpoint or weights:
+            from_trained(s)
         bs = int(s.get("batch_size", 128))
         train90, val10 = split_train_val(splits.train)
         tr = run.loader(train90, bs, train=True)
