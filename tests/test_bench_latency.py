@@ -44,3 +44,35 @@ def test_one_disturbed_timing_does_not_decide(bench):
     assert rows["median of the timings"].endswith("| 2 | 2 | 2 | 2.0% |")
     md = bench.markdown([res], "python bench/latency.py")
     assert "| 0.500 |" in md and "median of the timings" in md
+
+
+@pytest.fixture(scope="module")
+def states():
+    spec = importlib.util.spec_from_file_location("states_bench", ROOT / "bench/latency_states.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["states_bench"] = mod
+    spec.loader.exec_module(mod)
+    yield mod
+    del sys.modules["states_bench"]
+
+
+def test_latency_states_twins_differ_only_below_one_block(states):
+    sub, whole = states.twins([16, 16, 32, 64, 24, 8], 16)
+    assert sub == [8, 8, 16, 32, 16, 4]
+    assert whole == [16, 16, 16, 32, 16, 8]
+
+
+def test_latency_states_table_summarises_the_multi_thread_timings(states):
+    rows = [
+        {"t_s": 1.0, "threads": 2, "unpruned_ms": 100.0, "sub_ms": 40.0, "whole_ms": 60.0},
+        {"t_s": 2.0, "threads": 2, "unpruned_ms": 104.0, "sub_ms": 57.0, "whole_ms": 64.0},
+        {"t_s": 3.0, "threads": 1, "unpruned_ms": 180.0, "sub_ms": 75.0, "whole_ms": 110.0},
+    ]
+    d = {"command": "python bench/latency_states.py", "device": "CPU (2 threads)", "batch": 64,
+         "model": "resnet56", "block": 16, "threads": 2, "rounds": 5, "channels": [16, 32],
+         "sub": [8, 16], "whole": [16, 16], "timings": rows}  # fmt: skip
+    text = states.markdown(d)
+    # the one-thread row is listed but left out of the two-thread summary
+    assert "min 0.667, median 0.778, max 0.891" in text
+    assert "sub-block ms: min 40.0, max 57.0" in text
+    assert text.count("\n| ") == 1 + len(rows)  # the header and one line per timing

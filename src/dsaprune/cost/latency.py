@@ -41,7 +41,10 @@ costs as much as a full one. Below the first block it depends on the batch: each
 also timed at half a block, and a group whose layers took there what their fits predict (within
 ``SUB_BLOCK_TOLERANCE``) may keep less than one block (``_sub_block_groups``). On the 2-core
 machine that is every wide group of ResNet-20 at batch 1 (probes within 1%) and one of its
-twelve at batch 64 (the others 20–36% slower than predicted).
+twelve at batch 64 (the others 20–36% slower than predicted). Counts below one block are also
+where the machine's speed is least steady: at batch 64 on 2 threads a ResNet-56 keeping 8 of
+its 16-channel groups' channels ran in 39–43 ms or in 55–57 ms in one process, in stretches,
+while its twin keeping 16 held 58–67 ms (``bench/latency_states.py``).
 
 Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
 ``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and
