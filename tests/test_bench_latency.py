@@ -73,6 +73,6 @@ def test_latency_states_table_summarises_the_multi_thread_timings(states):
          "sub": [8, 16], "whole": [16, 16], "timings": rows}  # fmt: skip
     text = states.markdown(d)
     # the one-thread row is listed but left out of the two-thread summary
-    assert "min 0.667, median 0.778, max 0.891" in text
+    assert "min 0.667, median 0.779, max 0.891" in text
     assert "sub-block ms: min 40.0, max 57.0" in text
     assert text.count("\n| ") == 1 + len(rows)  # the header and one line per timing
