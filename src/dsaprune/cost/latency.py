@@ -40,8 +40,8 @@ multiples of it, and in a group wider than one block the rounding keeps whole bl
 costs as much as a full one. Below the first block it depends on the batch: each wide side is
 also timed at half a block, and a group whose layers took there what their fits predict (within
 ``SUB_BLOCK_TOLERANCE``) may keep less than one block (``_sub_block_groups``). On the 2-core
-machine that is every wide group of ResNet-20 at batch 1 (probes within 1%) and one of its
-twelve at batch 64 (the others 20–36% slower than predicted). Counts below one block are also
+machine that is every wide group of ResNet-20 and ResNet-56 at batch 1 and one of each's at
+batch 64 (the others 24–43% slower than predicted). Counts below one block are also
 where the machine's speed is least steady: at batch 64 on 2 threads a ResNet-56 keeping 8 of
 its 16-channel groups' channels ran in 39–43 ms or in 55–57 ms in one process, in stretches,
 while its twin keeping 16 held 58–67 ms (``bench/latency_states.py``).
@@ -78,8 +78,11 @@ UNIFORM = (1.0, 0.75, 0.5, 0.25)  # whole-network keep ratios the calibration is
 MIXED = 4  # and this many copies with a random keep ratio per group, drawn in MIXED_RANGE
 MIXED_RANGE = (0.2, 1.0)
 # a wide group may keep less than one block where its layers, timed at half a block, run at
-# most this much slower than their fits predict there (see _sub_block_groups)
-SUB_BLOCK_TOLERANCE = 0.10
+# most this much slower than their fits predict there (see _sub_block_groups). On the 2-core
+# machine the groups' probes read 0.58-1.27 of their fits at batch 1 (apart from one
+# MobileNetV2 group at 1.56), and 1.03-4.59 at batch 64, mostly above 1.2; the same ResNet
+# layer read 0.99 in one batch-1 fit and 1.13 in the next, so 10% refused it by chance
+SUB_BLOCK_TOLERANCE = 0.15
 
 
 def nnls(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
