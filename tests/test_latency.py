@@ -229,6 +229,11 @@ def test_corrupt_cache_is_refused_and_measured_again(clock, tiny_net):
     path.write_text(json.dumps(d))
     with pytest.warns(UserWarning, match="damaged"):
         latency_model(G)
+    d = json.loads(path.read_text())
+    d["layers"][next(iter(d["layers"]))]["probes"] = [[0.5, 1.0, "fast", "in"]]
+    path.write_text(json.dumps(d))
+    with pytest.warns(UserWarning, match="damaged"):
+        latency_model(G)
 
 
 def test_a_layer_table_far_from_the_network_is_measured_again(clock, tiny_net):

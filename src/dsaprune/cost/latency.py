@@ -275,6 +275,12 @@ class LatencyCache:
                 coef = entry["coef"]
                 if not all(isinstance(v, float | int) and math.isfinite(v) for v in coef):
                     raise ValueError("a fitted coefficient is not a finite number")
+            for entry in layers.values():
+                for x, y, sec, side in entry["probes"]:
+                    if side not in ("in", "out", "both") or not all(
+                        isinstance(v, float | int) and math.isfinite(v) for v in (x, y, sec)
+                    ):
+                        raise ValueError("a half-block probe is not [x, y, seconds, side]")
             self.layers, self.networks = dict(layers), dict(networks)
         except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
             warnings.warn(
