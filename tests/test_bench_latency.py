@@ -1,4 +1,5 @@
-"""bench/latency.py: the summary judges each run by the median of its timings."""
+"""bench/latency.py: the summary judges each run by the median of its timings;
+bench/latency_states.py: its twin networks and its summary."""
 
 import importlib.util
 import sys
@@ -9,13 +10,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _load(name: str, script: str):
+    """A bench script as a module, registered under ``name`` while the tests use it."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / script)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("latency_bench", ROOT / "bench/latency.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["latency_bench"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
+    yield _load("latency_bench", "latency.py")
     del sys.modules["latency_bench"]
 
 
@@ -48,11 +54,7 @@ def test_one_disturbed_timing_does_not_decide(bench):
 
 @pytest.fixture(scope="module")
 def states():
-    spec = importlib.util.spec_from_file_location("states_bench", ROOT / "bench/latency_states.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["states_bench"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
+    yield _load("states_bench", "latency_states.py")
     del sys.modules["states_bench"]
 
 
