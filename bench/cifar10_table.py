@@ -166,7 +166,7 @@ def _relative_log(path: Path) -> None:
     path.write_text(text.replace(str(ROOT) + "/", ""))
 
 
-def run_all(jobs: list[Job], parallel: int) -> None:
+def run_all(jobs: list[Job], parallel: int, device: str = "") -> None:
     for j in jobs:
         if j.done_file.exists():
             j.state = "done"
@@ -180,7 +180,9 @@ def run_all(jobs: list[Job], parallel: int) -> None:
             _relative_log(j.out / "table.log")
             if rc == 0:
                 j.state = "done"
-                j.done_file.write_text(json.dumps({"command": j.command}))
+                # the device is recorded with the run, so a table written elsewhere (--no-run
+                # on another machine) still names where each run was made
+                j.done_file.write_text(json.dumps({"command": j.command, "device": device}))
                 print(f"[{time.strftime('%H:%M:%S')}] done  {j.out.name}", flush=True)
             else:
                 j.state = "failed"
@@ -281,6 +283,8 @@ def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
         base_acc = acc.get(id(base)) if base else None
         pipeline_h = hours[id(j)] + sum(hours.get(id(d), 0.0) for d in j.deps)
         epochs = hist[-1]["epoch"] + sum(runs[id(d)][0][-1]["epoch"] for d in j.deps)
+        done = json.loads(j.done_file.read_text()) if j.done_file.exists() else {}
+        made_on = done.get("device") or device
         row = {
             "model": j.model,
             "method": j.method,
@@ -291,7 +295,7 @@ def rows(jobs: list[Job], a: argparse.Namespace) -> list[dict]:
             "baseline_acc": None if base_acc is None else 100 * base_acc,
             "drop": None if base_acc is None else 100 * (acc[id(j)] - base_acc),
             "epochs": epochs,
-            "device": device,
+            "device": made_on,
             "gpu_hours": pipeline_h,
             "command": " && ".join([d.command for d in j.deps] + [j.command]),
         }
@@ -355,7 +359,7 @@ def markdown(
             "",
         ]
     if seeded:
-        lines += _seed_means(rs)
+        lines += _seed_means(rs) + _paired(rs)
     lines += [
         "| model | budget | method | seed | FLOPs ratio | acc % | drop | hours | ÷DSA | met by "
         "| paper |",
@@ -394,6 +398,35 @@ def _seed_means(rs: list[dict]) -> list[str]:
         out.append(
             f"| {m} | {budget} | {method} | {len(accs)} | {sum(accs) / len(accs):.2f} | "
             f"{min(accs):.2f} – {max(accs):.2f} |"
+        )
+    return out + [""]
+
+
+def _paired(rs: list[dict]) -> list[str]:
+    """DSA against each other method, paired by seed (both runs of a seed share its
+    initialisation and batch order): the mean difference, its standard error over the seeds,
+    and in how many seeds DSA was higher. A difference within about two standard errors is not
+    settled by these seeds."""
+    acc = {(r["model"], r["budget"], r["method"], r.get("seed", 0)): r["acc"] for r in rs}
+    out = [
+        "DSA minus each method, paired by seed (SE: standard error of the mean difference):",
+        "",
+        "| model | budget | against | seeds | DSA − method | SE | DSA higher in |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cells = sorted({(m, b, x) for m, b, x, _ in acc if x not in ("dsa", "unpruned")},
+                   key=lambda c: (c[0], -c[1], METHODS.index(c[2])))  # fmt: skip
+    for m, b, method in cells:
+        seeds = sorted(s for mm, bb, x, s in acc if (mm, bb, x) == (m, b, method))
+        d = [acc[m, b, "dsa", s] - acc[m, b, method, s] for s in seeds if (m, b, "dsa", s) in acc]
+        if len(d) < 2:
+            continue
+        mean = sum(d) / len(d)
+        se = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5
+        higher = sum(x > 0 for x in d)
+        out.append(
+            f"| {m} | {100 * b:.1f}% | {method} | {len(d)} | {mean:+.2f} | {se:.2f} | "
+            f"{higher} of {len(d)} |"
         )
     return out + ["", "Every run:", ""]
 
@@ -489,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             j.state = "done" if j.done_file.exists() else "not run"
         argv = [x for x in argv if x != "--no-run"]  # the table names the command that makes it
     else:
-        run_all(jobs, a.parallel)
+        run_all(jobs, a.parallel, _device(a))
     sys.path.insert(0, str(ROOT / "src"))
     rs = rows(jobs, a)
     res = Path(a.results)

@@ -111,6 +111,8 @@ def test_seeds_pair_magnitude_with_its_own_unpruned_run_and_the_table_averages(t
     assert sorted(r["seed"] for r in rs if r["method"] == "dsa" and r["budget"] == 0.5) == [0, 1]
     md = table.markdown(rs, a, ["--seeds", "0,1"])
     assert "| resnet20 | 50.0% | dsa | 2 | 76.00 | 75.00 – 77.00 |" in md
+    # paired by seed: differences 5 and 7 points, mean 6, standard error 1
+    assert "| resnet20 | 50.0% | magnitude | 2 | +6.00 | 1.00 | 2 of 2 |" in md
     table.plot(rs, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
 
@@ -126,11 +128,13 @@ def test_no_run_writes_the_finished_runs_and_names_the_missing_ones(table, tmp_p
     rep = {"history": hist, "acc_after": 0.75, "flops_ratio": 0.5, "met_by": "dsa",
            "groups": [{"keep_ratio": 0.5}]}  # fmt: skip
     (dsa.out / "report.json").write_text(json.dumps(rep))
-    (dsa.out / "table_done.json").write_text(json.dumps({"command": dsa.command}))
+    done = {"command": dsa.command, "device": "GPU X (4 runs at once)"}
+    (dsa.out / "table_done.json").write_text(json.dumps(done))
     assert table.main(argv) == 0
     assert not (runs / "resnet20_uniform_f50_e8").exists()  # nothing was started
     rows = json.loads((res / "cifar10.json").read_text())
     assert [r["method"] for r in rows] == ["dsa"] and rows[0]["acc"] == pytest.approx(75.0)
+    assert rows[0]["device"] == "GPU X (4 runs at once)"  # where the run was made, not here
     md = (res / "cifar10.md").read_text()
     assert "**Not run yet** (1): resnet20_uniform_f50_e8" in md and "--no-run" not in md
 

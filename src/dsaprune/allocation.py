@@ -236,10 +236,9 @@ def magnitude_keep_ratios(
     lowest whose kept channels fit the budget. ``relative``: importances in units of their
     group's mean, so layers of different scale compare (magnitude pruning); otherwise as given
     (after a sparsity penalty, whose zeros are absolute). Every group keeps at least one channel."""
+    rel = [i.detach().double().cpu() for i in importance]  # importances may live on the GPU
     if relative:
-        rel = [i.double().cpu() / i.double().mean().clamp_min(1e-12) for i in importance]
-    else:
-        rel = [i.double().cpu() for i in importance]
+        rel = [r / r.mean().clamp_min(1e-12) for r in rel]
     chans = torch.tensor([r.numel() for r in rel], dtype=torch.float64)
 
     def alpha(tau: float) -> torch.Tensor:
