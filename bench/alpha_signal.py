@@ -69,6 +69,25 @@ def measure_truth(model, G, cost, hooks, imp, valid, counts, chans, batches, bn_
     return base, truth
 
 
+def _reliability(a: list[float], b: list[float]) -> dict:
+    """How far two independent measurements of the truth agree, and what that allows.
+
+    ``r`` = Spearman(a, b) is the reliability of one half. Spearman-Brown gives the pooled
+    truth's, ``2r / (1 + r)``. A signal equal to the noise-free truth would correlate with a
+    truth of reliability R at about sqrt(R) (the attenuation of a correlation by noise), so
+    that is the most any estimator can show here."""
+    r = spearman(a, b)
+    pooled = 2 * r / (1 + r) if r > -1 else float("nan")
+    return {
+        "truth_a": a,
+        "truth_b": b,
+        "spearman_a_b": r,
+        "reliability_pooled": pooled,
+        "ceiling_half": max(r, 0.0) ** 0.5,
+        "ceiling_pooled": max(pooled, 0.0) ** 0.5,
+    }
+
+
 def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     K = len(G.prunable)
     chans = torch.tensor([g.channels for g in G.prunable], dtype=torch.float64)
@@ -81,10 +100,19 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     (dF,) = torch.autograd.grad(cost(a_req), a_req)
 
     t0 = time.perf_counter()
+    halves = None
     if alpha in a.known_truth:  # measured by an earlier run on the same batches
         base, truth = a.known_truth[alpha]
         if len(truth) != K:
             raise SystemExit(f"--truth-from: {len(truth)} groups there, {K} here")
+    elif a.halves:  # two independent truths: disjoint validation and BN batches
+        n = len(batches) // 2
+        halves = [
+            measure_truth(model, G, cost, hooks, imp, valid, counts, chans, part, bn, a.delta)
+            for part, bn in ((batches[:n], bn_batches), (batches[n:], a.bn_batches_b))
+        ]
+        base = (halves[0][0] + halves[1][0]) / 2
+        truth = [(x + y) / 2 for x, y in zip(halves[0][1], halves[1][1], strict=True)]
     else:
         base, truth = measure_truth(model, G, cost, hooks, imp, valid, counts, chans, batches,
                                     bn_batches, a.delta)  # fmt: skip
@@ -98,6 +126,11 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     hooks.clear()
     model.eval()
     out = {"alpha": alpha, "base_loss": base, "truth": truth, "signals": {}}
+    if halves:
+        out["halves"] = _reliability(halves[0][1], halves[1][1])
+        print("  truth of one half against the other: Spearman "
+              f"{out['halves']['spearman_a_b']:+.2f}; ceiling for a signal's rho against the "
+              f"pooled truth ~{out['halves']['ceiling_pooled']:.2f}", flush=True)  # fmt: skip
     loss_fn = torch.nn.functional.cross_entropy
     theta = torch.logit(al.clamp(1e-4, 1 - 1e-4)).float()
     variants = []
@@ -128,6 +161,8 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
         signal = (-g_alpha / dF * cost.full).tolist()
         rho = spearman(signal, truth)
         out["signals"][label] = {"signal": signal, "spearman": rho, "s_per_batch": dt}
+        if halves:
+            out["signals"][label]["spearman_halves"] = [spearman(signal, h[1]) for h in halves]
         print(f"  {label:16s} Spearman {rho:+.2f}  ({dt:.2f} s per batch)", flush=True)
     hooks.remove()
     return out
@@ -150,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse the truth of an earlier output made with the same --checkpoint, --batches, "
         "--bn-batches and --delta (only the signals are computed)",
     )
+    p.add_argument(
+        "--halves",
+        action="store_true",
+        help="measure the truth twice, on two disjoint sets of --batches validation batches "
+        "with BN re-estimated from different training batches, and report how far the two "
+        "agree (the most any signal's rho can show)",
+    )
     a = p.parse_args(argv)
     a.known_truth = {}
     if a.truth_from:
@@ -157,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
         old = json.loads(Path(a.truth_from).read_text())
         ours = {"reference": Path(a.checkpoint).as_posix(), "delta": a.delta,
-                "batches": a.batches, "bn_batches": a.bn_batches}  # fmt: skip
+                "batches": a.batches, "bn_batches": a.bn_batches, "halves": a.halves}  # fmt: skip
         differ = [k for k, v in ours.items() if k in old and old[k] != v]
         if differ:
             p.error(f"--truth-from {a.truth_from} was measured with other {', '.join(differ)}")
@@ -169,9 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_splits("cifar10", a.data)
     train, val = split_train_val(splits.train)
     vl = make_loader(val, splits, 128, train=False)
-    batches = [b for _, b in zip(range(a.batches), vl, strict=False)]
+    n_val = a.batches * (2 if a.halves else 1)
+    batches = [b for _, b in zip(range(n_val), vl, strict=False)]
+    if len(batches) < n_val:
+        p.error(f"the validation split holds {len(batches)} batches of 128, not {n_val}")
     tl = make_loader(train, splits, 128, train=True, seed=1)
     bn_batches = [b for _, b in zip(range(a.bn_batches), tl, strict=False)]
+    tl_b = make_loader(train, splits, 128, train=True, seed=2)
+    a.bn_batches_b = [b for _, b in zip(range(a.bn_batches), tl_b, strict=False)]
     G = find_groups(model, batches[0][0][:1])
     cost = flops_model(G)
     res = {
@@ -180,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "delta": a.delta,
         "batches": a.batches,
         "bn_batches": a.bn_batches,
+        "halves": a.halves,
         **({"truth_from": a.truth_from} if a.truth_from else {}),
         "results": [
             measure(model, G, cost, batches, bn_batches, float(v), a) for v in a.alpha.split(",")

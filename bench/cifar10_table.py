@@ -14,7 +14,8 @@ Each row is one ``dsaprune`` command run in its own process (the row records the
 
 Runs live in ``--runs`` (one folder each). A finished run is not run again and an interrupted one
 resumes from its checkpoint, so the script can be stopped and restarted. ``--parallel N`` runs N
-processes at once (on one GPU the small CIFAR networks leave most of it idle). Writes
+processes at once (one CIFAR ResNet leaves a GPU mostly idle: on an H100, 12 ResNet-20 runs at
+once trained about 7× as many images per second as one). Writes
 ``cifar10.json`` (the rows), ``cifar10.md`` (beside the paper's numbers),
 ``accuracy_vs_flops.png`` and each DSA run's allocation plot into ``--results``.
 
