@@ -77,7 +77,7 @@ def _reliability(a: list[float], b: list[float]) -> dict:
     truth of reliability R at about sqrt(R) (the attenuation of a correlation by noise), so
     that is the most any estimator can show here."""
     r = spearman(a, b)
-    pooled = 2 * r / (1 + r) if r > -1 else float("nan")
+    pooled = 2 * r / (1 + r) if r > -1 + 1e-9 else -1.0  # halves in opposite orders
     return {
         "truth_a": a,
         "truth_b": b,

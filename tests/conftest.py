@@ -1,6 +1,11 @@
-"""Shared fixtures: a private decode cache and tiny networks that train in seconds."""
+"""Shared fixtures: a private decode cache, tiny networks that train in seconds, and a loader
+for the bench scripts."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,3 +41,23 @@ class TinyNet(nn.Module):
 @pytest.fixture
 def tiny_net():
     return TinyNet
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """``bench_script(name, "latency.py")``: a bench script as a module, registered under
+    ``name`` (its dataclasses look their module up) until the session ends."""
+    loaded = []
+
+    def load(name: str, script: str):
+        path = Path(__file__).resolve().parents[1] / "bench" / script
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        loaded.append(name)
+        spec.loader.exec_module(mod)
+        return mod
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

@@ -1,28 +1,12 @@
 """bench/latency.py: the summary judges each run by the median of its timings;
 bench/latency_states.py: its twin networks and its summary."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, script: str):
-    """A bench script as a module, registered under ``name`` while the tests use it."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / script)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
-def bench():
-    yield _load("latency_bench", "latency.py")
-    del sys.modules["latency_bench"]
+def bench(bench_script):
+    return bench_script("latency_bench", "latency.py")
 
 
 def _rec(budget, predicted, pair, together, last=None):
@@ -53,9 +37,8 @@ def test_one_disturbed_timing_does_not_decide(bench):
 
 
 @pytest.fixture(scope="module")
-def states():
-    yield _load("states_bench", "latency_states.py")
-    del sys.modules["states_bench"]
+def states(bench_script):
+    return bench_script("states_bench", "latency_states.py")
 
 
 def test_latency_states_twins_differ_only_below_one_block(states):
