@@ -6,7 +6,7 @@ from torch import nn
 
 import dsaprune
 from dsaprune import models
-from dsaprune.estimators import ESTIMATORS, GateState, GroupFisher, make_estimator
+from dsaprune.estimators import ESTIMATORS, GateState, GroupFisher, JointFisher, make_estimator
 from dsaprune.gates import GateHooks, keep_probabilities, marginal_channels, pad_groups, topn_masks
 from dsaprune.grouping import channel_importance, find_groups
 from dsaprune.methods import METHODS, make_method
@@ -53,6 +53,33 @@ def test_fisher_costs_are_per_sample_gradients_summed_over_a_groups_producers():
         sq += mk.grad.double() ** 2
     assert torch.allclose(costs, 0.5 * sq / 4, rtol=1e-4, atol=1e-12)
     assert costs[0].sum() > 0  # the stream group (4 producers) has a signal
+    hooks.remove()
+
+
+def test_joint_fisher_keeps_the_cross_terms_of_removing_channels_together():
+    m, G, imp, valid, hooks = _resnet20_gates()
+    x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    K = len(G.prunable)
+    theta = torch.full((K,), 1.0)
+    gates = GateState(imp, valid, lambda a, i: None)
+    loss_fn = nn.functional.cross_entropy
+    alpha = torch.sigmoid(theta.double())
+    g, _ = GroupFisher().mask_grads(m, hooks, x, y, loss_fn, alpha, gates)
+    w = marginal_channels(imp.double(), valid, alpha, 0.1)
+    joint, _ = JointFisher().loss_grad(m, hooks, x, y, loss_fn, theta, gates)
+    alone, _ = GroupFisher().loss_grad(m, hooks, x, y, loss_fn, theta, gates)
+    s = alpha * (1 - alpha)
+    for k in range(K):
+        S = w[k] > 0
+        # ½·mean_n (Σ_S g_n)² per channel of S, against Σ_S ½·mean_n g_n² per channel of S
+        want_joint = 0.5 * g[:, k, S].sum(1).pow(2).mean() / S.sum()
+        want_alone = 0.5 * g[:, k, S].pow(2).mean(0).sum() / S.sum()
+        C = valid[k].sum()
+        assert float(joint[k]) == pytest.approx(float(-C * want_joint * s[k]), rel=1e-4)
+        assert float(alone[k]) == pytest.approx(float(-C * want_alone * s[k]), rel=1e-4)
+        if S.sum() == 1:  # one channel next: nothing to cross
+            assert float(joint[k]) == pytest.approx(float(alone[k]), rel=1e-4)
+    assert hooks.masks is None
     hooks.remove()
 
 
@@ -134,7 +161,7 @@ def test_straight_through_estimator_returns_the_gate_gradient():
 
 
 def test_registries_name_what_they_know():
-    assert set(ESTIMATORS) == {"fisher", "fisher_centred", "ste"}
+    assert set(ESTIMATORS) == {"fisher", "fisher_centred", "fisher_joint", "ste"}
     with pytest.raises(ValueError, match="unknown estimator 'reinforce'; known: fisher, fisher_"):
         make_estimator("reinforce")
     with pytest.raises(ValueError, match="unknown estimator"):
@@ -166,6 +193,7 @@ def test_recalibrate_bn_sets_running_stats_to_the_average_batch_statistics():
     "settings",
     [
         {"estimator": "fisher"},
+        {"estimator": "fisher_joint"},
         {"estimator": "ste", "sample_train_masks": True},  # the paper's mechanics
     ],
 )

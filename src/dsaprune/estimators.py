@@ -97,8 +97,9 @@ class GroupFisher(Estimator):
     def __init__(self, fraction: float = 0.1) -> None:
         self.fraction = fraction
 
-    def channel_costs(self, model, hooks, x, y, loss_fn, alpha, gates):
-        """(½·mean_n g_ni² per channel [K, C_max], the batch's loss) at the top-n mask."""
+    def mask_grads(self, model, hooks, x, y, loss_fn, alpha, gates):
+        """(per-sample mask gradients ∂L_n/∂m_ni [N, K, C_max], the batch's loss) at the
+        top-n mask."""
         m0 = topn_masks(gates.importance, gates.valid, alpha.detach())
         n = x.shape[0]
         masks = m0.to(x.device).expand(n, *m0.shape).clone().requires_grad_(True)
@@ -109,7 +110,12 @@ class GroupFisher(Estimator):
             (g,) = torch.autograd.grad(loss * n, masks)
         finally:
             hooks.clear()
-        return 0.5 * g.detach().double().pow(2).mean(0), float(loss.detach())
+        return g.detach().double(), float(loss.detach())
+
+    def channel_costs(self, model, hooks, x, y, loss_fn, alpha, gates):
+        """(½·mean_n g_ni² per channel [K, C_max], the batch's loss) at the top-n mask."""
+        g, loss = self.mask_grads(model, hooks, x, y, loss_fn, alpha, gates)
+        return 0.5 * g.pow(2).mean(0), loss
 
     def loss_grad(self, model, hooks, x, y, loss_fn, theta, gates):
         alpha = torch.sigmoid(theta.detach().double()).to(gates.importance.device)
@@ -129,9 +135,30 @@ class CentredFisher(GroupFisher):
     centre = True
 
 
+class JointFisher(GroupFisher):
+    """The second-order cost of removing a group's next channels *together*:
+    ½·mean_n (Σ_{i∈S} g_ni)² for the set S, per channel of S, so that channels whose removals
+    compensate (or compound) one another count as such; ``fisher`` sums the channels' costs
+    alone, Σ_i ½·mean_n g_ni², dropping the cross terms."""
+
+    def loss_grad(self, model, hooks, x, y, loss_fn, theta, gates):
+        alpha = torch.sigmoid(theta.detach().double()).to(gates.importance.device)
+        g, loss = self.mask_grads(model, hooks, x, y, loss_fn, alpha, gates)
+        w = marginal_channels(gates.importance.double(), gates.valid, alpha, self.fraction)
+        w = w.to(g.device)
+        size = (w > 0).sum(1).double()  # |S|; w is 1/|S| on S
+        joint = 0.5 * (g * w).sum(2).pow(2).mean(0) * size  # ½ E[(Σ_S g)²] / |S|
+        C = gates.valid.sum(1).double().to(g.device)
+        g_alpha = -C * joint
+        return (g_alpha * alpha.to(g.device) * (1 - alpha.to(g.device))).to(
+            theta.device, theta.dtype
+        ), loss
+
+
 ESTIMATORS: dict[str, Callable[[], Estimator]] = {
     "fisher": GroupFisher,
     "fisher_centred": CentredFisher,
+    "fisher_joint": JointFisher,
     "ste": StraightThrough,
 }
 
