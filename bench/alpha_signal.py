@@ -69,23 +69,12 @@ def measure_truth(model, G, cost, hooks, imp, valid, counts, chans, batches, bn_
     return base, truth
 
 
-def _reliability(a: list[float], b: list[float]) -> dict:
-    """How far two independent measurements of the truth agree, and what that allows.
-
-    ``r`` = Spearman(a, b) is the reliability of one half. Spearman-Brown gives the pooled
-    truth's, ``2r / (1 + r)``. A signal equal to the noise-free truth would correlate with a
-    truth of reliability R at about sqrt(R) (the attenuation of a correlation by noise), so
-    that is the most any estimator can show here."""
-    r = spearman(a, b)
-    pooled = 2 * r / (1 + r) if r > -1 + 1e-9 else -1.0  # halves in opposite orders
-    return {
-        "truth_a": a,
-        "truth_b": b,
-        "spearman_a_b": r,
-        "reliability_pooled": pooled,
-        "ceiling_half": max(r, 0.0) ** 0.5,
-        "ceiling_pooled": max(pooled, 0.0) ** 0.5,
-    }
+def _agreement(a: list[float], b: list[float]) -> dict:
+    """Two independent measurements of the truth and their Spearman ρ: how reproducible the
+    ranking that a signal is judged against is. (With 12 or 30 groups and noise concentrated in
+    a few of them, this is not a bound on a signal's ρ against the pooled truth: on ResNet-20
+    the halves agree at +0.29 while ``fisher`` reaches +0.71 and +0.76 against each.)"""
+    return {"truth_a": a, "truth_b": b, "spearman_a_b": spearman(a, b)}
 
 
 def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
@@ -127,10 +116,9 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     model.eval()
     out = {"alpha": alpha, "base_loss": base, "truth": truth, "signals": {}}
     if halves:
-        out["halves"] = _reliability(halves[0][1], halves[1][1])
+        out["halves"] = _agreement(halves[0][1], halves[1][1])
         print("  truth of one half against the other: Spearman "
-              f"{out['halves']['spearman_a_b']:+.2f}; ceiling for a signal's rho against the "
-              f"pooled truth ~{out['halves']['ceiling_pooled']:.2f}", flush=True)  # fmt: skip
+              f"{out['halves']['spearman_a_b']:+.2f}", flush=True)  # fmt: skip
     loss_fn = torch.nn.functional.cross_entropy
     theta = torch.logit(al.clamp(1e-4, 1 - 1e-4)).float()
     variants = []
@@ -161,7 +149,7 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
         signal = (-g_alpha / dF * cost.full).tolist()
         rho = spearman(signal, truth)
         out["signals"][label] = {"signal": signal, "spearman": rho, "s_per_batch": dt}
-        if halves:
+        if halves:  # against either half alone
             out["signals"][label]["spearman_halves"] = [spearman(signal, h[1]) for h in halves]
         print(f"  {label:16s} Spearman {rho:+.2f}  ({dt:.2f} s per batch)", flush=True)
     hooks.remove()
@@ -189,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "--halves",
         action="store_true",
         help="measure the truth twice, on two disjoint sets of --batches validation batches "
-        "with BN re-estimated from different training batches, and report how far the two "
-        "agree (the most any signal's rho can show)",
+        "with BN re-estimated from different training batches; report how far the two agree "
+        "and each signal's rho against either",
     )
     a = p.parse_args(argv)
     a.known_truth = {}

@@ -19,6 +19,8 @@ the allocator turns into the loss's resistance against the budget's pull.
 
 - ``fisher_centred``: ``fisher`` with a removed channel replaced by its batch mean, not 0 (the
   constant part is what BN statistics re-estimated after pruning absorb).
+- ``fisher_joint``: the second-order cost of removing a group's next channels together,
+  ½·mean_n (Σ_S g_ni)² per channel of S, cross terms kept (``fisher`` sums the channels alone).
 
 The choice, measured by ``bench/alpha_signal.py`` on the trained CIFAR-10 references: the
 Spearman ρ of each signal per FLOP against the measured loss increase of removing each group's
@@ -27,7 +29,11 @@ network) and the truth averaged over 32 validation batches: ``fisher`` +0.94 on 
 (85.47%), +0.695 on ResNet-56 (76.96%); ``fisher_centred`` +0.78 and +0.74. With 8 batches,
 ``ste`` reached only −0.01 … +0.45 on ResNet-20 (β2 0.05 … 100) and +0.36 on ResNet-56. With
 every group at keep 0.7: ``fisher`` +0.58 and ``fisher_centred`` +0.48 on ResNet-20 (32
-batches); ``ste`` −0.52 … −0.09 (8 batches). See ``bench/results/alpha_signal.md``.
+batches); ``ste`` −0.52 … −0.09 (8 batches). ``fisher_joint`` (against the same truths): +0.94
+and +0.64 on ResNet-20 at keep 1.0 / 0.7, +0.62 on ResNet-56 (``fisher`` +0.70 in that run),
++0.41 on the 10-epoch ResNet-56 (``fisher`` +0.47). On ResNet-56 the truth itself is not
+reproducible: measured twice on disjoint validation and BN batches of the 10-epoch network, the
+two rankings correlate at −0.47. See ``bench/results/alpha_signal.md``.
 Finite differences (one forward per group per Θ-step) and REINFORCE were not built: the first
 costs K + 1 forwards per Θ-step, the second needs many samples for one group's signal.
 """
