@@ -269,8 +269,9 @@ def test_a_table_slower_than_the_machine_now_is_forgotten_and_measured_again(clo
     assert busy["table_status"] == "busy now" and busy["now_over_table"] == pytest.approx(2)
     assert json.loads(path.read_text()) == kept
 
-    with pytest.warns(UserWarning, match="measured while the machine was busy"):
+    with pytest.warns(UserWarning, match="measured while the machine was busy") as w:
         slow = check_table(cost, table / 3)  # as if the table was measured beside a training run
+    assert "latency allocation rests on the busy table" in str(w[0].message)
     assert slow["table_status"].startswith("table measured while busy")
     d = json.loads(path.read_text())
     assert cost.meta["cache"]["network"] not in d["networks"]
@@ -279,6 +280,10 @@ def test_a_table_slower_than_the_machine_now_is_forgotten_and_measured_again(clo
     again = latency_model(G, batch=2)
     assert clock.calls > len(UNIFORM)  # the layers and the whole network were timed again
     assert again.full == pytest.approx(cost.full)
+    # a run under another budget kind only reported with the table: it says so
+    with pytest.warns(UserWarning, match="predicted latencies rest on the busy table") as w:
+        check_table(again, again.meta["full_measured_s"] / 3, allocated=False)
+    assert "allocation" not in str(w[0].message)
     write_md = markdown_note(slow)
     assert "measured again next run" in write_md
 

@@ -201,8 +201,9 @@ def prune(
     latency = None
     if latency_cost is not None:
         latency = _latency_report(
-            latency_cost, reference, model, dsa.alpha_final, in_shape, latency_batch, dist.device
-        )
+            latency_cost, reference, model, dsa.alpha_final, in_shape, latency_batch, dist.device,
+            allocated=not budget_cost.counted,
+        )  # fmt: skip
         if not budget_cost.counted:
             _check_measured(latency, b)
     acc_after = evaluate(model, test_data)["acc"] if test_data is not None else None
@@ -257,7 +258,14 @@ def _shared(build, dist: DistInfo) -> QuadraticCost:
 
 
 def _latency_report(
-    cost: QuadraticCost, before: nn.Module, after: nn.Module, alpha, in_shape, batch, device
+    cost: QuadraticCost,
+    before: nn.Module,
+    after: nn.Module,
+    alpha,
+    in_shape,
+    batch,
+    device,
+    allocated: bool = True,
 ) -> dict:
     """Predicted and measured latency of the network before and after pruning, timed
     interleaved in this process (again, after a pause, when the machine is busy)."""
@@ -282,7 +290,7 @@ def _latency_report(
         "sub_block_groups": cost.meta.get("sub_block", []),
         "timings": timings,  # more than 1: the machine was busy at the first
         **page_faults([before, after], in_shape, batch, device),  # the allocator's share
-        **check_table(cost, t_before),  # a table measured on a busy machine is forgotten
+        **check_table(cost, t_before, allocated),  # a table measured while busy is forgotten
     }
 
 

@@ -30,7 +30,7 @@ network) and the truth averaged over 32 validation batches: ``fisher`` +0.94 on 
 ``ste`` reached only −0.01 … +0.45 on ResNet-20 (β2 0.05 … 100) and +0.36 on ResNet-56. With
 every group at keep 0.7: ``fisher`` +0.58 and ``fisher_centred`` +0.48 on ResNet-20 (32
 batches); ``ste`` −0.52 … −0.09 (8 batches). ``fisher_joint`` (against the same truths): +0.94
-and +0.64 on ResNet-20 at keep 1.0 / 0.7, +0.62 on ResNet-56 (``fisher`` +0.70 in that run),
+and +0.64 on ResNet-20 at keep 1.0 / 0.7, +0.62 on ResNet-56 (``fisher`` +0.695),
 +0.41 on the 10-epoch ResNet-56 (``fisher`` +0.47). On ResNet-56 the truth itself is not
 reproducible: measured twice on disjoint validation and BN batches of the 10-epoch network, the
 two rankings correlate at −0.47. See ``bench/results/alpha_signal.md``.

@@ -95,7 +95,7 @@ def time_against_table(
     return times, timings
 
 
-def check_table(cost: QuadraticCost, measured_full_s: float) -> dict:
+def check_table(cost: QuadraticCost, measured_full_s: float, allocated: bool = True) -> dict:
     """Compare the unpruned network's time measured now with the time its cached table holds.
 
     Timing keeps the fastest round, so of two measurements the faster is the better estimate of
@@ -104,7 +104,9 @@ def check_table(cost: QuadraticCost, measured_full_s: float) -> dict:
     again (before this check, such a table stayed in the cache for good and every later report
     carried its error; one made beside a training run predicted 4× the quiet time). A
     measurement now more than ``BUSY``× slower than the table means the machine is busy now, and
-    this run's measured ratios are less reliable than usual. Returns what the report records.
+    this run's measured ratios are less reliable than usual. ``allocated``: the run allocated
+    under this table (a latency budget), not only reported with it. Returns what the report
+    records.
     """
     table = float(cost.meta["full_measured_s"])
     now_over_table = measured_full_s / table
@@ -123,7 +125,13 @@ def check_table(cost: QuadraticCost, measured_full_s: float) -> dict:
             f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, but its latency "
             f"table (fitted earlier) holds {1e3 * table:.3f} ms: the table was measured while the "
             f"machine was busy. Its entries in {cache.path} are forgotten, so the next run "
-            "measures them again; this run's latency allocation rests on the busy table",
+            "measures them again; "
+            + (
+                "this run's latency allocation rests on the busy table"
+                if allocated
+                else "this report's predicted latencies rest on the busy table (the budget "
+                "itself is not a latency budget and is unaffected)"
+            ),
             stacklevel=2,
         )
     elif now_over_table > BUSY:
