@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"the validation split holds {len(batches)} batches of 128, not {n_val}")
     tl = make_loader(train, splits, 128, train=True, seed=1)
     bn_batches = [b for _, b in zip(range(a.bn_batches), tl, strict=False)]
-    tl_b = make_loader(train, splits, 128, train=True, seed=2)
-    a.bn_batches_b = [b for _, b in zip(range(a.bn_batches), tl_b, strict=False)]
+    if a.halves:  # the second half's BN statistics come from other training batches
+        tl_b = make_loader(train, splits, 128, train=True, seed=2)
+        a.bn_batches_b = [b for _, b in zip(range(a.bn_batches), tl_b, strict=False)]
     G = find_groups(model, batches[0][0][:1])
     cost = flops_model(G)
     res = {

@@ -123,13 +123,19 @@ class GroupFisher(Estimator):
         g, loss = self.mask_grads(model, hooks, x, y, loss_fn, alpha, gates)
         return 0.5 * g.pow(2).mean(0), loss
 
+    def next_cost(self, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """[K] removal cost per channel of the channels each group loses next, from the mask
+        gradients ``g`` [N, K, C_max] and ``w`` (1/|S| on each group's next set S, else 0):
+        the mean of their costs alone."""
+        return (0.5 * g.pow(2).mean(0) * w).sum(1)
+
     def loss_grad(self, model, hooks, x, y, loss_fn, theta, gates):
         alpha = torch.sigmoid(theta.detach().double()).to(gates.importance.device)
-        cost, loss = self.channel_costs(model, hooks, x, y, loss_fn, alpha, gates)
+        g, loss = self.mask_grads(model, hooks, x, y, loss_fn, alpha, gates)
         w = marginal_channels(gates.importance.double(), gates.valid, alpha, self.fraction)
         C = gates.valid.sum(1).double()
         # keeping more of group k lowers the loss by what its next channels cost
-        g_alpha = -C * (cost.to(w.device) * w).sum(1)
+        g_alpha = -C * self.next_cost(g.to(w.device), w)
         return (g_alpha * alpha * (1 - alpha)).to(theta.device, theta.dtype), loss
 
 
@@ -147,18 +153,9 @@ class JointFisher(GroupFisher):
     compensate (or compound) one another count as such; ``fisher`` sums the channels' costs
     alone, Σ_i ½·mean_n g_ni², dropping the cross terms."""
 
-    def loss_grad(self, model, hooks, x, y, loss_fn, theta, gates):
-        alpha = torch.sigmoid(theta.detach().double()).to(gates.importance.device)
-        g, loss = self.mask_grads(model, hooks, x, y, loss_fn, alpha, gates)
-        w = marginal_channels(gates.importance.double(), gates.valid, alpha, self.fraction)
-        w = w.to(g.device)
+    def next_cost(self, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         size = (w > 0).sum(1).double()  # |S|; w is 1/|S| on S
-        joint = 0.5 * (g * w).sum(2).pow(2).mean(0) * size  # ½ E[(Σ_S g)²] / |S|
-        C = gates.valid.sum(1).double().to(g.device)
-        g_alpha = -C * joint
-        return (g_alpha * alpha.to(g.device) * (1 - alpha.to(g.device))).to(
-            theta.device, theta.dtype
-        ), loss
+        return 0.5 * (g * w).sum(2).pow(2).mean(0) * size  # ½ E[(Σ_S g)²] / |S|
 
 
 ESTIMATORS: dict[str, Callable[[], Estimator]] = {
