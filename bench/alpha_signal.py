@@ -11,7 +11,10 @@ important channels by |γ|) and BN statistics re-estimated under those masks:
   gate temperature β2 in ``--beta2``).
 
 Prints, and writes to a JSON file, the Spearman rank correlation of each signal with the truth
-(1.0: the signal orders the groups exactly as removal does).
+(1.0: the signal orders the groups exactly as removal does), and each truth value's standard
+error over the validation batches. The validation batches are drawn in a fixed class-mixed
+order (``class_mixed``): outputs made before 2026-11-24's seventh session (no ``val_order`` key)
+measured class-sorted prefixes of the split and are superseded.
 
     python bench/alpha_signal.py --checkpoint bench/reference/cifar10_resnet20.pt \\
         --alpha 1.0,0.7 --out bench/results/alpha_signal_resnet20.json
@@ -41,32 +44,52 @@ from dsaprune.grouping import channel_importance, find_groups  # noqa: E402
 from dsaprune.io import atomic_write_json  # noqa: E402
 from dsaprune.train import recalibrate_bn  # noqa: E402
 
+VAL_ORDER = "class-mixed, seed 0"  # see class_mixed(); older outputs lack the key
 
-def loss_under(model, hooks, masks, batches, bn_batches) -> float:
-    """Mean validation loss with ``masks`` on, BN re-estimated under them first."""
+
+def loss_under(model, hooks, masks, batches, bn_batches) -> torch.Tensor:
+    """Validation loss of each batch with ``masks`` on, BN re-estimated under them first
+    (``bn_batches`` None: with the BN statistics the model holds)."""
     hooks.set(masks)
     try:
-        recalibrate_bn(model, bn_batches, len(bn_batches))
+        if bn_batches is not None:
+            recalibrate_bn(model, bn_batches, len(bn_batches))
         model.eval()
         with torch.no_grad():
-            loss = sum(float(torch.nn.functional.cross_entropy(model(x), y)) for x, y in batches)
+            losses = [float(torch.nn.functional.cross_entropy(model(x), y)) for x, y in batches]
     finally:
         hooks.clear()
-    return loss / len(batches)
+    return torch.tensor(losses, dtype=torch.float64)
 
 
-def measure_truth(model, G, cost, hooks, imp, valid, counts, chans, batches, bn_batches, delta):
-    """(base loss, per group: loss increase per unit of FLOPs when it loses ``delta`` more)."""
+def measure_truth(
+    model, G, cost, hooks, imp, valid, counts, chans, batches, bn_batches, delta, reestimate=True
+):
+    """(base loss, per group: loss increase per unit of FLOPs when it loses ``delta`` more,
+    and its standard error over the validation batches; the two losses are paired by batch).
+    ``reestimate`` False: the cut is judged with the base masks' BN statistics, as a signal
+    taken at fixed statistics sees it (a diagnostic: what BN re-estimation changes)."""
     al = counts / chans
     base = loss_under(model, hooks, topn_masks(imp, valid, al), batches, bn_batches)
-    truth = []
+    after = bn_batches if reestimate else None
+    truth, se = [], []
     for k in range(len(G.prunable)):
         fewer = counts.clone()
         fewer[k] = max(1.0, float(counts[k]) - max(1, round(delta * float(chans[k]))))
-        loss = loss_under(model, hooks, topn_masks(imp, valid, fewer / chans), batches, bn_batches)
+        loss = loss_under(model, hooks, topn_masks(imp, valid, fewer / chans), batches, after)
         saved = float(cost(al) - cost(fewer / chans))
-        truth.append((loss - base) / saved * cost.full)
-    return base, truth
+        rise = (loss - base) / saved * cost.full
+        truth.append(float(rise.mean()))
+        se.append(float(rise.std() / len(rise) ** 0.5) if len(rise) > 1 else float("nan"))
+    return float(base.mean()), truth, se
+
+
+def class_mixed(data, seed: int = 0):
+    """``data`` in a fixed random order. Evaluation loaders keep file order, and an image
+    folder lists one class after another, so the first batches of the validation split are
+    one or two classes: a truth measured on them ranks the groups by what matters to airplanes
+    (8 batches: classes 0-1 only), and two "independent" halves measured different classes."""
+    return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)))
 
 
 def _agreement(a: list[float], b: list[float]) -> dict:
@@ -88,33 +111,39 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     a_req = al.clone().requires_grad_(True)
     (dF,) = torch.autograd.grad(cost(a_req), a_req)
 
+    def truth_on(val_batches, bn):
+        return measure_truth(model, G, cost, hooks, imp, valid, counts, chans, val_batches, bn,
+                             a.delta, a.truth_bn == "reestimated")  # fmt: skip
+
     t0 = time.perf_counter()
     halves = None
     if alpha in a.known_truth:  # measured by an earlier run on the same batches
-        base, truth = a.known_truth[alpha]
+        base, truth, se = a.known_truth[alpha]
         if len(truth) != K:
             raise SystemExit(f"--truth-from: {len(truth)} groups there, {K} here")
     elif a.halves:  # two independent truths: disjoint validation and BN batches
         n = len(batches) // 2
         halves = [
-            measure_truth(model, G, cost, hooks, imp, valid, counts, chans, part, bn, a.delta)
+            truth_on(part, bn)
             for part, bn in ((batches[:n], bn_batches), (batches[n:], a.bn_batches_b))
         ]
         base = (halves[0][0] + halves[1][0]) / 2
         truth = [(x + y) / 2 for x, y in zip(halves[0][1], halves[1][1], strict=True)]
+        se = [(x * x + y * y) ** 0.5 / 2 for x, y in zip(halves[0][2], halves[1][2], strict=True)]
     else:
-        base, truth = measure_truth(model, G, cost, hooks, imp, valid, counts, chans, batches,
-                                    bn_batches, a.delta)  # fmt: skip
+        base, truth, se = truth_on(batches, bn_batches)
     t_truth = time.perf_counter() - t0
     print(f"keep {alpha}: loss {base:.3f} (BN re-estimated); truth per group:",
           " ".join(f"{v:.2f}" for v in truth), f"({t_truth:.0f} s)", flush=True)  # fmt: skip
+    if se and se[0] is not None:
+        print("  standard error per group:", " ".join(f"{v:.2f}" for v in se), flush=True)
 
     # the signals, at the base masks' re-estimated BN statistics, BN in eval mode (the Θ-step's)
     hooks.set(topn_masks(imp, valid, al))
     recalibrate_bn(model, bn_batches, len(bn_batches))
     hooks.clear()
     model.eval()
-    out = {"alpha": alpha, "base_loss": base, "truth": truth, "signals": {}}
+    out = {"alpha": alpha, "base_loss": base, "truth": truth, "truth_se": se, "signals": {}}
     if halves:
         out["halves"] = _agreement(halves[0][1], halves[1][1])
         print("  truth of one half against the other: Spearman "
@@ -180,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         "with BN re-estimated from different training batches; report how far the two agree "
         "and each signal's rho against either",
     )
+    p.add_argument(
+        "--truth-bn",
+        choices=["reestimated", "fixed"],
+        default="reestimated",
+        help="fixed: judge each cut with the BN statistics of the uncut masks (a diagnostic of "
+        "what re-estimating them after the cut changes)",
+    )
     a = p.parse_args(argv)
     a.known_truth = {}
     if a.truth_from:
@@ -187,18 +223,23 @@ def main(argv: list[str] | None = None) -> int:
 
         old = json.loads(Path(a.truth_from).read_text())
         ours = {"reference": Path(a.checkpoint).as_posix(), "delta": a.delta,
-                "batches": a.batches, "bn_batches": a.bn_batches, "halves": a.halves}  # fmt: skip
+                "batches": a.batches, "bn_batches": a.bn_batches, "halves": a.halves,
+                "truth_bn": a.truth_bn}  # fmt: skip
         differ = [k for k, v in ours.items() if k in old and old[k] != v]
         if differ:
             p.error(f"--truth-from {a.truth_from} was measured with other {', '.join(differ)}")
-        a.known_truth = {r["alpha"]: (r["base_loss"], r["truth"]) for r in old["results"]}
+        if old.get("val_order") != VAL_ORDER:
+            p.error(f"--truth-from {a.truth_from} was measured on class-sorted batches; re-run it")
+        a.known_truth = {
+            r["alpha"]: (r["base_loss"], r["truth"], r.get("truth_se")) for r in old["results"]
+        }
     a.beta2 = [float(v) for v in a.beta2.split(",")]
     a.estimators = a.estimators.split(",")
     torch.manual_seed(0)
     model, name = load_model_file(a.checkpoint)
     splits = load_splits("cifar10", a.data)
     train, val = split_train_val(splits.train)
-    vl = make_loader(val, splits, 128, train=False)
+    vl = make_loader(class_mixed(val), splits, 128, train=False)
     n_val = a.batches * (2 if a.halves else 1)
     batches = [b for _, b in zip(range(n_val), vl, strict=False)]
     if len(batches) < n_val:
@@ -217,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         "batches": a.batches,
         "bn_batches": a.bn_batches,
         "halves": a.halves,
+        "val_order": VAL_ORDER,
+        "truth_bn": a.truth_bn,
         **({"truth_from": a.truth_from} if a.truth_from else {}),
         "results": [
             measure(model, G, cost, batches, bn_batches, float(v), a) for v in a.alpha.split(",")
