@@ -24,16 +24,17 @@ the allocator turns into the loss's resistance against the budget's pull.
 
 The choice, measured by ``bench/alpha_signal.py`` on the trained CIFAR-10 references: the
 Spearman ρ of each signal per FLOP against the measured loss increase of removing each group's
-next 10% of channels (BN re-estimated). With every group whole (where DSA starts from a trained
-network) and the truth averaged over 32 validation batches: ``fisher`` +0.94 on ResNet-20
-(85.47%), +0.695 on ResNet-56 (76.96%); ``fisher_centred`` +0.78 and +0.74. With 8 batches,
-``ste`` reached only −0.01 … +0.45 on ResNet-20 (β2 0.05 … 100) and +0.36 on ResNet-56. With
-every group at keep 0.7: ``fisher`` +0.58 and ``fisher_centred`` +0.48 on ResNet-20 (32
-batches); ``ste`` −0.52 … −0.09 (8 batches). ``fisher_joint`` (against the same truths): +0.94
-and +0.64 on ResNet-20 at keep 1.0 / 0.7, +0.62 on ResNet-56 (``fisher`` +0.695),
-+0.41 on the 10-epoch ResNet-56 (``fisher`` +0.47). On ResNet-56 the truth itself is not
-reproducible: measured twice on disjoint validation and BN batches of the 10-epoch network, the
-two rankings correlate at −0.47. See ``bench/results/alpha_signal.md``.
+next 10% of channels (BN re-estimated), over 4,864 class-mixed validation images. With every
+group whole (where DSA starts from a trained network): ResNet-20 (85.47%) ``fisher`` +0.88,
+``fisher_joint`` +0.90, ``fisher_centred`` +0.83, ``ste`` (β2 5) −0.22; ResNet-56 (76.96%, 4
+epochs) +0.50 / +0.47 / +0.56; ResNet-56 (83.69%, 10 epochs) +0.59 / +0.48 / +0.54. At keep 0.7
+on ResNet-20: +0.60 / +0.69 / +0.45, ``ste`` −0.74. The truth reproduces (two disjoint halves
+agree at +0.94, +0.59, +0.63). On ResNet-56 the Fisher cost ranks the removal cost *at fixed
+BN statistics* at +0.71, but re-estimating BN after a cut absorbs most of it, unevenly (95% for
+the first residual stream, 70% for the third), and none of these signals models that. See
+``bench/results/alpha_signal.md``, last section (earlier numbers there were measured on
+class-sorted prefixes of the validation split and are superseded). ``fisher`` stays the
+default: it is close to the best variant in most rows and won the allocation-quality bench.
 Finite differences (one forward per group per Θ-step) and REINFORCE were not built: the first
 costs K + 1 forwards per Θ-step, the second needs many samples for one group's signal.
 """
