@@ -121,17 +121,16 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
         base, truth, se = a.known_truth[alpha]
         if len(truth) != K:
             raise SystemExit(f"--truth-from: {len(truth)} groups there, {K} here")
-    elif a.halves:  # two independent truths: disjoint validation and BN batches
-        n = len(batches) // 2
+    elif a.halves:  # two independent truths: disjoint evaluation and BN batches
+        tb, n = a.truth_batches, len(a.truth_batches) // 2
         halves = [
-            truth_on(part, bn)
-            for part, bn in ((batches[:n], bn_batches), (batches[n:], a.bn_batches_b))
+            truth_on(part, bn) for part, bn in ((tb[:n], bn_batches), (tb[n:], a.bn_batches_b))
         ]
         base = (halves[0][0] + halves[1][0]) / 2
         truth = [(x + y) / 2 for x, y in zip(halves[0][1], halves[1][1], strict=True)]
         se = [(x * x + y * y) ** 0.5 / 2 for x, y in zip(halves[0][2], halves[1][2], strict=True)]
     else:
-        base, truth, se = truth_on(batches, bn_batches)
+        base, truth, se = truth_on(a.truth_batches, bn_batches)
     t_truth = time.perf_counter() - t0
     print(f"keep {alpha}: loss {base:.3f} (BN re-estimated); truth per group:",
           " ".join(f"{v:.2f}" for v in truth), f"({t_truth:.0f} s)", flush=True)  # fmt: skip
@@ -210,6 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         "and each signal's rho against either",
     )
     p.add_argument(
+        "--truth-data",
+        choices=["val", "train"],
+        default="val",
+        help="train: measure the truth on unaugmented training images (45,000, against the "
+        "validation split's 5,000; --batches counts them) and the signals on the whole "
+        "validation split",
+    )
+    p.add_argument(
         "--truth-bn",
         choices=["reestimated", "fixed"],
         default="reestimated",
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(Path(a.truth_from).read_text())
         ours = {"reference": Path(a.checkpoint).as_posix(), "delta": a.delta,
                 "batches": a.batches, "bn_batches": a.bn_batches, "halves": a.halves,
-                "truth_bn": a.truth_bn}  # fmt: skip
+                "truth_bn": a.truth_bn, "truth_data": a.truth_data}  # fmt: skip
         differ = [k for k, v in ours.items() if k in old and old[k] != v]
         if differ:
             p.error(f"--truth-from {a.truth_from} was measured with other {', '.join(differ)}")
@@ -240,10 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_splits("cifar10", a.data)
     train, val = split_train_val(splits.train)
     vl = make_loader(class_mixed(val), splits, 128, train=False)
-    n_val = a.batches * (2 if a.halves else 1)
-    batches = [b for _, b in zip(range(n_val), vl, strict=False)]
-    if len(batches) < n_val:
-        p.error(f"the validation split holds {len(batches)} batches of 128, not {n_val}")
+    n_truth = a.batches * (2 if a.halves else 1)
+    if a.truth_data == "val":
+        batches = [b for _, b in zip(range(n_truth), vl, strict=False)]
+        a.truth_batches = batches
+    else:  # the truth on unaugmented training images, the signals on the validation split
+        batches = [b for b in vl if len(b[1]) == 128]
+        tr = make_loader(class_mixed(train), splits, 128, train=False)
+        a.truth_batches = [b for _, b in zip(range(n_truth), tr, strict=False)]
+    if len(a.truth_batches) < n_truth:
+        p.error(f"the {a.truth_data} split holds {len(a.truth_batches)} batches of 128, "
+                f"not {n_truth}; lower --batches")  # fmt: skip
     tl = make_loader(train, splits, 128, train=True, seed=1)
     bn_batches = [b for _, b in zip(range(a.bn_batches), tl, strict=False)]
     if a.halves:  # the second half's BN statistics come from other training batches
@@ -260,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "halves": a.halves,
         "val_order": VAL_ORDER,
         "truth_bn": a.truth_bn,
+        "truth_data": a.truth_data,
         **({"truth_from": a.truth_from} if a.truth_from else {}),
         "results": [
             measure(model, G, cost, batches, bn_batches, float(v), a) for v in a.alpha.split(",")
