@@ -29,9 +29,11 @@ group whole (where DSA starts from a trained network): ResNet-20 (85.47%) ``fish
 ``fisher_joint`` +0.90, ``fisher_centred`` +0.83, ``ste`` (β2 5) −0.22; ResNet-56 (76.96%, 4
 epochs) +0.50 / +0.47 / +0.56; ResNet-56 (83.69%, 10 epochs) +0.59 / +0.48 / +0.54. At keep 0.7
 on ResNet-20: +0.60 / +0.69 / +0.45, ``ste`` −0.74. The truth reproduces (two disjoint halves
-agree at +0.94, +0.59, +0.63). On ResNet-56 the Fisher cost ranks the removal cost *at fixed
-BN statistics* at +0.71, but re-estimating BN after a cut absorbs most of it, unevenly (95% for
-the first residual stream, 70% for the third), and none of these signals models that. See
+agree at +0.94, +0.59, +0.63). The validation split is too small for ResNet-56: against a
+truth on 38,400 training images (halves agree at +0.97) ``fisher`` reaches +0.70,
+``fisher_centred`` +0.75, ``fisher_joint`` +0.66. Re-estimating BN after a cut absorbs much of
+what the Fisher cost measures at fixed statistics, unevenly (95% for the first residual stream,
+70% for the third); no estimator here models that. See
 ``bench/results/alpha_signal.md``, last section (earlier numbers there were measured on
 class-sorted prefixes of the validation split and are superseded). ``fisher`` stays the
 default: it is close to the best variant in most rows and won the allocation-quality bench.
