@@ -134,7 +134,7 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     t_truth = time.perf_counter() - t0
     print(f"keep {alpha}: loss {base:.3f} (BN re-estimated); truth per group:",
           " ".join(f"{v:.2f}" for v in truth), f"({t_truth:.0f} s)", flush=True)  # fmt: skip
-    if se and se[0] is not None:
+    if se:  # None: a --truth-from output made before errors were recorded
         print("  standard error per group:", " ".join(f"{v:.2f}" for v in se), flush=True)
 
     # the signals, at the base masks' re-estimated BN statistics, BN in eval mode (the Θ-step's)
