@@ -166,7 +166,7 @@ def test_registries_name_what_they_know():
         make_estimator("reinforce")
     with pytest.raises(ValueError, match="unknown estimator"):
         dsaprune.DSAConfig(estimator="reinforce")
-    assert list(METHODS) == ["dsa", "uniform", "magnitude", "ssl", "morphnet"]
+    assert list(METHODS) == ["dsa", "uniform", "magnitude", "ssl", "morphnet", "group_fisher"]
     assert [n for n, c in METHODS.items() if c.reads_validation] == ["dsa"]
     assert [n for n, c in METHODS.items() if c.penalised] == ["ssl", "morphnet"]
     with pytest.raises(ValueError, match="unknown method 'l1'"):

@@ -17,7 +17,7 @@ def _loaders(n=640, batch=64):
     return DeviceLoader(tr, batch, train=True, **kw), DeviceLoader(te, 100, train=False, **kw)
 
 
-@pytest.mark.parametrize("method", ["dsa", "uniform", "magnitude"])
+@pytest.mark.parametrize("method", ["dsa", "uniform", "magnitude", "group_fisher"])
 def test_prune_api_meets_budget_and_removes_channels(tiny_net, method):
     torch.manual_seed(0)
     tr, te = _loaders()
@@ -152,7 +152,12 @@ class _FailingLoss(torch.nn.CrossEntropyLoss):
 
 @pytest.mark.parametrize(
     "method, crash_at, phase",
-    [("dsa", 27, "allocate"), ("dsa", 62, "pruned"), ("ssl", 27, "penalty")],
+    [
+        ("dsa", 27, "allocate"),
+        ("dsa", 62, "pruned"),
+        ("ssl", 27, "penalty"),
+        ("group_fisher", 20, "pruned"),
+    ],
 )
 def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, method, crash_at, phase):
     tr, te = _loaders()

@@ -341,3 +341,62 @@ def round_channels(
             break
         idx = best
     return [int(v) for v in counts(idx)]
+
+
+def greedy_keep_counts(
+    importance: list[torch.Tensor],
+    cost: QuadraticCost,
+    budget: float,
+    round_to: int = 1,
+) -> list[int]:
+    """Whole channel counts by greedy removal: from the full network, repeatedly drop the one
+    channel level (``channel_levels``: a channel, or ``round_to`` / a unit / a latency block)
+    whose channels, the least important left in their group, cost the least importance per
+    unit of the budget's cost saved, until the cost fits ``budget``. With per-channel Fisher
+    removal costs as ``importance`` this is Group Fisher pruning's one-shot allocation; it
+    works in the units of whatever cost the budget is (FLOPs, parameters, latency)."""
+    chans = [int(i.numel()) for i in importance]
+    C = torch.tensor(chans, dtype=torch.float64)
+    levels = channel_levels(chans, round_to, cost.units, cost.block, cost.sub_block)
+    # cum[k][r]: summed importance of group k's r least important channels
+    cum = [
+        torch.cat(
+            [torch.zeros(1, dtype=torch.float64), i.detach().double().cpu().sort()[0].cumsum(0)]
+        )
+        for i in importance
+    ]
+    idx = [len(lv) - 1 for lv in levels]
+    n = torch.tensor([lv[i] for lv, i in zip(levels, idx, strict=True)], dtype=torch.float64)
+    Q, b = cost.Q.double(), cost.b.double()
+
+    def ratios(A: torch.Tensor) -> torch.Tensor:  # cost ratio of each row of A [R, K]
+        return ((A @ Q) * A).sum(1) / cost.full + (A @ b + cost.c) / cost.full
+
+    K = len(chans)
+    while float(cost.ratio(n / C)) > budget:
+        alpha = n / C
+        trial = alpha.expand(K, K).clone()
+        lower = torch.tensor(
+            [lv[i - 1] if i > 0 else lv[0] for lv, i in zip(levels, idx, strict=True)],
+            dtype=torch.float64,
+        )
+        trial[range(K), range(K)] = lower / C
+        saved = float(cost.ratio(alpha)) - ratios(trial)
+        lost = torch.tensor(
+            [
+                float(cum[k][chans[k] - int(lower[k])] - cum[k][chans[k] - int(n[k])])
+                for k in range(K)
+            ],
+            dtype=torch.float64,
+        )
+        movable = torch.tensor([i > 0 for i in idx]) & (saved > 0)
+        if not bool(movable.any()):
+            raise ValueError(
+                f"budget {budget:.4f} is unreachable: with every group at its least the cost is "
+                f"{float(cost.ratio(n / C)):.4f} of the full network"
+            )
+        score = torch.where(movable, lost / saved.clamp_min(1e-300), torch.inf)
+        k = int(score.argmin())
+        idx[k] -= 1
+        n[k] = lower[k]
+    return [int(v) for v in n]

@@ -44,13 +44,14 @@ costs K + 1 forwards per Θ-step, the second needs many samples for one group's 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .gates import GateHooks, marginal_channels, sample_masks, topn_masks
+from .gates import GateHooks, marginal_channels, pad_groups, sample_masks, topn_masks
+from .grouping import Groups
 from .registry import create
 
 
@@ -159,6 +160,53 @@ class JointFisher(GroupFisher):
     def next_cost(self, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         size = (w > 0).sum(1).double()  # |S|; w is 1/|S| on S
         return 0.5 * (g * w).sum(2).pow(2).mean(0) * size  # ½ E[(Σ_S g)²] / |S|
+
+
+def channel_fisher(
+    model: nn.Module,
+    groups: Groups,
+    batches: Iterable,
+    loss_fn: Callable,
+    max_batches: int = 20,
+    device: torch.device | None = None,
+    amp: bool = False,
+) -> list[torch.Tensor]:
+    """Per prunable group, each channel's second-order removal cost ½·mean_n (∂L_n/∂m_i)² on
+    the unpruned network, over the samples of up to ``max_batches`` batches: ``fisher``'s
+    per-channel cost at mask 1, with BN running statistics (as the Θ-step reads it). The mask
+    is shared by every producer of a group, so coupled layers add up before squaring (Group
+    Fisher pruning's coupled Fisher). Summed over DDP ranks, so every process gets the same."""
+    dev = device or next(model.parameters()).device
+    V = pad_groups([torch.ones(g.channels) for g in groups.prunable])[1].to(dev)
+    ones = V.to(torch.float32)
+    hooks = GateHooks(groups)
+    total = torch.zeros(V.shape, dtype=torch.float64, device=dev)
+    count = torch.zeros((), dtype=torch.float64, device=dev)
+    was = model.training
+    model.eval()
+    try:
+        for b, (x, y) in enumerate(batches):
+            if b >= max_batches:
+                break
+            x, y = x.to(dev), y.to(dev)
+            masks = ones.expand(x.shape[0], *ones.shape).clone().requires_grad_(True)
+            hooks.set(masks)
+            with torch.autocast("cuda", torch.bfloat16, enabled=amp and dev.type == "cuda"):
+                loss = loss_fn(model(x).float(), y)
+            (g,) = torch.autograd.grad(loss * x.shape[0], masks)
+            hooks.clear()
+            total += 0.5 * g.detach().double().pow(2).sum(0)
+            count += x.shape[0]
+    finally:
+        hooks.remove()
+        model.train(was)
+    if not float(count):
+        raise ValueError("channel_fisher got no batches to measure on")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+        torch.distributed.all_reduce(count)
+    fisher = total / count
+    return [fisher[k, : g.channels].cpu() for k, g in enumerate(groups.prunable)]
 
 
 ESTIMATORS: dict[str, Callable[[], Estimator]] = {

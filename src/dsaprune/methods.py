@@ -11,23 +11,46 @@ A policy answers, at the flow's fixed points:
   Θ-step does; baselines train on the whole training set);
 - ``make_penalty``: a sparsity penalty applied from the first step to the end of the
   allocation window (ssl, morphnet), or None;
-- ``keep_ratios``: at the start of allocation, keep ratios decided at once (a baseline), with
-  the importances they were decided by if any, or None for DSA, which allocates by gradient
-  steps over the window;
+- ``keep_ratios``: at the start of allocation, keep ratios decided at once (a one-shot
+  method), with the importances they were decided by if any, or None for DSA, which allocates
+  by gradient steps over the window. It reads a :class:`Decision`: the groups, the budget's
+  cost, and, for a method that measures (``group_fisher``), the model, training batches and
+  loss;
 - ``importance``: the per-channel importances the final channels are chosen by.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
-from .allocation import magnitude_keep_ratios
+from .allocation import greedy_keep_counts, magnitude_keep_ratios
 from .cost import QuadraticCost
+from .estimators import channel_fisher
 from .grouping import Groups, channel_importance
 from .penalties import GroupLasso, WeightedBNL1
 from .registry import create
+
+
+@dataclass
+class Decision:
+    """What a one-shot method reads when the flow asks it for keep ratios."""
+
+    groups: Groups
+    cost: QuadraticCost  # the budget's cost (FLOPs, parameters or latency)
+    budget: float  # the budget as a fraction of the unpruned cost
+    importance: str  # the flow's channel-importance setting (``DSAConfig.importance``)
+    penalty: Any = None  # the ssl / morphnet penalty that was applied, if any
+    round_to: int = 1
+    model: nn.Module | None = None
+    batches: Iterable | None = None  # training batches, for a method that measures
+    loss_fn: Callable | None = None
+    device: torch.device | None = None
+    amp: bool = False
 
 
 class Method:
@@ -38,13 +61,10 @@ class Method:
     def make_penalty(self, groups: Groups, cost: QuadraticCost, strength: float | None):
         return None
 
-    def keep_ratios(
-        self, groups: Groups, cost: QuadraticCost, budget: float, source: str, penalty
-    ) -> tuple[torch.Tensor, list[torch.Tensor] | None] | None:
+    def keep_ratios(self, d: Decision) -> tuple[torch.Tensor, list[torch.Tensor] | None] | None:
         """Keep ratios [K] decided at once (not yet fitted to the budget: the flow shifts them
         and rounds) and the channel importances they were decided by (None: the flow asks
-        ``importance``), or None to allocate over the window. ``source``: the flow's
-        importance setting (``DSAConfig.importance``)."""
+        ``importance``), or None to allocate over the window."""
         return None
 
     def importance(self, groups: Groups, source: str, penalty) -> list[torch.Tensor]:
@@ -59,8 +79,8 @@ class DSAMethod(Method):
 class Uniform(Method):
     description = "one keep ratio for every group, solved for the budget"
 
-    def keep_ratios(self, groups, cost, budget, source, penalty):
-        return torch.full((len(groups.prunable),), 0.5, dtype=torch.float64), None
+    def keep_ratios(self, d):
+        return torch.full((len(d.groups.prunable),), 0.5, dtype=torch.float64), None
 
 
 class _Thresholded(Method):
@@ -69,9 +89,9 @@ class _Thresholded(Method):
 
     relative: ClassVar[bool]  # threshold in units of each group's mean importance
 
-    def keep_ratios(self, groups, cost, budget, source, penalty):
-        imp = self.importance(groups, source, penalty)
-        return magnitude_keep_ratios(imp, cost, budget, relative=self.relative), imp
+    def keep_ratios(self, d):
+        imp = self.importance(d.groups, d.importance, d.penalty)
+        return magnitude_keep_ratios(imp, d.cost, d.budget, relative=self.relative), imp
 
 
 class Magnitude(_Thresholded):
@@ -127,12 +147,39 @@ class MorphNet(_Penalised):
         return WeightedBNL1(groups, cost, float(strength))
 
 
+class GroupFisherMethod(Method):
+    """Group Fisher pruning's allocation, in one shot: each channel's coupled Fisher removal
+    cost on a few training batches (``estimators.channel_fisher``), then greedy removal of the
+    channel that costs least per unit of the budget's cost saved (``greedy_keep_counts``);
+    the kept channels are those with the largest Fisher cost."""
+
+    description = (
+        "one-shot Group Fisher: per-channel Fisher removal cost on 20 training batches, then "
+        "greedy removal of the channel with the least Fisher per unit of budget cost saved "
+        "(use with --checkpoint)"
+    )
+    batches: ClassVar[int] = 20
+
+    def keep_ratios(self, d):
+        if d.model is None or d.batches is None or d.loss_fn is None:
+            raise ValueError(
+                "group_fisher measures on data: its Decision needs model, batches, loss_fn"
+            )
+        fisher = channel_fisher(
+            d.model, d.groups, d.batches, d.loss_fn, self.batches, d.device, d.amp
+        )
+        counts = greedy_keep_counts(fisher, d.cost, d.budget, d.round_to)
+        chans = torch.tensor([g.channels for g in d.groups.prunable], dtype=torch.float64)
+        return torch.tensor(counts, dtype=torch.float64) / chans, fisher
+
+
 METHODS: dict[str, type[Method]] = {
     "dsa": DSAMethod,
     "uniform": Uniform,
     "magnitude": Magnitude,
     "ssl": SSL,
     "morphnet": MorphNet,
+    "group_fisher": GroupFisherMethod,
 }
 
 

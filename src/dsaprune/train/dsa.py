@@ -47,7 +47,7 @@ from ..gates import (
     topn_masks,
 )
 from ..grouping import Groups, channel_importance
-from ..methods import make_method
+from ..methods import Decision, make_method
 from ..surgery import HardMasks, prune_groups, top_channels
 from .distributed import all_reduce_sum, broadcast_from_main
 
@@ -317,7 +317,19 @@ class DSA:
             self.cost, self.budget.fraction, theta0, n_updates, self.cfg.allocator
         )
         decided = self.method.keep_ratios(
-            self.groups, self.cost, self.budget.fraction, self.cfg.importance, self.penalty
+            Decision(
+                self.groups,
+                self.cost,
+                self.budget.fraction,
+                self.cfg.importance,
+                self.penalty,
+                self.cfg.round_to,
+                trainer.model,
+                self.full_train_loader,
+                trainer.loss_fn,
+                trainer.device,
+                trainer.amp,
+            )
         )
         if decided is None:  # DSA: allocate by gradient steps over the window
             self.hooks = GateHooks(self.groups)

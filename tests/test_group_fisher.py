@@ -1,0 +1,69 @@
+"""Group Fisher's one-shot allocation: the per-channel coupled Fisher and the greedy removal."""
+
+import pytest
+import torch
+from torch import nn
+
+from dsaprune.allocation import greedy_keep_counts
+from dsaprune.cost import QuadraticCost, flops_model
+from dsaprune.estimators import channel_fisher
+from dsaprune.gates import GateHooks
+from dsaprune.grouping import find_groups
+
+
+def _linear_cost(weights: list[float], chans: list[int]) -> QuadraticCost:
+    """Groups whose cost is independent and linear: weight_k per kept fraction."""
+    K = len(weights)
+    b = torch.tensor(weights, dtype=torch.float64)
+    min_alpha = torch.tensor([1.0 / c for c in chans], dtype=torch.float64)
+    return QuadraticCost(torch.zeros(K, K, dtype=torch.float64), b, 0.0, "flops", min_alpha)
+
+
+def test_greedy_removes_least_importance_per_cost_first():
+    # a channel of group 0 saves 0.05 of the cost for importance 1 (20 per unit saved), one of
+    # group 1 saves 0.2 for 2 (10 per unit saved), its last channel 0.2 for 100 (500)
+    cost = _linear_cost([1.0, 4.0], [4, 4])
+    imp = [torch.tensor([1.0, 1.0, 1.0, 1.0]), torch.tensor([2.0, 100.0, 2.0, 2.0])]
+    assert greedy_keep_counts(imp, cost, budget=0.6) == [4, 2]  # stops as soon as it fits
+    assert greedy_keep_counts(imp, cost, budget=0.4) == [4, 1]  # group 1's cheap ones first
+    # then group 0 goes before group 1's important channel
+    assert greedy_keep_counts(imp, cost, budget=0.3) == [2, 1]
+
+
+def test_greedy_meets_budget_on_a_coupled_cost_and_keeps_one_channel(tiny_net):
+    torch.manual_seed(0)
+    model = tiny_net()
+    G = find_groups(model, torch.randn(1, 3, 16, 16))
+    F = flops_model(G)
+    imp = [torch.rand(g.channels) for g in G.prunable]
+    for budget in (0.9, 0.5, 0.2):
+        counts = greedy_keep_counts(imp, F, budget)
+        chans = torch.tensor([g.channels for g in G.prunable], dtype=torch.float64)
+        assert float(F.ratio(torch.tensor(counts, dtype=torch.float64) / chans)) <= budget
+        assert all(n >= 1 for n in counts)
+    with pytest.raises(ValueError, match="unreachable"):
+        greedy_keep_counts(imp, F, 1e-6)
+
+
+def test_channel_fisher_is_half_the_mean_squared_per_sample_mask_gradient(tiny_net):
+    torch.manual_seed(0)
+    model = tiny_net().eval()
+    G = find_groups(model, torch.randn(1, 3, 16, 16))
+    x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 10, (6,))
+    loss = nn.CrossEntropyLoss()
+    got = channel_fisher(model, G, [(x[:4], y[:4]), (x[4:], y[4:])], loss)
+    # one sample at a time, a [K, C_max] mask: its gradient is that sample's
+    hooks = GateHooks(G)
+    C = max(g.channels for g in G.prunable)
+    want = [torch.zeros(g.channels, dtype=torch.float64) for g in G.prunable]
+    for n in range(6):
+        m = torch.ones(len(G.prunable), C, requires_grad=True)
+        hooks.set(m)
+        (g,) = torch.autograd.grad(loss(model(x[n : n + 1]), y[n : n + 1]), m)
+        for k, grp in enumerate(G.prunable):
+            want[k] += 0.5 * g[k, : grp.channels].double().pow(2) / 6
+    hooks.remove()
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-12)
+    assert not model.training  # the mode it was in
+    assert not model.fc._forward_hooks and not any(m._forward_hooks for m in model.modules())
