@@ -41,24 +41,27 @@ import time
 from pathlib import Path
 
 import torch
+from common import RESULTS, budget_tag, commit, paired, test_halves
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import dsaprune
+from dsaprune.allocation import (
+    greedy_keep_counts,
+    magnitude_keep_ratios,
+    round_channels,
+    shift_to_budget,
+)
+from dsaprune.cli.prune import load_model_file
+from dsaprune.cost import count_flops, flops_model
+from dsaprune.data import load_splits, make_loader, split_train_val
+from dsaprune.estimators import channel_fisher
+from dsaprune.grouping import channel_importance, find_groups
+from dsaprune.io import atomic_write_bytes, atomic_write_json
+from dsaprune.surgery import prune_groups, top_channels
+from dsaprune.train import evaluate, recalibrate_bn
 
-from cifar10_table import budget_tag  # noqa: E402  (the table's run folder names)
-
-import dsaprune  # noqa: E402
-from dsaprune.allocation import magnitude_keep_ratios, round_channels, shift_to_budget  # noqa: E402
-from dsaprune.cli.prune import load_model_file  # noqa: E402
-from dsaprune.cost import count_flops, flops_model  # noqa: E402
-from dsaprune.data import load_splits, make_loader, split_train_val  # noqa: E402
-from dsaprune.grouping import channel_importance, find_groups  # noqa: E402
-from dsaprune.io import atomic_write_bytes, atomic_write_json  # noqa: E402
-from dsaprune.surgery import prune_groups, top_channels  # noqa: E402
-from dsaprune.train import evaluate, recalibrate_bn  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
+SPLITS = ("dev", "final")
+NAMED = ("dsa", "group_fisher", "magnitude", "uniform")  # the methods with a long fine-tune
 
 
 class Bench:
@@ -66,7 +69,12 @@ class Bench:
         self.a, self.ref = a, model.eval()
         self.splits = load_splits("cifar10", a.data)
         self.train90, self.val10 = split_train_val(self.splits.train)
-        self.test = make_loader(self.splits.test, self.splits, 500, train=False)
+        dev, final = test_halves(self.splits.test.labels)
+        half = {"dev": dev, "final": final}[a.split]
+        self.test = make_loader(
+            self.splits.test.subset(half, f"[{a.split}]"), self.splits, 500, train=False
+        )
+        self.fisher_imp: dict[tuple[float, int], list[torch.Tensor]] = {}
         self.example = next(iter(self.test))[0][:1]
         self.groups = find_groups(copy.deepcopy(model), self.example)
         self.cost = flops_model(self.groups)
@@ -90,6 +98,21 @@ class Bench:
         u = 0.05 + 0.95 * torch.rand(len(self.channels), generator=g, dtype=torch.float64)
         theta, _ = shift_to_budget(torch.logit(u), self.cost, budget)
         return self.counts(torch.sigmoid(theta), budget)
+
+    def group_fisher(self, budget: float, seed: int) -> list[int]:
+        """The library's ``group_fisher``: coupled Fisher on 20 training batches of this seed,
+        greedy removal per FLOP; its channels are then chosen by Fisher (``measure``)."""
+        train = make_loader(
+            self.splits.train, self.splits, 128, train=True, device="cpu", seed=seed
+        )
+        m = copy.deepcopy(self.ref)
+        G = find_groups(m, self.example)
+        fisher = channel_fisher(m, G, train, nn.CrossEntropyLoss(), 20)
+        self.fisher_imp[(budget, seed)] = fisher
+        counts = greedy_keep_counts(fisher, self.cost, budget)
+        return self.counts(
+            torch.tensor(counts, dtype=torch.float64) / torch.tensor(self.channels), budget
+        )
 
     def dsa(self, budget: float, seed: int, estimator: str = "fisher") -> list[int]:
         a = self.a
@@ -145,11 +168,15 @@ class Bench:
         return counts
 
     # -- measurement ---------------------------------------------------------------------------
-    def measure(self, counts: list[int], seed: int, channels_by: str) -> dict:
+    def measure(self, counts: list[int], seed: int, channels_by, long_ft: bool) -> dict:
+        """Prune the reference to ``counts`` (channels by ``channels_by``: an importance source
+        or per-group importances), then test accuracy after BN re-estimation (20 batches), after
+        ``--finetune-steps`` SGD steps and, with ``long_ft``, after ``--long-finetune-epochs``
+        epochs of the same SGD in all (the same batches for every method of a seed)."""
         a = self.a
         m = copy.deepcopy(self.ref)
         G = find_groups(m, self.example)
-        imp = channel_importance(G, channels_by)
+        imp = channels_by if isinstance(channels_by, list) else channel_importance(G, channels_by)
         keep = [
             top_channels(i.cpu(), n, g.unit)
             for i, n, g in zip(imp, counts, G.prunable, strict=True)
@@ -159,24 +186,31 @@ class Bench:
         kw = dict(device="cpu", seed=seed)
         train = make_loader(self.splits.train, self.splits, 128, train=True, **kw)
         recalibrate_bn(m, train, 20)
-        acc_bn = evaluate(m, self.test)["acc"]
+        out = {"flops_ratio": flops, "acc_bn": evaluate(m, self.test)["acc"]}
         opt = torch.optim.SGD(
             m.parameters(), lr=a.finetune_lr, momentum=0.9, nesterov=True, weight_decay=5e-4
         )
         m.train()
         torch.manual_seed(seed)
-        step = 0
-        while step < a.finetune_steps:
+        stops = {a.finetune_steps: "acc_ft"}
+        if long_ft and a.long_finetune_epochs > 0:
+            stops[max(a.finetune_steps, round(a.long_finetune_epochs * len(train)))] = "acc_ft2"
+        step, epoch = 0, 0
+        while step < max(stops):
+            train.set_epoch(epoch)
             for x, y in train:
                 loss = nn.functional.cross_entropy(m(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 step += 1
-                if step >= a.finetune_steps:
+                if step in stops:
+                    out[stops[step]] = evaluate(m, self.test)["acc"]
+                    m.train()
+                if step >= max(stops):
                     break
-        acc_ft = evaluate(m, self.test)["acc"]
-        return {"flops_ratio": flops, "acc_bn": acc_bn, "acc_ft": acc_ft}
+            epoch += 1
+        return out
 
 
 def percentile_rank(v: float, population: list[float]) -> float:
@@ -191,19 +225,31 @@ def run(a: argparse.Namespace) -> dict:
     model, model_name = load_model_file(a.checkpoint)
     bench = Bench(model, a)
     ref_acc = evaluate(model, bench.test)["acc"]
-    print(f"{a.name}: reference accuracy {ref_acc:.4f}, {len(bench.channels)} groups", flush=True)
-    out_path = RESULTS / f"allocation_quality_{a.name}.json"
+    print(
+        f"{a.name}: reference accuracy {ref_acc:.4f} on the {a.split} half, "
+        f"{len(bench.channels)} groups",
+        flush=True,
+    )
+    out_path = RESULTS / f"allocation_quality_{a.name}_{a.split}.json"
     out = json.loads(out_path.read_text()) if out_path.exists() and a.resume else {}
     out.update(
         {
             "name": a.name,
+            "split": a.split,
             "model": model_name,
             "reference": Path(a.checkpoint).as_posix(),
             "reference_acc": ref_acc,
             "channels": bench.channels,
             "settings": {
                 k: getattr(a, k)
-                for k in ("alloc_epochs", "alloc_lr", "finetune_steps", "finetune_lr", "random")
+                for k in (
+                    "alloc_epochs",
+                    "alloc_lr",
+                    "finetune_steps",
+                    "finetune_lr",
+                    "long_finetune_epochs",
+                    "random",
+                )
             },
         }
     )
@@ -231,10 +277,15 @@ def run(a: argparse.Namespace) -> dict:
         else:
             counts = getattr(bench, method)(b, seed)
         t1 = time.perf_counter()
-        # a random allocation is fine-tuned with seed 0: its seed draws the allocation
-        ft_seed = 0 if method == "random" else seed
-        by_l1 = method in ("magnitude", "run_magnitude")
-        r = bench.measure(counts, ft_seed, "l1" if by_l1 else "bn_first")
+        # a random allocation's seed draws it; its fine-tunes cycle through the methods' seeds
+        ft_seed = seeds[seed % len(seeds)] if method == "random" else seed
+        if method in ("magnitude", "run_magnitude"):
+            channels_by = "l1"
+        elif method == "group_fisher":
+            channels_by = bench.fisher_imp[(b, seed)]
+        else:
+            channels_by = "bn_first"
+        r = bench.measure(counts, ft_seed, channels_by, long_ft=method in NAMED)
         if method in label:
             r.update(dsa_settings=a.dsa_settings, command=command)
         if method.startswith("run_"):
@@ -243,14 +294,17 @@ def run(a: argparse.Namespace) -> dict:
             method=label.get(method, method),
             budget=b,
             seed=seed,
+            finetune_seed=ft_seed,
+            commit=commit(),
             keep_ratios=[n / c for n, c in zip(counts, bench.channels, strict=True)],
             alloc_time_s=t1 - t0,
             measure_time_s=time.perf_counter() - t1,
         )
         rows.append(r)
+        ft2 = f" 2-epoch {r['acc_ft2']:.4f}" if "acc_ft2" in r else ""
         print(
-            f"{method:10s} flops={b:<5g} seed {seed:2d}: ratio {r['flops_ratio']:.4f} "
-            f"BN-only {r['acc_bn']:.4f} fine-tuned {r['acc_ft']:.4f} "
+            f"{r['method']:12s} flops={b:<5g} seed {seed:2d}: ratio {r['flops_ratio']:.4f} "
+            f"BN-only {r['acc_bn']:.4f} fine-tuned {r['acc_ft']:.4f}{ft2} "
             f"({r['alloc_time_s']:.0f}+{r['measure_time_s']:.0f} s)",
             flush=True,
         )
@@ -260,8 +314,12 @@ def run(a: argparse.Namespace) -> dict:
     return out
 
 
+COLUMNS = (("acc_bn", "BN"), ("acc_ft", "FT"), ("acc_ft2", "FT2"))
+
+
 def summarise(out: dict) -> None:
-    """Per budget and method: mean accuracies over seeds; DSA's rank among the randoms."""
+    """Per budget and method: mean accuracies over seeds, rank among the random allocations,
+    and DSA minus each method paired by seed (mean ± standard error)."""
     summary = {}
     for b in sorted({r["budget"] for r in out["rows"]}, reverse=True):
         rows = [r for r in out["rows"] if r["budget"] == b]
@@ -271,56 +329,92 @@ def summarise(out: dict) -> None:
         if rand:
             s["random_ft_p90"] = float(torch.tensor(s["random_ft"]).quantile(0.9))
             s["random_bn_p90"] = float(torch.tensor(s["random_bn"]).quantile(0.9))
+        per_seed = {}
         for m in sorted({r["method"] for r in rows} - {"random"}):
             mr = [r for r in rows if r["method"] == m]
-            ft = [r["acc_ft"] for r in mr]
-            bn = [r["acc_bn"] for r in mr]
-            s[m] = {
-                "acc_ft_mean": sum(ft) / len(ft),
-                "acc_ft": ft,
-                "acc_bn_mean": sum(bn) / len(bn),
-                "acc_bn": bn,
-                "rank_ft": percentile_rank(sum(ft) / len(ft), s["random_ft"]),
-                "rank_bn": percentile_rank(sum(bn) / len(bn), s["random_bn"]),
-                "keep_ratios": mr[0]["keep_ratios"],
+            v = {"keep_ratios": mr[0]["keep_ratios"], "seeds": [r["seed"] for r in mr]}
+            per_seed[m] = {}
+            for col, _ in COLUMNS:
+                vals = {r["seed"]: r[col] for r in mr if col in r}
+                if vals:
+                    per_seed[m][col] = vals
+                    v[f"{col}_mean"] = sum(vals.values()) / len(vals)
+                    v[col] = list(vals.values())
+            v["rank_ft"] = percentile_rank(v["acc_ft_mean"], s["random_ft"])
+            v["rank_bn"] = percentile_rank(v["acc_bn_mean"], s["random_bn"])
+            s[m] = v
+        if "dsa" in per_seed:  # DSA minus each other method, paired by seed
+            s["dsa_minus"] = {
+                m: {
+                    col: paired(per_seed["dsa"][col], per_seed[m][col])
+                    for col, _ in COLUMNS
+                    if col in per_seed["dsa"] and col in per_seed[m]
+                }
+                for m in per_seed
+                if m != "dsa"
             }
         summary[str(b)] = s
     out["summary"] = summary
 
 
+def _pct(v: float | None) -> str:
+    return "–" if v is None or v != v else f"{v * 100:.2f}"
+
+
+def _diff(d: dict | None) -> str:
+    if not d:
+        return "–"
+    se = "" if d["se"] != d["se"] else f" ± {d['se'] * 100:.2f}"
+    return f"{d['mean'] * 100:+.2f}{se} ({d['higher']}/{d['n']})"
+
+
 def write_tables(results: Path = RESULTS) -> None:
-    """allocation_quality.{json,md} and .png from every network's file in ``results``."""
-    nets = [json.loads(p.read_text()) for p in sorted(results.glob("allocation_quality_*.json"))]
+    """allocation_quality.{json,md} and .png from every network's dev and final files."""
+    nets = [
+        json.loads(p.read_text())
+        for split in SPLITS
+        for p in sorted(results.glob(f"allocation_quality_*_{split}.json"))
+    ]
     nets = [n for n in nets if "summary" in n]
     if not nets:
         return
-    atomic_write_json({n["name"]: n for n in nets}, results / "allocation_quality.json")
+    atomic_write_json(
+        {f"{n['name']}_{n['split']}": n for n in nets}, results / "allocation_quality.json"
+    )
     lines = [
         "# Allocation quality: every method's keep ratios on one trained network",
         "",
-        "Made by `bench/allocation_quality.py` (commands below). Accuracy on the 10,000 CIFAR-10 "
-        "test images after pruning the reference weights to each allocation: *BN* = BN "
-        "statistics re-estimated, no weight update; *FT* = after the same short fine-tune. "
-        "Mean over seeds; *rank* = share of the random allocations below it.",
+        "Made by `bench/allocation_quality.py` (commands below) from the rows in "
+        "`allocation_quality_<network>_<split>.json`. Accuracy on one half of the 10,000 "
+        "CIFAR-10 test images (`dev`: settings are chosen on it; `final`: one number per frozen "
+        "configuration; the halves are fixed and class-balanced, `bench/common.py`), after "
+        "pruning the reference weights to each allocation: *BN* = BN statistics re-estimated, "
+        "no weight update; *FT* = after the same short fine-tune; *FT2* = after a fine-tune of "
+        "that many epochs (named methods only). Mean over seeds; *rank* = share of the random "
+        "allocations below it; *DSA −* = DSA minus the method, paired by seed, ± standard "
+        "error, (seeds where DSA is higher / seeds).",
         "",
     ]
     for n in nets:
         st = n["settings"]
+        commits = sorted({r.get("commit", "?") for r in n["rows"]})
         lines += [
-            f"## {n['name']} (reference {n['reference_acc'] * 100:.2f}%)",
+            f"## {n['name']}, {n['split']} half (reference {n['reference_acc'] * 100:.2f}%)",
             "",
-            f"`{n['command']}`",
+            f"`{n.get('command', '')}`",
             "",
-            f"Fine-tune: {st['finetune_steps']} SGD steps at lr {st['finetune_lr']}, batch 128. "
-            f"DSA allocation run: {st['alloc_epochs']} epoch(s) at lr {st['alloc_lr']}. "
-            f"{st['random']} random allocations per budget"
+            f"Fine-tune: {st['finetune_steps']} SGD steps at lr {st['finetune_lr']}, batch 128; "
+            f"FT2: {st.get('long_finetune_epochs', 0)} epochs of the same SGD. DSA allocation "
+            f"run: {st['alloc_epochs']} epoch(s) at lr {st['alloc_lr']}. {st['random']} random "
+            "allocations per budget, fine-tuned under the methods' seeds in turn"
             + (
                 " (done so far: "
                 + ", ".join(str(len(v["random_ft"])) for v in n["summary"].values())
                 + ")."
                 if any(len(v["random_ft"]) < st["random"] for v in n["summary"].values())
                 else "."
-            ),
+            )
+            + f" Commits: {', '.join(f'`{c}`' for c in commits)}.",
             "",
         ]
         variants = {r["method"]: r for r in n["rows"] if r.get("dsa_settings")}
@@ -341,32 +435,36 @@ def write_tables(results: Path = RESULTS) -> None:
         if variants or from_runs:
             lines.append("")
         lines += [
-            "| FLOPs | method | BN acc % | FT acc % | rank BN | rank FT | seeds (FT) |",
-            "|---|---|---|---|---|---|---|",
+            "| FLOPs | method | BN % | FT % | FT2 % | rank BN | rank FT | DSA − (BN) "
+            "| DSA − (FT) | DSA − (FT2) | seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for b, s in n["summary"].items():
+            minus = s.get("dsa_minus", {})
             for m, v in s.items():
-                if not isinstance(v, dict):
+                if not isinstance(v, dict) or m == "dsa_minus":
                     continue
-                seeds = " / ".join(f"{x * 100:.2f}" for x in v["acc_ft"])
                 rank_bn, rank_ft = (
                     "–" if r != r else f"{r:.2f}" for r in (v["rank_bn"], v["rank_ft"])
                 )  # no random allocations at this budget: no rank
+                d = minus.get(m, {})
                 lines.append(
-                    f"| {b} | {m} | {v['acc_bn_mean'] * 100:.2f} | {v['acc_ft_mean'] * 100:.2f} "
-                    f"| {rank_bn} | {rank_ft} | {seeds} |"
+                    f"| {b} | {m} | {_pct(v.get('acc_bn_mean'))} | {_pct(v.get('acc_ft_mean'))} "
+                    f"| {_pct(v.get('acc_ft2_mean'))} | {rank_bn} | {rank_ft} "
+                    f"| {_diff(d.get('acc_bn'))} | {_diff(d.get('acc_ft'))} "
+                    f"| {_diff(d.get('acc_ft2'))} | {len(v['seeds'])} |"
                 )
             if s["random_ft"]:
                 rf, rb = s["random_ft"], s["random_bn"]
                 lines.append(
                     f"| {b} | random ({len(rf)}) | {rb[0] * 100:.2f}–{rb[-1] * 100:.2f} "
                     f"(p90 {s['random_bn_p90'] * 100:.2f}) | {rf[0] * 100:.2f}–{rf[-1] * 100:.2f} "
-                    f"(p90 {s['random_ft_p90'] * 100:.2f}) | | | |"
+                    f"(p90 {s['random_ft_p90'] * 100:.2f}) | | | | | | | |"
                 )
-        lines += ["", "Keep ratios per group:", ""]
+        lines += ["", "Keep ratios per group (first seed):", ""]
         for b, s in n["summary"].items():
             for m, v in s.items():
-                if isinstance(v, dict):
+                if isinstance(v, dict) and m != "dsa_minus":
                     kr = " ".join(f"{x:.2f}" for x in v["keep_ratios"])
                     lines.append(f"- {b} {m}: {kr}")
         lines.append("")
@@ -381,9 +479,11 @@ def plot(nets: list[dict], results: Path) -> None:
     import matplotlib.pyplot as plt
 
     cells = [(n, b) for n in nets for b in n["summary"]]
+    colours_named = {"group_fisher": "C2"}
     fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 4), squeeze=False)
     colours = {"uniform": "C0", "magnitude": "C1", "dsa": "C3", "dsa_ste": "C4", "dsa_curv": "C3"}
-    colours.update(run_dsa="C5", run_magnitude="C6", run_ssl="C2", run_morphnet="C8")
+    colours.update(run_dsa="C5", run_magnitude="C6", run_ssl="C9", run_morphnet="C8")
+    colours.update(colours_named)
     for ax, (n, b) in zip(axes[0], cells, strict=True):
         s = n["summary"][b]
         for x, key in ((0, "random_bn"), (1, "random_ft")):
@@ -391,12 +491,12 @@ def plot(nets: list[dict], results: Path) -> None:
             ax.scatter(torch.full_like(v, x) + torch.linspace(-0.15, 0.15, len(v)), v, s=8,
                        c="0.6", label="random" if x == 0 else None)  # fmt: skip
         for m, v in s.items():
-            if isinstance(v, dict):
+            if isinstance(v, dict) and m != "dsa_minus":
                 c = colours.get(m, "k")
                 ax.plot([-0.3, 0.3], [v["acc_bn_mean"] * 100] * 2, c=c, lw=2, label=m)
                 ax.plot([0.7, 1.3], [v["acc_ft_mean"] * 100] * 2, c=c, lw=2)
         ax.set_xticks([0, 1], ["BN re-estimated", "fine-tuned"])
-        ax.set_title(f"{n['name']}, FLOPs {b}")
+        ax.set_title(f"{n['name']} ({n['split']}), FLOPs {b}")
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -412,8 +512,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="resnet20")
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--budgets", default="0.5,0.33")
-    p.add_argument("--methods", default="uniform,magnitude,dsa,random")
-    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--methods", default="uniform,magnitude,group_fisher,dsa,random")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="dev",
+        help="the test half to measure on: dev (choose settings here) or final (frozen "
+        "configurations only)",
+    )
     p.add_argument("--random", type=int, default=20)
     p.add_argument("--alloc-epochs", type=float, default=1.0)
     p.add_argument("--alloc-lr", type=float, default=0.01)
@@ -424,6 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument(
+        "--long-finetune-epochs",
+        type=float,
+        default=2.0,
+        help="the FT2 column: epochs of fine-tuning in all, for the named methods (0: none)",
+    )
     p.add_argument(
         "--dsa-set",
         default="",
@@ -443,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             a.dsa_settings[k] = v
     if a.dsa_settings and not a.label:
         p.error("--dsa-set needs --label, so that its rows are not mistaken for the defaults'")
+    if a.label and a.split == "final":
+        p.error("variants are compared on the dev half; the final half measures frozen defaults")
     if not a.tables_only:
         if not a.checkpoint:
             p.error("--checkpoint is required")

@@ -50,7 +50,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, budget_tag  # noqa: E402  (the bench's shared helpers)
+
 METHODS = ["unpruned", "dsa", "uniform", "magnitude", "dsa_ckpt", "ssl", "morphnet"]
 # rows that prune the unpruned run's checkpoint and fine-tune it: row name -> dsaprune --method
 FROM_CHECKPOINT = {"magnitude": "magnitude", "dsa_ckpt": "dsa"}
@@ -92,11 +93,6 @@ class Job:
     @property
     def command(self) -> str:
         return "dsaprune " + shlex.join(self.argv)
-
-
-def budget_tag(b: float) -> str:
-    """A budget in run folder names: 0.333 -> 33p3."""
-    return f"{round(100 * b, 1):g}".replace(".", "p")
 
 
 def plan(a: argparse.Namespace) -> list[Job]:

@@ -44,6 +44,9 @@ class AllocatorConfig:
     # how pull and resistance combine into the Θ-step direction: "curvature" (pull over
     # resistance, the default; see Allocator.direction) or "difference" (pull minus resistance)
     direction: str = "curvature"
+    # the curvature direction's pull / resistanceᵖ: p = 1 is the second-order step, larger p
+    # concentrates the step on the groups that are cheapest to cut now (p → ∞: greedy)
+    power: float = 1.0
 
     def __post_init__(self) -> None:
         if self.direction not in ("curvature", "difference"):
@@ -158,7 +161,7 @@ class Allocator:
             # and the cost falling by Σ pull_k δ_k, the loss rises least for δ_k ∝ pull_k / h_k;
             # the resistance (a secant slope of the removal cost) stands in for h_k
             h = (-resist).clamp(min=0) + 0.05
-            d = pull.clamp(min=0) / h
+            d = pull.clamp(min=0) / h**c.power
             return d / d.mean() if d.mean() > 0 else d
         return (pull + c.loss_scale * resist).clamp(min=0)
 

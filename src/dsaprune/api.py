@@ -130,6 +130,9 @@ def prune(
     """
     t_start = time.perf_counter()
     b = parse_budget(budget)
+    check_batches(train_data, "train_data")
+    if val_data is not None:
+        check_batches(val_data, "val_data")
     tset, dset = _split_settings(settings)
     cfg = TrainConfig(epochs=epochs, **tset)
     dcfg = DSAConfig.from_dict(dset).for_epochs(epochs)
@@ -147,6 +150,11 @@ def prune(
     full = full_train_data if full_train_data is not None else train_data
     if not make_method(dcfg.method).reads_validation:
         train_part = full  # only DSA's allocation reads the validation split
+    elif len(val_data) < 1:
+        raise ValueError(
+            "the validation split that DSA's allocation reads holds no batch (it is smaller "
+            "than one batch): use a smaller batch size or more data"
+        )
     if example_inputs is None:
         example_inputs = next(iter(train_data))[0][:1]
     example_inputs = example_inputs.to(dist.device)
@@ -239,6 +247,36 @@ def prune(
         "allocation_history": dsa.history,
     }
     return PruneResult(model.eval(), report)
+
+
+def check_batches(data, name: str) -> None:
+    """Refuse data that the flow cannot read many times over as (inputs, targets) batches,
+    naming what was given and the fix."""
+    if iter(data) is data:
+        raise ValueError(
+            f"{name} is a {type(data).__name__}, which can be read only once; training reads "
+            "it every epoch: pass a DataLoader or a list of (inputs, targets) batches"
+        )
+    try:
+        len(data)
+    except TypeError:
+        raise ValueError(
+            f"{name} ({type(data).__name__}) has no length; pass a DataLoader or a list of "
+            "(inputs, targets) batches"
+        ) from None
+    if len(data) == 0:
+        raise ValueError(f"{name} holds no batch")
+    first = next(iter(data))
+    if isinstance(first, dict):
+        raise ValueError(
+            f"{name} yields dicts (keys {sorted(first)}); the flow reads (inputs, targets) "
+            "pairs: wrap it, e.g. ((b['image'], b['label']) for each batch b) in a re-iterable"
+        )
+    if not (isinstance(first, (tuple, list)) and len(first) == 2 and torch.is_tensor(first[0])):
+        raise ValueError(
+            f"{name} yields {type(first).__name__}s; the flow reads (inputs, targets) pairs "
+            "whose inputs are tensors"
+        )
 
 
 def _counts(model: nn.Module, in_shape) -> dict[str, int]:

@@ -12,7 +12,7 @@ from .. import models
 from ..io import atomic_write_json
 from ..train import TrainConfig, Trainer, distributed, load_model_state, read_checkpoint
 from ..train import evaluate as evaluate_model
-from .prepare import prepare
+from .prepare import prepare, run_folder
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -23,6 +23,11 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_training(args: argparse.Namespace, cfg: TrainConfig, progress: bool = True) -> dict:
+    with run_folder(args):
+        return _run_training(args, cfg, progress)
+
+
+def _run_training(args: argparse.Namespace, cfg: TrainConfig, progress: bool) -> dict:
     run = prepare(args, seed=cfg.seed, channels_last=cfg.channels_last)
     dist, splits = run.dist, run.splits
     try:
@@ -83,6 +88,12 @@ def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
 
 def evaluate(args: argparse.Namespace) -> int:
     model, ckpt = model_from_checkpoint(args.checkpoint)
+    if args.dataset is None:  # the data set the model was trained on, not a silent default
+        args.dataset = ckpt.get("dataset")
+        if args.dataset is None:
+            raise ValueError(
+                f"{args.checkpoint} does not record its data set: pass --dataset (and --data)"
+            )
     run = prepare(args)
     splits = run.splits
     if splits.num_classes != int(ckpt["num_classes"]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .. import __version__, models
 from ..cost.timing import steady_allocator
@@ -20,17 +21,31 @@ STEADY_HELP = (
 )
 
 
+FORCE_HELP = "write into RUN_DIR even if it holds another run's files (they are replaced)"
+
+
 def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
     p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _data_args(p: argparse.ArgumentParser, recorded: bool = False) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset",
-        default="shapes",
+        default=None if recorded else "shapes",
         choices=DATASETS,
-        help="shapes: built in, needs no files (default); cifar10 / cifar100: the "
+        help=("[the data set the checkpoint records] " if recorded else "")
+        + "shapes: built in, needs no files (default); cifar10 / cifar100: the "
         "official python-version folder or .tar.gz, or an image folder / archive "
         "train/<class>/*, test/<class>/*; imagefolder: any such folder of small "
         "same-size images; imagenet: an ImageNet-style folder of any image sizes",
@@ -61,7 +76,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("training schedule (defaults in brackets; --config sets any of them)")
     g.add_argument("--epochs", type=float, help=f"epochs, may be fractional [{d.epochs}]")
-    g.add_argument("--batch-size", type=int, help=f"global batch size [{d.batch_size}]")
+    g.add_argument("--batch-size", type=_positive, help=f"global batch size [{d.batch_size}]")
     g.add_argument("--lr", type=float, help=f"peak learning rate [{d.lr}]")
     g.add_argument("--momentum", type=float, help=f"SGD momentum [{d.momentum}]")
     _bool_flag(g, "nesterov", f"Nesterov momentum [{d.nesterov}]")
@@ -113,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument("--force", action="store_true", help=FORCE_HELP)
     t.add_argument("--quiet", action="store_true", help="no progress output")
     _data_args(t)
     _train_args(t)
@@ -124,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "test accuracy and loss.",
     )
     e.add_argument("--checkpoint", required=True, metavar="FILE", help="a last.pt file")
-    e.add_argument("--batch-size", type=int, default=256, help="evaluation batch size [256]")
-    _data_args(e)
+    e.add_argument("--batch-size", type=_positive, default=256, help="evaluation batch size [256]")
+    _data_args(e, recorded=True)
 
     pr = sub.add_parser(
         "prune",
@@ -181,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="strength of the ssl / morphnet penalty [ssl 5e-4, morphnet 2e-3]",
     )
-    pr.add_argument("--round-to", type=int, help="channel counts in multiples of N [1]")
+    pr.add_argument("--round-to", type=_positive, help="channel counts in multiples of N [1]")
     pr.add_argument(
         "--physical",
         action=argparse.BooleanOptionalAction,
@@ -204,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from RUN_DIR/last.pt"
     )
+    pr.add_argument("--force", action="store_true", help=FORCE_HELP)
     pr.add_argument("--quiet", action="store_true", help="no progress output")
     _data_args(pr)
     _train_args(pr)
@@ -239,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", required=True, metavar="FILE", help="model.pt or last.pt")
     ex.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     ex.add_argument(
-        "--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="[the model's own]"
+        "--input-size",
+        type=_positive,
+        nargs=3,
+        metavar=("C", "H", "W"),
+        help="[the model's own]",
     )
     ex.add_argument("--opset", type=int, default=17, help="ONNX opset version [17]")
 
@@ -280,6 +301,19 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError, TrainingDiverged, TraceError, ValueError) as e:
         print(f"dsaprune {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"dsaprune {args.command}: interrupted; {_where_to_resume(args)}", file=sys.stderr)
+        return 130
+
+
+def _where_to_resume(args: argparse.Namespace) -> str:
+    out = getattr(args, "out", None)
+    if args.command not in ("train", "prune") or not out:
+        return "nothing was written"
+    ckpt = Path(out) / "last.pt"
+    if ckpt.is_file():
+        return f"{ckpt} holds the last finished epoch: run the same command with --resume"
+    return "no epoch had finished, so there is no checkpoint: run the command again"
 
 
 if __name__ == "__main__":

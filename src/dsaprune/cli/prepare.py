@@ -5,9 +5,12 @@ the data splits, and loaders that honour every data option (``--image-size``, ``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from dataclasses import dataclass
 
 from ..data import Splits, load_splits, make_loader
+from ..io import claim_run_dir
 from ..train import distributed
 from ..train.distributed import DistInfo
 
@@ -52,3 +55,20 @@ def prepare(args: argparse.Namespace, *, seed: int = 0, channels_last: bool = Fa
         raise
     # channels_last pays off only on CUDA: on the CPU it slows these networks down
     return Run(args, dist, splits, seed, channels_last and dist.device.type == "cuda")
+
+
+@contextlib.contextmanager
+def run_folder(args: argparse.Namespace):
+    """Claim ``args.out`` for this run while it lasts: refused if it is a file, or holds another
+    run without --resume / --force, or another process is writing to it (see
+    ``io.claim_run_dir``). Only the main process of a data-parallel run holds the lock."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    lock = claim_run_dir(
+        args.out, getattr(args, "resume", False), getattr(args, "force", False)
+    ).acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 
 from .. import models, surgery
 from ..api import prune
@@ -14,20 +13,23 @@ from ..cost import COSTS, allocator, count_flops, count_params, make_cost, measu
 from ..data import split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
-from ..io import load_safely
+from ..io import ConfigError, load_safely, read_yaml
 from ..reports import write_report
 from ..train import TrainConfig, distributed
 from .commands import model_from_checkpoint, run_training
-from .prepare import prepare
+from .prepare import prepare, run_folder
 
 
 def _settings(args: argparse.Namespace) -> dict:
     """Settings from --config (``train:`` / ``dsa:`` sections or flat) overridden by options."""
     s: dict = {}
     if getattr(args, "config", None):
-        d = yaml.safe_load(Path(args.config).read_text()) or {}
+        d = read_yaml(args.config)
         for section in ("train", "dsa"):
-            s.update(d.pop(section, {}) or {})
+            part = d.pop(section, {}) or {}
+            if not isinstance(part, dict):
+                raise ConfigError(f"--config {args.config}: '{section}:' must hold a mapping")
+            s.update(part)
         s.update(d)
     for k in TrainConfig.fields():
         v = getattr(args, k, None)
@@ -65,6 +67,11 @@ def _model(args) -> tuple[torch.nn.Module, str, int | None]:
 def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
     s = _settings(args)
     seed = int(s.get("seed", 0))
+    with run_folder(args):
+        return _run_prune(args, s, seed, progress)
+
+
+def _run_prune(args: argparse.Namespace, s: dict, seed: int, progress: bool) -> dict:
     run = prepare(args, seed=seed, channels_last=bool(s.get("channels_last", True)))
     dist, splits = run.dist, run.splits
     try:
@@ -236,6 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model="resnet20",
         out=str(Path(args.out) / "unpruned"),
         resume=False,
+        force=True,  # the demo's own folders: a second demo replaces the first
     )
     cfg = TrainConfig(epochs=epochs, lr=0.1, weight_decay=5e-4)
     ref = run_training(base_ns, cfg, progress=False)
@@ -252,6 +260,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         budget="flops=0.5",
         epochs_default=epochs,
         config=None,
+        force=True,
         argv=["demo"],
         lr=0.1,
         weight_decay=5e-4,

@@ -1,4 +1,6 @@
-"""On-disk cache of decoded data sets, keyed by the source file's path, size and mtime."""
+"""On-disk cache of decoded data sets, keyed by the source's path, size and mtime: a file's
+own, a folder's every file's (an image added to or deleted from a class folder changes no
+parent folder's size, and the class folder's mtime only)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,15 @@ FORMAT = 1  # bump when the decoded layout changes
 
 
 def _key(source: Path, split: str) -> str:
-    st = source.stat()
-    ident = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}|{FORMAT}"
-    return hashlib.sha1(ident.encode()).hexdigest()[:16]
+    h = hashlib.sha1(f"{source.resolve()}|{split}|{FORMAT}".encode())
+    if source.is_dir():
+        for f in sorted(p for p in source.rglob("*") if p.is_file()):
+            st = f.stat()
+            h.update(f"|{f.relative_to(source).as_posix()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:
+        st = source.stat()
+        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def cached(source: Path, split: str, decode: Callable[[], ImageData]) -> ImageData:

@@ -47,6 +47,42 @@ def _importance_source(g: ChannelGroup, graph, names, shapes) -> str:
     return g.norms[0] if g.norms else (producers[0] if producers else "")
 
 
+@torch.no_grad()
+def _check_same_layers_run(model: nn.Module, example: torch.Tensor) -> None:
+    """Refuse a forward whose layers depend on the input's values (``if x.mean() > 0``): the
+    trace sees one branch, so the other's channels would be grouped with nothing and fail
+    mid-training with a channel mismatch. Runs the example, its negation and noise of its
+    scale, and compares which layers ran."""
+    if not torch.is_tensor(example) or not example.is_floating_point():
+        return
+    ran: set[str] = set()
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, _o, n=n: ran.add(n))
+        for n, m in model.named_modules()
+        if isinstance(m, LAYERS + NORMS)
+    ]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    noise = torch.randn(example.shape, generator=g).to(example) * example.std().clamp_min(1.0)
+    seen = []
+    try:
+        for x in (example, -example, noise):
+            ran.clear()
+            model(x)
+            seen.append(set(ran))
+    finally:
+        for h in hooks:
+            h.remove()
+    differ = sorted(set.union(*seen) - set.intersection(*seen))
+    if differ:
+        some = ", ".join(differ[:6]) + (" …" if len(differ) > 6 else "")
+        raise TraceError(
+            f"the model's forward runs different layers for different inputs ({some} run for "
+            "some inputs only): a branch on the input's "
+            "values cannot be traced into channel groups. Prune a copy of the model whose forward "
+            "takes one path for every input"
+        )
+
+
 def find_groups(
     model: nn.Module,
     example_inputs: torch.Tensor,
@@ -63,6 +99,7 @@ def find_groups(
     model.eval()
     try:
         shapes = _record_shapes(model, example_inputs)
+        _check_same_layers_run(model, example_inputs)
         ignored = [model.get_submodule(n) for n in ignored_layers]
         try:
             with torch.enable_grad(), warnings.catch_warnings():

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from ..io import read_yaml
 
 
 @dataclass
@@ -67,8 +67,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
-        d = yaml.safe_load(Path(path).read_text()) or {}
-        d = d.get("train", d)
+        d = read_yaml(path)
+        d = dict(d.get("train", d) or {})
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(d)
 

@@ -26,14 +26,39 @@ class DistInfo:
         return self.world_size > 1
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device this machine has; anything else is
+    refused with what is available."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: not supported; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "built with CUDA"
+            raise ValueError(
+                f"--device {device}: no CUDA GPU is visible to PyTorch {torch.__version__} "
+                f"({build}); use --device cpu, or auto to take a GPU when there is one"
+            )
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(
+                f"--device {device}: this machine has {n} GPU(s), cuda:0 … cuda:{n - 1}"
+            )
+    return dev
+
+
 def setup(device: str = "auto") -> DistInfo:
     """Pick the device and, under ``torchrun``, join the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local if world > 1 else (dev.index or 0))
         torch.cuda.set_device(dev)

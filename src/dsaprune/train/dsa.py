@@ -102,6 +102,12 @@ class DSAConfig:
                 f"(window_end_fraction {self.window_end_fraction:.4g}); lower the first or "
                 "raise the second"
             )
+        if (
+            isinstance(self.round_to, bool)
+            or not isinstance(self.round_to, int)
+            or self.round_to < 1
+        ):
+            raise ValueError(f"round_to is a whole number of channels >= 1, got {self.round_to!r}")
         make_method(self.method)  # an unknown name fails here, not mid-run
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
@@ -149,6 +155,12 @@ class DSA:
         steps_per_epoch: int,
     ) -> None:
         self.groups, self.cost, self.budget, self.cfg = groups, cost, budget, cfg
+        widest = max((g.channels for g in groups.prunable), default=0)
+        if groups.prunable and cfg.round_to > widest:
+            raise ValueError(
+                f"round_to {cfg.round_to} is wider than every prunable group (the widest has "
+                f"{widest} channels), so it would round nothing: use at most {widest}"
+            )
         floor = cost.floor(cfg.round_to)
         if budget.fraction < floor:
             least = "one channel" if cfg.round_to <= 1 else f"{cfg.round_to} channels (round_to)"

@@ -240,9 +240,12 @@ class Trainer:
             self.train_loader.set_epoch(self.epoch)
         steps = min(len(self.train_loader), self.total_steps - self.step)
         acc = torch.zeros(3, dtype=torch.float64, device=self.device)
+        # passes still to come at this loader's length (a DSA run's allocation trains on the
+        # 90% split, so its passes are shorter than the epochs the schedule counts)
+        passes = self.epoch + math.ceil((self.total_steps - self.step) / max(1, steps))
         bar = tqdm(
             total=steps,
-            desc=f"epoch {self.epoch + 1}/{math.ceil(self.cfg.epochs)}",
+            desc=f"epoch {self.epoch + 1}/{passes}",
             disable=None if self.progress else True,
             leave=False,
             dynamic_ncols=True,
@@ -258,6 +261,8 @@ class Trainer:
             self._call("before_step", x, y)
             with _autocast(self.device, self.amp):
                 out = self.net(x)
+                if i == 0:
+                    self._check_targets(out, y)
                 loss = self.loss_fn(out.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -284,13 +289,32 @@ class Trainer:
             "images_per_s": n_seen * self.dist.world_size / max(dt, 1e-9),
         }
 
+    def _check_targets(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        """Class-index targets outside the model's outputs, said plainly (cross-entropy would
+        fail with an index error on the CPU and a device-side assert on a GPU)."""
+        if out.dim() != 2 or y.dtype not in (torch.int64, torch.int32) or y.numel() == 0:
+            return
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= out.shape[1]:
+            bad = hi if hi >= out.shape[1] else lo
+            raise ValueError(
+                f"a target label is {bad}, but the model has {out.shape[1]} outputs (classes "
+                f"0 to {out.shape[1] - 1}): the data has more classes than the model, or its "
+                "labels are not class indices"
+            )
+
     def diverged(self, what: str) -> TrainingDiverged:
         """The error that stops a run whose numbers became NaN or infinite: ``what`` happened,
         the last good checkpoint is intact."""
-        where = f" ({self.checkpoint_path}, epoch {self.epoch})" if self.out_dir else ""
+        ckpt = self.checkpoint_path
+        if ckpt is not None and ckpt.is_file():
+            return TrainingDiverged(
+                f"{what}; the last good checkpoint is intact ({ckpt}, epoch {self.epoch}). Lower "
+                "the learning rate or add warm-up, then resume"
+            )
         return TrainingDiverged(
-            f"{what}; the last good checkpoint is intact{where}. Lower the learning rate or add "
-            "warm-up, then resume"
+            f"{what}, before any epoch had finished, so there is no checkpoint to resume from. "
+            "Lower the learning rate or add warm-up, then run again"
         )
 
     def fit(self) -> dict:

@@ -1,0 +1,70 @@
+"""What the bench scripts share: the repository's paths (and ``src`` on the import path, so a
+script runs from a clone without installing), run-folder names, the commit a row was made at,
+the dev / final halves of a test set, and paired differences with their standard errors."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+
+def budget_tag(b: float) -> str:
+    """A budget in run folder names: 0.333 -> 33p3."""
+    return f"{round(100 * b, 1):g}".replace(".", "p")
+
+
+def commit() -> str:
+    """The commit the working tree is at, with ``+dirty`` when it has uncommitted changes to
+    tracked files (a row made so cannot be reproduced from its commit alone)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+def test_halves(labels: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dev, final) indices: a fixed, class-balanced half of a test set each. Settings are
+    chosen on dev; final gives one number per frozen configuration. Each class's images are
+    permuted with ``seed`` and split in two (an odd count gives final the extra image)."""
+    g = torch.Generator().manual_seed(seed)
+    dev, final = [], []
+    for c in labels.unique(sorted=True):
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        dev.append(idx[: len(idx) // 2])
+        final.append(idx[len(idx) // 2 :])
+    return torch.cat(dev).sort()[0], torch.cat(final).sort()[0]
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """a − b over the seeds both have: mean, standard error of the mean, count, and in how
+    many seeds a was higher; None without a shared seed."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = [a[s] - b[s] for s in seeds]
+    mean = sum(d) / len(d)
+    se = (
+        math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+        if len(d) > 1
+        else math.nan
+    )
+    return {"mean": mean, "se": se, "n": len(d), "higher": sum(x > 0 for x in d)}
