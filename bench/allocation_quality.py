@@ -192,9 +192,10 @@ class Bench:
         )
         m.train()
         torch.manual_seed(seed)
-        stops = {a.finetune_steps: "acc_ft"}
+        stops = {a.finetune_steps: ["acc_ft"]}
         if long_ft and a.long_finetune_epochs > 0:
-            stops[max(a.finetune_steps, round(a.long_finetune_epochs * len(train)))] = "acc_ft2"
+            at = max(a.finetune_steps, round(a.long_finetune_epochs * len(train)))
+            stops.setdefault(at, []).append("acc_ft2")
         step, epoch = 0, 0
         while step < max(stops):
             train.set_epoch(epoch)
@@ -205,8 +206,8 @@ class Bench:
                 opt.step()
                 step += 1
                 if step in stops:
-                    out[stops[step]] = evaluate(m, self.test)["acc"]
-                    m.train()
+                    acc = evaluate(m, self.test)["acc"]
+                    out.update(dict.fromkeys(stops[step], acc))
                 if step >= max(stops):
                     break
             epoch += 1

@@ -3,7 +3,6 @@ computed from the rows, and a reference network round-trips through the weights-
 
 import importlib.util
 import json
-import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -18,14 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def aq():
-    sys.path.insert(0, str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location(
         "allocation_quality", ROOT / "bench/allocation_quality.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    yield mod
-    sys.path.remove(str(ROOT / "bench"))
+    return mod
 
 
 def test_rank_and_summary_come_from_the_rows(aq, tmp_path):
@@ -49,24 +46,51 @@ def test_rank_and_summary_come_from_the_rows(aq, tmp_path):
             "seed": s,
             "acc_bn": 0.35,
             "acc_ft": 0.4 + 0.1 * s,
+            "acc_ft2": 0.6,
             "keep_ratios": [0.6],
             "flops_ratio": 0.5,
         }  # fmt: skip
-        for s in (0, 1)
+        for s in (0, 1, 2)
     ]
-    out = {"rows": rows, "name": "toy", "reference_acc": 0.9, "command": "x",
+    rows += [
+        {"method": "group_fisher", "budget": 0.5, "seed": s, "acc_bn": 0.3, "acc_ft": 0.5,
+         "acc_ft2": 0.6 - 0.01 * s, "keep_ratios": [0.7], "flops_ratio": 0.5, "commit": "abc"}
+        for s in (0, 1, 2)
+    ]  # fmt: skip
+    out = {"rows": rows, "name": "toy", "split": "dev", "reference_acc": 0.9, "command": "x",
            "settings": {"finetune_steps": 1, "finetune_lr": 0.1, "alloc_epochs": 1,
-                        "alloc_lr": 0.1, "random": 5}}  # fmt: skip
+                        "alloc_lr": 0.1, "random": 5, "long_finetune_epochs": 2}}  # fmt: skip
     aq.summarise(out)
     s = out["summary"]["0.5"]
-    assert s["dsa"]["acc_ft_mean"] == pytest.approx(0.45)
-    assert s["dsa"]["rank_ft"] == pytest.approx(4 / 5)  # 0.45: above 0.1 … 0.4, below 0.5
+    assert s["dsa"]["acc_ft_mean"] == pytest.approx(0.5)
+    assert s["dsa"]["rank_ft"] == pytest.approx(4.5 / 5)  # 0.5: above 0.1 … 0.4, ties 0.5
     assert s["random_ft"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
-    (tmp_path / "allocation_quality_toy.json").write_text(json.dumps(out))
+    d = s["dsa_minus"]["group_fisher"]
+    assert d["acc_bn"]["mean"] == pytest.approx(0.05) and d["acc_bn"]["higher"] == 3
+    assert d["acc_ft"]["mean"] == pytest.approx(0.0)  # -0.1, 0, +0.1
+    assert d["acc_ft"]["se"] == pytest.approx((0.02 / 2 / 3) ** 0.5)
+    assert d["acc_ft2"]["mean"] == pytest.approx(0.01) and d["acc_ft2"]["higher"] == 2
+    (tmp_path / "allocation_quality_toy_dev.json").write_text(json.dumps(out))
     aq.write_tables(tmp_path)
     md = (tmp_path / "allocation_quality.md").read_text()
-    assert "| 0.5 | dsa | 35.00 | 45.00 |" in md
+    assert "## toy, dev half" in md
+    assert "| 0.5 | dsa | 35.00 | 50.00 | 60.00 |" in md
+    assert "| 0.5 | group_fisher | 30.00 | 50.00 | 59.00 | 0.40 | 0.90 | +5.00 ± 0.00 (3/3) |" in md
     assert (tmp_path / "allocation_quality.png").stat().st_size > 0
+
+
+def test_dev_and_final_halves_are_disjoint_class_balanced_and_fixed():
+    from common import paired, test_halves
+
+    labels = torch.arange(1001) % 10
+    dev, final = test_halves(labels)
+    assert len(set(dev.tolist()) & set(final.tolist())) == 0
+    assert len(dev) + len(final) == 1001
+    assert torch.bincount(labels[dev]).tolist() == [50] * 10
+    again, _ = test_halves(labels)
+    assert torch.equal(dev, again)
+    assert paired({0: 1.0}, {1: 0.0}) is None
+    assert paired({0: 1.0, 1: 2.0}, {0: 0.5, 1: 1.0, 2: 9.0})["n"] == 2
 
 
 def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypatch):
@@ -84,14 +108,21 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
     dsaprune.save(model, path, model_name="resnet20", num_classes=10)
     ref, name = aq.load_model_file(str(path))
     assert name == "resnet20"
-    a = Namespace(data=None, finetune_steps=2, finetune_lr=0.01, alloc_epochs=0.1, alloc_lr=0.01)
+    a = Namespace(
+        data=None, finetune_steps=2, finetune_lr=0.01, alloc_epochs=0.1, alloc_lr=0.01,
+        split="final", long_finetune_epochs=0.02,
+    )  # fmt: skip
     bench = aq.Bench(ref, a)
-    for method in ("uniform", "magnitude", "random"):
+    assert len(bench.test) == 1 and next(iter(bench.test))[0].shape[0] == 100  # the final half
+    for method in ("uniform", "magnitude", "random", "group_fisher"):
         counts = getattr(bench, method)(0.5, 0)
         alpha = torch.tensor(counts, dtype=torch.float64) / torch.tensor(bench.channels)
         assert 0.97 * 0.5 <= float(bench.cost.ratio(alpha)) <= 0.5, method
-    r = bench.measure(bench.random(0.33, 1), 0, "bn_first")
-    assert r["flops_ratio"] <= 0.33 and 0 <= r["acc_ft"] <= 1
+    r = bench.measure(bench.random(0.33, 1), 0, "bn_first", long_ft=True)
+    assert r["flops_ratio"] <= 0.33 and 0 <= r["acc_ft"] <= 1 and 0 <= r["acc_ft2"] <= 1
+    counts = bench.group_fisher(0.33, 0)
+    r = bench.measure(counts, 0, bench.fisher_imp[(0.33, 0)], long_ft=False)
+    assert r["flops_ratio"] <= 0.33 and "acc_ft2" not in r
     # run_<method>: the counts a finished table run ended with, found by method, budget and seed
     runs = tmp_path / "runs"
     counts = bench.uniform(0.333, 1)
