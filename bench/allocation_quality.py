@@ -375,6 +375,7 @@ def write_tables(results: Path = RESULTS) -> None:
         json.loads(p.read_text())
         for split in SPLITS
         for p in sorted(results.glob(f"allocation_quality_*_{split}.json"))
+        if "scratch" not in p.name  # a scratch run's rows are not published
     ]
     nets = [n for n in nets if "summary" in n]
     if not nets:
