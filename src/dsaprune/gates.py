@@ -12,10 +12,13 @@ so ∂L/∂p_i = ∂L/∂m_i and ∂L/∂α = C Σ_i (∂L/∂m_i) p_i(1 − p_i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from .grouping import Groups
+if TYPE_CHECKING:  # the gates act on groups but need nothing of the grouping code to run
+    from .grouping import Groups
 
 
 def pad_groups(values: list[torch.Tensor], fill: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

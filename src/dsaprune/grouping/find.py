@@ -12,6 +12,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..gates import GateHooks, pad_groups
 from .graph import _Graph
 from .groups import LAYERS, NORMS, ChannelGroup, Groups, TraceError, _record_shapes
 
@@ -208,8 +209,6 @@ def _check_channel_maps(groups: Groups, x: torch.Tensor, probes: int = 3):
     through it would silently compute something else; this finds it. Groups with LayerNorm over
     their channels are not checked (a normalisation over the channels does not keep a zero a
     zero)."""
-    from ..gates import GateHooks, pad_groups  # the gates build on the groups
-
     model = groups.model
     checked = [
         g
