@@ -105,10 +105,8 @@ class Allocator:
         mag = g.abs().mean()
         if not mag > 0:
             return torch.zeros_like(g)
-        # no bound by default: the budget's pull is not bounded either, and a bound of 3 on deep
-        # networks (a few costly residual streams among many thin groups) capped exactly the
-        # streams' resistance, so they were cut first (ResNet-56 at 50% FLOPs: allocation-
-        # quality accuracy 66.78% with the bound, 70.88% without; ResNet-20 79.17 -> 79.40)
+        # no bound by default: a bound capped exactly the few costly residual streams of a
+        # deep network, so they were cut first (docs/decisions.md)
         g = g / mag
         return g if c.clip is None else g.clamp(-c.clip, c.clip)
 
@@ -144,13 +142,7 @@ class Allocator:
         """The step direction in keep ratios (≥ 0: they only fall) from the budget's pull (the
         ADMM terms of the Θ-step) and the loss's resistance, each in units of its mean magnitude
         over groups: by default their quotient (``curvature``), or their projected difference.
-
-        Measured with ``bench/allocation_quality.py`` (fine-tuned accuracy, 2 seeds): ResNet-56
-        at 50% FLOPs 72.22% with ``curvature`` against 70.88% with ``difference`` (uniform
-        71.48%); ResNet-20 at 33% 74.71% against 73.11% (magnitude 73.43%), at 50% 78.87%
-        against 79.40% (magnitude 77.86%). The difference fixes the trade between FLOPs and loss
-        by the normalisation, so groups whose normalised resistance exceeds their pull are never
-        cut and the others are cut to extremes."""
+        The measurements that chose the quotient are in ``docs/decisions.md``."""
         c = self.cfg
         pull = self.u2 + c.rho2 * (self.theta - self.z)
         mag = pull.abs().mean()

@@ -22,23 +22,9 @@ the allocator turns into the loss's resistance against the budget's pull.
 - ``fisher_joint``: the second-order cost of removing a group's next channels together,
   ½·mean_n (Σ_S g_ni)² per channel of S, cross terms kept (``fisher`` sums the channels alone).
 
-The choice, measured by ``bench/alpha_signal.py`` on the trained CIFAR-10 references: the
-Spearman ρ of each signal per FLOP against the measured loss increase of removing each group's
-next 10% of channels (BN re-estimated), over 4,864 class-mixed validation images. With every
-group whole (where DSA starts from a trained network): ResNet-20 (85.47%) ``fisher`` +0.88,
-``fisher_joint`` +0.90, ``fisher_centred`` +0.83, ``ste`` (β2 5) −0.22; ResNet-56 (76.96%, 4
-epochs) +0.50 / +0.47 / +0.56; ResNet-56 (83.69%, 10 epochs) +0.59 / +0.48 / +0.54. At keep 0.7
-on ResNet-20: +0.60 / +0.69 / +0.45, ``ste`` −0.74. The truth reproduces (two disjoint halves
-agree at +0.94, +0.59, +0.63). The validation split is too small for ResNet-56: against a
-truth on 38,400 training images (halves agree at +0.97) ``fisher`` reaches +0.70,
-``fisher_centred`` +0.75, ``fisher_joint`` +0.66. Re-estimating BN after a cut absorbs much of
-what the Fisher cost measures at fixed statistics, unevenly (95% for the first residual stream,
-70% for the third); no estimator here models that. See
-``bench/results/alpha_signal.md``, last section (earlier numbers there were measured on
-class-sorted prefixes of the validation split and are superseded). ``fisher`` stays the
-default: it is close to the best variant in most rows and won the allocation-quality bench.
-Finite differences (one forward per group per Θ-step) and REINFORCE were not built: the first
-costs K + 1 forwards per Θ-step, the second needs many samples for one group's signal.
+``fisher`` is the default. How each signal ranks the groups' measured removal cost on the
+trained references (Spearman ρ), and why ``fisher`` was chosen, is in ``docs/decisions.md``
+("The Θ-step's loss signal") with ``bench/results/alpha_signal.md``.
 """
 
 from __future__ import annotations

@@ -1,56 +1,16 @@
 """Latency as a quadratic form in the keep ratios, fitted from measurements on the target device.
 
-Each convolution / linear layer is rebuilt in its real shape (kernel, stride, padding, dilation,
-groups, input size) and timed at a grid of input and output channel counts. Its time is fitted as
-bilinear in the two keep ratios x (input) and y (output) plus a constant,
+Each convolution / linear layer is rebuilt in its real shape and timed at a grid of input and
+output channel counts; its time is fitted as bilinear in the two keep ratios plus a constant,
+t(x, y) = a·x·y + b·x + c·y + d with a, b, c, d ≥ 0, so the network stays a quadratic form and
+the allocator, the budget guarantee and the rounding work unchanged. The layers' sum is
+calibrated on pruned copies of the whole network, T ≈ κ·Σ layers + λ·Σ_k e_k α_k + c0 (the
+element-wise work on each group's feature maps is λ's). On a CPU, channels above one vector
+block count in whole blocks (``channel_block``), and a wide group may keep less than one block
+only where half-block probes showed its layers getting faster (``_sub_block_groups``). Fits are
+cached per device in ``$DSAPRUNE_CACHE/latency/<device>.json``, written atomically.
 
-    t(x, y) = a·x·y + b·x + c·y + d,    a, b, c, d ≥ 0,
-
-so the network stays ``Aᵀ Q A + bᵀ A + c`` and the allocator, the budget guarantee and the
-rounding work unchanged.
-
-The layers' sum is then calibrated on the whole network: pruned copies are timed and
-
-    T ≈ κ · Σ layers + λ · Σ_k e_k α_k + c0,    κ, λ, c0 ≥ 0,
-
-is fitted. κ takes up what scales with the layers (they run slower or faster in the network than
-alone), λ the element-wise work on each group's feature maps (BN, activations, additions:
-e_k = the group's activation elements at full width, over its producers' outputs, times the
-batch), c0 what does not scale (the stem, pooling, Python dispatch). The element-wise term
-matters where the convolutions are a small part of the time: in MobileNetV2-CIFAR at batch 1
-the convolutions and the linear layer, timed alone, add up to 2.2 of the network's 7 ms. The
-copies are uniformly pruned ones (keep 1, ¾, ½, ¼) and as many with a seeded random keep ratio
-per group, since uniform copies alone cannot tell the element-wise term from the layers (both
-fall together) and a budget is checked on a non-uniform allocation. Fitted as κ · Σ + c0 on
-uniform copies alone, the latency ratios of random block-aligned MobileNetV2 prunes at batch 1
-came out 4–13% below the measured ones. A κ far from 1 means the layer table does not describe
-this machine as it is now (measured while it was busy, say): the layers are measured again,
-once.
-
-A convolution's time on a CPU is not smooth in its channel count: above one block of as many
-channels as a vector register holds (16 float32 with AVX-512, 8 with AVX2), a partial block
-costs a whole one. On the 2-core AVX-512 machine a 3×3 convolution at 16×16, batch 64, takes
-1.5–1.7 ms for 17 to 32 channels in and out, 3.2–3.4 ms for 33 to 48 and 5.7–5.9 ms for 49 to
-64; ``bench/results/latency_cpu.md``). Below one block the time still falls when both sides
-are small (16: 0.47 ms, 8: 0.26 ms, 4: 0.15 ms) but not when one side is wide (a 1×1
-convolution at 32×32, batch 64: 4.2 ms for 4 to 16 channels in and 112 out). So a latency cost
-carries the device's block (``channel_block``): layers wider than a block are measured at
-multiples of it, and in a group wider than one block the rounding keeps whole blocks
-(``cost.quadratic.channel_levels``), so that a latency budget never keeps a partial block that
-costs as much as a full one. Below the first block it depends on the batch: each wide side is
-also timed at half a block, and a group whose layers took there what their fits predict (within
-``SUB_BLOCK_TOLERANCE``) may keep less than one block (``_sub_block_groups``). On the 2-core
-machine that is every wide group of ResNet-20 and ResNet-56 at batch 1 and one of each's at
-batch 64 (the others 24–43% slower than predicted). Counts below one block are also
-where the machine's speed is least steady: at batch 64 on 2 threads a ResNet-56 keeping 8 of
-its 16-channel groups' channels ran in 39–43 ms or in 55–57 ms in one process, in stretches,
-while its twin keeping 16 held 58–67 ms (``bench/latency_states.py``).
-
-Fits are cached per device (processor or GPU, threads, PyTorch, dtype) in
-``$DSAPRUNE_CACHE/latency/<device>.json``, keyed by batch size, input size and layer shape, and
-written atomically; a second run measures nothing. A damaged cache is reported and re-measured,
-and a table found slower than the machine is when a run times the unpruned network
-(``measured.check_table``) is forgotten for that network.
+The measurements behind each of these choices are in ``docs/latency.md``.
 """
 
 from __future__ import annotations
