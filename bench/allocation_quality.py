@@ -286,7 +286,7 @@ def run(a: argparse.Namespace) -> dict:
             channels_by = bench.fisher_imp[(b, seed)]
         else:
             channels_by = "bn_first"
-        r = bench.measure(counts, ft_seed, channels_by, long_ft=method in NAMED)
+        r = bench.measure(counts, ft_seed, channels_by, long_ft=method in a.long_methods)
         if method in label:
             r.update(dsa_settings=a.dsa_settings, command=command)
         if method.startswith("run_"):
@@ -534,6 +534,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument(
+        "--long-finetune-methods",
+        default=",".join(NAMED),
+        help="the methods that get the FT2 column [%(default)s]",
+    )
+    p.add_argument(
         "--long-finetune-epochs",
         type=float,
         default=2.0,
@@ -549,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tables-only", action="store_true", help="only rebuild the .md / .png")
     a = p.parse_args(argv)
     a.argv = sys.argv[1:] if argv is None else argv
+    a.long_methods = a.long_finetune_methods.split(",")
     a.dsa_settings = {}
     for kv in filter(None, a.dsa_set.split(",")):
         k, _, v = kv.partition("=")

@@ -45,8 +45,9 @@ class AllocatorConfig:
     # resistance, the default; see Allocator.direction) or "difference" (pull minus resistance)
     direction: str = "curvature"
     # the curvature direction's pull / resistanceᵖ: p = 1 is the second-order step, larger p
-    # concentrates the step on the groups that are cheapest to cut now (p → ∞: greedy)
-    power: float = 1.0
+    # concentrates the step on the groups that are cheapest to cut now (p → ∞: greedy); 2 was
+    # chosen on the dev half of the allocation-quality bench (docs/decisions.md)
+    power: float = 2.0
 
     def __post_init__(self) -> None:
         if self.direction not in ("curvature", "difference"):

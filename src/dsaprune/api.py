@@ -107,6 +107,7 @@ def prune(
     resume: bool = False,
     latency_batch: int = 1,
     report_latency: bool = True,
+    meta: dict | None = None,
     **settings,
 ) -> PruneResult:
     """Prune ``model`` to ``budget`` with DSA while it trains for ``epochs`` (may be fractional).
@@ -117,13 +118,15 @@ def prune(
     ``full_train_data`` (default: ``train_data``) once the allocation is frozen. Settings
     are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
     (warmup_fraction, round_to, physical, ``method``: ``dsa`` or a baseline ``uniform``,
-    ``magnitude``, ``ssl``, ``morphnet``, ``penalty``: their strength, …) or
+    ``magnitude``, ``group_fisher``, ``ssl``, ``morphnet``, ``penalty``: their strength, …) or
     :class:`AllocatorConfig` (rho1, …).
     ``pretrained=True`` also measures the accuracy of the network as given (``acc_before``).
     A ``latency=F`` budget is a fraction of the network's latency on ``device`` at
     ``latency_batch``, predicted by per-layer fits measured there (cached per device);
     ``report_latency`` (default on) measures the network before and after pruning, for every
-    budget kind, and reports the measured speed-up beside the predicted one.
+    budget kind, and reports the measured speed-up beside the predicted one. ``meta`` (plain
+    values) is stored in every checkpoint beside the model name; the CLI records the data set,
+    classes and normalisation there, so that ``dsaprune eval`` reads a run's ``last.pt`` alone.
     With ``out_dir`` a checkpoint (``last.pt``: weights, optimizer, allocator, phase) is written
     after every epoch; ``resume=True`` continues from it (pass the same, unpruned, model).
     Returns the pruned model and a report.
@@ -183,7 +186,7 @@ def prune(
         loss_fn=loss_fn,
         callbacks=[dsa],
         steps_per_epoch=steps_per_epoch,
-        meta={"model_name": model_name},
+        meta={"model_name": model_name, **(meta or {})},
     )
     if resume:
         if out_dir is None:

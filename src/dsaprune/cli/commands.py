@@ -87,7 +87,9 @@ def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    model, ckpt = model_from_checkpoint(args.checkpoint)
+    from .files import open_model
+
+    model, ckpt = open_model(args.checkpoint)
     if args.dataset is None:  # the data set the model was trained on, not a silent default
         args.dataset = ckpt.get("dataset")
         if args.dataset is None:
@@ -96,13 +98,14 @@ def evaluate(args: argparse.Namespace) -> int:
             )
     run = prepare(args)
     splits = run.splits
-    if splits.num_classes != int(ckpt["num_classes"]):
+    if ckpt.get("num_classes") is not None and splits.num_classes != int(ckpt["num_classes"]):
         raise ValueError(
             f"{args.checkpoint} was trained for {ckpt['num_classes']} classes, but "
             f"--dataset {args.dataset} has {splits.num_classes}"
         )
     # normalise as the model was trained
-    splits.mean, splits.std = list(ckpt.get("mean", splits.mean)), list(ckpt.get("std", splits.std))
+    splits.mean = list(ckpt.get("mean") or splits.mean)
+    splits.std = list(ckpt.get("std") or splits.std)
     loader = run.loader(splits.test, args.batch_size, train=False)
     dist = run.dist
     res = evaluate_model(model.to(dist.device), loader)

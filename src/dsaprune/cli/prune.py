@@ -13,10 +13,11 @@ from ..cost import COSTS, allocator, count_flops, count_params, make_cost, measu
 from ..data import split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
-from ..io import ConfigError, load_safely, read_yaml
+from ..io import ConfigError, read_yaml
 from ..reports import write_report
 from ..train import TrainConfig, distributed
-from .commands import model_from_checkpoint, run_training
+from .commands import run_training
+from .files import open_model
 from .prepare import prepare, run_folder
 
 
@@ -58,9 +59,10 @@ def from_trained(settings: dict) -> dict:
 
 
 def _model(args) -> tuple[torch.nn.Module, str, int | None]:
-    if args.checkpoint:
-        m, ckpt = model_from_checkpoint(args.checkpoint)
-        return m, ckpt["model_name"], int(ckpt["num_classes"])
+    if args.checkpoint:  # a train or prune run's last.pt, or a pruned model.pt
+        m, info = open_model(args.checkpoint)
+        n = info["num_classes"]
+        return m, info["model_name"], None if n is None else int(n)
     return None, args.model, None
 
 
@@ -114,6 +116,12 @@ def _run_prune(args: argparse.Namespace, s: dict, seed: int, progress: bool) -> 
             progress=progress,
             dist=dist,
             pretrained=bool(args.checkpoint or weights),
+            meta={
+                "num_classes": splits.num_classes,
+                "dataset": args.dataset,
+                "mean": splits.mean,
+                "std": splits.std,
+            },
             report_latency=getattr(args, "latency_report", None) is not False,
             **s,
         )
@@ -128,6 +136,7 @@ def _run_prune(args: argparse.Namespace, s: dict, seed: int, progress: bool) -> 
                 out / "model.pt",
                 model_name=name,
                 num_classes=splits.num_classes,
+                dataset=args.dataset,
                 mean=splits.mean,
                 std=splits.std,
             )
@@ -206,14 +215,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def load_model_file(path: str) -> tuple[torch.nn.Module, str]:
-    """A pruned-model file (``model.pt``) or a training checkpoint (``last.pt``), as a model."""
-    p = Path(path)
-    hint = "give the model.pt of a prune run or the last.pt of a train / prune run"
-    raw = load_safely(p, "dsaprune model file or checkpoint", hint)
-    if isinstance(raw, dict) and raw.get("format") == surgery.FORMAT:
-        return surgery.load(p), raw.get("model_name", "")
-    model, ckpt = model_from_checkpoint(str(p))
-    return model.eval(), ckpt["model_name"]
+    """A pruned-model file (``model.pt``) or a train / prune run's ``last.pt``, as a model."""
+    model, info = open_model(path)
+    return model, info["model_name"] or ""
 
 
 def cmd_export(args: argparse.Namespace) -> int:
