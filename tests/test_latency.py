@@ -559,3 +559,37 @@ def test_a_group_whose_layers_get_faster_below_one_block_may_keep_less(
     assert got == pytest.approx([4 / 32, 8 / 32])
     got = q.computed(torch.tensor([12 / 32, 12 / 32], dtype=torch.float64)).tolist()
     assert got == pytest.approx([16 / 32, 16 / 32])
+
+
+def test_default_path_prunes_a_grouped_convolution_with_the_latency_report(clock):
+    """The latency model's calibration copies keep the same positions in each block of a
+    grouped convolution (they kept channels 0 … n−1, which a grouped consumer refuses)."""
+    import dsaprune
+    from dsaprune.data import DeviceLoader, channel_stats, make_shapes
+
+    class Grouped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            c = torch.nn
+            self.body = c.Sequential(
+                c.Conv2d(3, 16, 3, padding=1, bias=False), c.BatchNorm2d(16), c.ReLU(),
+                c.Conv2d(16, 16, 3, padding=1, groups=4, bias=False), c.BatchNorm2d(16), c.ReLU(),
+                c.Conv2d(16, 24, 1, bias=False), c.BatchNorm2d(24), c.ReLU(),
+                c.AdaptiveAvgPool2d(1), c.Flatten(),
+            )  # fmt: skip
+            self.fc = c.Linear(24, 10)
+
+        def forward(self, x):
+            return self.fc(self.body(x))
+
+    tr = make_shapes(640, seed=2, size=16)
+    mean, std = channel_stats(tr.images)
+    data = DeviceLoader(tr, 64, train=True, mean=mean, std=std)
+    torch.manual_seed(0)
+    for budget in ("flops=0.5",):
+        res = dsaprune.prune(
+            Grouped(), data, budget=budget, epochs=0.5, progress=False, device="cpu"
+        )
+        assert res.report["latency"]["measured_after_ms"] > 0
+        g = res.model.body[3]
+        assert g.groups == 4 and g.in_channels % 4 == 0

@@ -262,8 +262,9 @@ class LatencyCache:
 
 def pruned_copy(groups: Groups, counts: list[int], device) -> nn.Module:
     """A physical copy of the network whose prunable groups keep ``counts`` channels (the first
-    ones: which channels stay does not change the time)."""
-    from ..surgery import prune_groups  # surgery sits above the cost models
+    ones: which channels stay does not change the time; in a group that feeds a convolution of u
+    groups, the first ones of each of its u blocks, as pruning keeps them)."""
+    from ..surgery import prune_groups, top_channels  # surgery sits above the cost models
 
     model = copy.deepcopy(groups.model).to(device)
     with warnings.catch_warnings():
@@ -272,7 +273,10 @@ def pruned_copy(groups: Groups, counts: list[int], device) -> nn.Module:
         G = find_groups(model, ex, groups.ignored)
     if [tuple(g.producers) for g in G.prunable] != [tuple(g.producers) for g in groups.prunable]:
         raise RuntimeError("the channel groups of a copy of the model differ from the model's")
-    prune_groups(G, [torch.arange(n) for n in counts])
+    first = [-torch.arange(g.channels, dtype=torch.float32) for g in G.prunable]
+    prune_groups(
+        G, [top_channels(f, n, g.unit) for f, n, g in zip(first, counts, G.prunable, strict=True)]
+    )
     return model.eval()
 
 
