@@ -4,8 +4,9 @@ CNN families, each pruned to 50% FLOPs through ``dsaprune.prune`` at random init
 For each model, in its own subprocess (a crash or a hang costs one row, not the run):
 
 - the number of channel groups (prunable / all) and the time to group them;
-- the whole DSA flow on a few synthetic batches (64×64 inputs unless the model needs more, 10
-  classes), then on the pruned network: the FLOPs ratio counted by FlopCounterMode against the
+- the whole DSA flow with the library's defaults (the latency report included) on a few
+  synthetic batches (64×64 inputs unless the model needs more, 10 classes), then on the pruned
+  network: the FLOPs ratio counted by FlopCounterMode against the
   budget and against the cost model's prediction; that the output shape is kept; that
   ``PruneResult.save`` / ``dsaprune.load`` reproduces the outputs.
 
@@ -148,9 +149,8 @@ def check_one(name: str, budget: float = 0.5) -> dict:
         window_end_fraction=1.0,
         min_updates=1,
         progress=False,
-        report_latency=False,
         example_inputs=x[:1],
-    )
+    )  # the library's defaults, the latency report (a latency model fitted on this CPU) included
     row["prune_s"] = time.perf_counter() - t0
     pruned = res.model.eval()
     row["stage"] = "check"
@@ -160,6 +160,8 @@ def check_one(name: str, budget: float = 0.5) -> dict:
     row["flops_ratio"] = count_flops(pruned, shape) / full
     row["predicted_ratio"] = float(res.report.get("cost_ratio_model", float("nan")))
     row["met_by"] = res.report.get("met_by")
+    lat = res.report.get("latency") or {}
+    row["measured_speedup"] = lat.get("measured_speedup")
     row["budget_met"] = row["flops_ratio"] <= budget + 1e-9
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "m.pt"
