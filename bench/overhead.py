@@ -1,13 +1,16 @@
 """Cost of DSA over plain training: the time of a training step during allocation (importance
 gather, the training mask and the masked forward/backward every step, plus one validation
 forward/backward with the Θ-step's ``--estimator`` and one allocator step every
-``alloc_every`` = 20 steps, amortised) divided by the time of a plain training step, for
-ResNet-20 and ResNet-56 at batch 128 on the current device.
+``alloc_every`` steps, amortised) divided by the time of a plain training step, for ResNet-20
+and ResNet-56 at batch 128 on the current device. ``alloc_every`` is what the flow uses on the
+CIFAR-10 schedules of ``--schedules`` epochs (390 steps per epoch at batch 128): the default
+window needs at least 100 updates, so a short schedule updates more often (8 epochs: every 4
+steps; 300 epochs: every 20).
 Plain and DSA epochs alternate in one run and the median of each is compared, so machine noise
 hits both alike. Targets: ≤ 1.15 on CPU, ≤ 1.3 on GPU.
 
     python bench/overhead.py [--models resnet20,resnet56] [--steps 40] [--repeats 3] \\
-        [--estimator ste]
+        [--estimator ste] [--schedules 8,300]
 """
 
 from __future__ import annotations
@@ -25,11 +28,23 @@ from dsaprune.cost import flops_model
 from dsaprune.data import DeviceLoader, channel_stats, make_shapes
 from dsaprune.grouping import find_groups
 from dsaprune.train import TrainConfig, Trainer, distributed
-from dsaprune.train.dsa import DSA, DSAConfig
+from dsaprune.train.dsa import DSA, DSAConfig, alloc_interval
+
+CIFAR_STEPS_PER_EPOCH = 390  # 50,000 images at batch 128, the last partial batch dropped
+
+
+def every_for(epochs: float) -> int:
+    """The flow's allocation interval on a CIFAR-10 schedule of ``epochs`` (library defaults)."""
+    return alloc_interval(DSAConfig(), epochs, round(epochs * CIFAR_STEPS_PER_EPOCH))
 
 
 def trainers(
-    name: str, steps: int, batch: int, device: torch.device, estimator: str = "fisher"
+    name: str,
+    steps: int,
+    batch: int,
+    device: torch.device,
+    estimator: str = "fisher",
+    every: int = 20,
 ) -> tuple[Trainer, Trainer]:
     data = make_shapes(batch * steps, seed=0)
     mean, std = channel_stats(data.images)
@@ -50,6 +65,7 @@ def trainers(
             dcfg = DSAConfig(
                 warmup_fraction=0.0,
                 window_end_fraction=1.0,
+                alloc_every=every,
                 min_updates=1,
                 estimator=estimator,
                 allocator=AllocatorConfig(target_fraction=1e6),
@@ -72,11 +88,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--estimator", default="fisher", help="the Θ-step's estimator [fisher]")
+    p.add_argument("--schedules", default="8,300", help="CIFAR-10 schedules, in epochs")
     a = p.parse_args()
     device = distributed.setup(a.device).device
     rows = []
-    for name in a.models.split(","):
-        plain, dsa = trainers(name, a.steps, a.batch_size, device, a.estimator)
+    plan = [
+        (name, float(e), every_for(float(e)))
+        for name in a.models.split(",")
+        for e in a.schedules.split(",")
+    ]
+    for name, epochs, every in plan:
+        plain, dsa = trainers(name, a.steps, a.batch_size, device, a.estimator, every)
         tp, td = [], []
         for _ in range(a.repeats):
             tp.append(plain.train_epoch()["epoch_time_s"] / a.steps)
@@ -85,6 +107,8 @@ def main() -> None:
         updates = dsa.callbacks[0].allocator.updates
         row = {
             "model": name,
+            "schedule_epochs": epochs,
+            "alloc_every": every,
             "estimator": a.estimator,
             "device": str(device),
             "plain_step_ms": 1e3 * statistics.median(tp),
@@ -94,7 +118,8 @@ def main() -> None:
         row["ratio"] = row["dsa_step_ms"] / row["plain_step_ms"]
         rows.append(row)
         print(
-            f"{name}: plain {row['plain_step_ms']:.1f} ms/step, DSA {row['dsa_step_ms']:.1f} "
+            f"{name}, {epochs:g}-epoch schedule (one Θ-step per {every} steps): plain "
+            f"{row['plain_step_ms']:.1f} ms/step, DSA {row['dsa_step_ms']:.1f} "
             f"ms/step ({updates} α updates): ratio {row['ratio']:.3f}",
             flush=True,
         )

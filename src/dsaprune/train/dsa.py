@@ -141,6 +141,19 @@ class DSAConfig:
         return replace(self, warmup_fraction=self.warmup_for(epochs))
 
 
+def window_bounds(cfg: DSAConfig, epochs: float, total_steps: int) -> tuple[int, int]:
+    """The allocation window's first and last weight step in a run of ``epochs``."""
+    warmup = cfg.warmup_for(epochs)  # called every step: no config copy
+    return round(warmup * total_steps), round(cfg.window_end_fraction * total_steps)
+
+
+def alloc_interval(cfg: DSAConfig, epochs: float, total_steps: int) -> int:
+    """Weight steps per allocation update: ``alloc_every``, or fewer where the window would
+    otherwise hold less than ``min_updates`` updates."""
+    w0, w1 = window_bounds(cfg, epochs, total_steps)
+    return max(1, min(cfg.alloc_every, (w1 - w0) // max(1, cfg.min_updates)))
+
+
 class DSA:
     """Drives allocation inside a Trainer; ``summary()`` describes what it decided."""
 
@@ -195,13 +208,10 @@ class DSA:
 
     # -- schedule ------------------------------------------------------------------------------
     def _bounds(self, trainer) -> tuple[int, int]:
-        total = trainer.total_steps
-        warmup = self.cfg.warmup_for(trainer.cfg.epochs)  # called every step: no config copy
-        return round(warmup * total), round(self.cfg.window_end_fraction * total)
+        return window_bounds(self.cfg, trainer.cfg.epochs, trainer.total_steps)
 
     def _alloc_every(self, trainer) -> int:
-        w0, w1 = self._bounds(trainer)
-        return max(1, min(self.cfg.alloc_every, (w1 - w0) // max(1, self.cfg.min_updates)))
+        return alloc_interval(self.cfg, trainer.cfg.epochs, trainer.total_steps)
 
     def _beta2(self, trainer) -> float:
         w0, _ = self._bounds(trainer)
