@@ -49,7 +49,7 @@ from dsaprune.allocation import round_channels, shift_to_budget  # noqa: E402
 from dsaprune.cost import count_flops, flops_model, latency_model, measure_latency  # noqa: E402
 from dsaprune.cost import latency as latency_module  # noqa: E402
 from dsaprune.cost.latency import layer_time, pruned_copy  # noqa: E402
-from dsaprune.cost.measured import faults_per_forward, meet_by_measurement  # noqa: E402
+from dsaprune.cost.measured import faults_per_forward  # noqa: E402
 from dsaprune.cost.quadratic import layer_terms  # noqa: E402
 from dsaprune.cost.timing import allocator, describe_device, steady_allocator  # noqa: E402
 from dsaprune.grouping import find_groups  # noqa: E402
@@ -64,10 +64,10 @@ def where_time_goes(G, L, alpha: torch.Tensor, top: int = 5) -> dict:
     """From the fitted model: the fixed share of the pruned network's time (the layers' per-call
     constants and the calibration constant), and the layers whose time falls least against
     their FLOPs."""
-    kappa, fixed, _ = L.meta["calibration"]["coef"]  # the element-wise term scales: not fixed
+    kappa, fixed, _ = L.fit.calibration["coef"]  # the element-wise term scales: not fixed
     rows = []
     for t in layer_terms(G):
-        coef = [kappa * v for v in L.meta["layers"][t.name]["coef"]]
+        coef = [kappa * v for v in L.fit.layers[t.name]["coef"]]
         x = sum(share * (1.0 if j is None else float(alpha[j])) for j, share in t.in_terms)
         y = 1.0 if t.out_k is None else float(alpha[t.out_k])
         if t.shape.depthwise:
@@ -113,11 +113,8 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
                 shifted, _ = shift_to_budget(theta, cost, target)
                 return round_channels(torch.sigmoid(shifted), channels, cost, target, r)
 
-            log = None
-            if cost.meta.get("measured"):  # as prune() does for a measured budget
-                counts, log = meet_by_measurement(G, counts_for, frac, batch, device)
-            else:
-                counts = counts_for(frac)
+            counts, log = cost.settle_counts(G, counts_for, frac)  # as prune() does
+            log = log or None
             alpha = torch.tensor(counts, dtype=torch.float64) / chans
             at = L.computed(alpha)  # the whole blocks the kernels compute
             pruned = pruned_copy(G, counts, device)
@@ -156,9 +153,9 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
         "device_name": describe_device(device),
         "batch": batch,
         "fit_s": fit_s,
-        "block": L.meta["block"],
+        "block": L.block,
         # prunable groups (indices into all groups) allowed less than one block
-        "sub_block_groups": L.meta["sub_block"],
+        "sub_block_groups": L.fit.sub_block,
         "unpruned_measured_ms": 1e3 * times[0],
         "unpruned_predicted_ms": 1e3 * L.full,
         "unpruned_error": L.full / times[0] - 1.0,

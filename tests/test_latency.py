@@ -137,8 +137,8 @@ def test_quadratic_form_equals_the_pruned_network_at_whole_channels(clock, name,
     G = find_groups(net, torch.zeros(1, 3, 32, 32))
     cost = latency_model(G, batch=batch)
     assert cost.full == pytest.approx(_synthetic_network_seconds(net, (3, 32, 32), batch))
-    assert max(abs(e) for e in cost.meta["calibration_fit_error"]) < 1e-9
-    for fit in cost.meta["layers"].values():  # each layer's fit reproduces its measurements
+    assert max(abs(e) for e in cost.fit.calibration_fit_error) < 1e-9
+    for fit in cost.fit.layers.values():  # each layer's fit reproduces its measurements
         for x, y, t in fit["points"]:
             assert layer_time(fit["coef"], x, y) == pytest.approx(t, rel=1e-6)
     g = torch.Generator().manual_seed(1)
@@ -168,10 +168,10 @@ def test_elementwise_work_is_calibrated_apart_from_the_layers(clock):
     net = models.create("resnet20").eval()
     G = find_groups(net, torch.zeros(1, 3, 32, 32))
     cost = latency_model(G, batch=2)
-    kappa, c0, lam = cost.meta["calibration"]["coef"]
+    kappa, c0, lam = cost.fit.calibration["coef"]
     assert kappa == pytest.approx(1.0, rel=1e-6) and lam == pytest.approx(3e-9, rel=1e-6)
-    assert max(abs(e) for e in cost.meta["calibration_fit_error"]) < 1e-6
-    assert len(cost.meta["calibration"]["points"]) == len(UNIFORM) + lat.MIXED
+    assert max(abs(e) for e in cost.fit.calibration_fit_error) < 1e-6
+    assert len(cost.fit.calibration["points"]) == len(UNIFORM) + lat.MIXED
     g = torch.Generator().manual_seed(2)
     for _ in range(3):
         pruned, alpha = _random_prune(net, g)
@@ -249,7 +249,7 @@ def test_a_layer_table_far_from_the_network_is_measured_again(clock, tiny_net):
     clock.calls = 0
     again = latency_model(G, batch=2)
     assert clock.calls > len(UNIFORM)  # the layers, not only the whole network, were timed
-    assert again.meta["calibration"]["coef"][0] == pytest.approx(1.0)
+    assert again.fit.calibration["coef"][0] == pytest.approx(1.0)
     assert again.full == pytest.approx(good.full)
 
 
@@ -257,7 +257,7 @@ def test_a_table_slower_than_the_machine_now_is_forgotten_and_measured_again(clo
     net = tiny_net().eval()
     G = find_groups(net, torch.zeros(1, 3, 16, 16))
     cost = latency_model(G, batch=2)
-    table = cost.meta["full_measured_s"]
+    table = cost.fit.full_measured_s
     path = LatencyCache(device_key("cpu")).path
     kept = json.loads(path.read_text())
 
@@ -274,15 +274,15 @@ def test_a_table_slower_than_the_machine_now_is_forgotten_and_measured_again(clo
     assert "latency allocation rests on the busy table" in str(w[0].message)
     assert slow["table_status"].startswith("table measured while busy")
     d = json.loads(path.read_text())
-    assert cost.meta["cache"]["network"] not in d["networks"]
-    assert not set(cost.meta["cache"]["layers"]) & set(d["layers"])
+    assert cost.fit.cache["network"] not in d["networks"]
+    assert not set(cost.fit.cache["layers"]) & set(d["layers"])
     clock.calls = 0
     again = latency_model(G, batch=2)
     assert clock.calls > len(UNIFORM)  # the layers and the whole network were timed again
     assert again.full == pytest.approx(cost.full)
     # a run under another budget kind only reported with the table: it says so
     with pytest.warns(UserWarning, match="predicted latencies rest on the busy table") as w:
-        check_table(again, again.meta["full_measured_s"] / 3, allocated=False)
+        check_table(again, again.fit.full_measured_s / 3, allocated=False)
     assert "allocation" not in str(w[0].message)
     write_md = markdown_note(slow)
     assert "measured again next run" in write_md
@@ -292,7 +292,7 @@ def test_a_busy_moment_is_timed_again_keeping_each_networks_fastest(clock, tiny_
     net = tiny_net().eval()
     G = find_groups(net, torch.zeros(1, 3, 16, 16))
     cost = latency_model(G, batch=2)
-    table = cost.meta["full_measured_s"]
+    table = cost.fit.full_measured_s
     seen = [[3 * table, 2.0], [1.1 * table, 3.0], [0.5 * table, 0.1]]  # busy, then quiet
     calls = []
 
@@ -420,8 +420,8 @@ def test_meet_by_measurement_tightens_until_the_measurement_meets_the_budget(mon
     def slower_than_predicted(groups, counts, batch=1, device="cpu"):
         return 1.25 * float(F.ratio(torch.tensor(counts, dtype=torch.float64) / chans))
 
-    monkeypatch.setattr(measured, "measured_ratio", slower_than_predicted)
-    counts, log = measured.meet_by_measurement(G, counts_for, 0.6)
+    monkeypatch.setattr(lat, "measured_ratio", slower_than_predicted)
+    counts, log = lat.meet_by_measurement(G, counts_for, 0.6)
     assert len(log) >= 2 and log[0]["target"] == 0.6 and log[0]["measured_ratio"] > 0.6
     assert log[-1]["measured_ratio"] <= 0.6 and log[-1]["target"] < 0.6
     assert slower_than_predicted(G, counts) == log[-1]["measured_ratio"]
@@ -429,9 +429,9 @@ def test_meet_by_measurement_tightens_until_the_measurement_meets_the_budget(mon
     def never_fast_enough(groups, counts, batch=1, device="cpu"):
         return 0.9  # a busy machine: no cut measures within the budget
 
-    monkeypatch.setattr(measured, "measured_ratio", never_fast_enough)
+    monkeypatch.setattr(lat, "measured_ratio", never_fast_enough)
     with pytest.warns(UserWarning, match=r"still measured 0\.900 .* over the budget 0\.6"):
-        counts, log = measured.meet_by_measurement(G, counts_for, 0.6, tries=3)
+        counts, log = lat.meet_by_measurement(G, counts_for, 0.6, tries=3)
     assert len(log) == 3 and log[-1]["target"] < log[0]["target"]
 
 
@@ -457,10 +457,10 @@ def test_a_stepped_clock_is_modelled_exactly_in_whole_blocks(monkeypatch, tmp_pa
     assert chans == [16, 32]
     cost = latency_model(G, batch=2, block=8)
     smooth = latency_model(G, batch=2, block=1)
-    assert cost.block == 8 and cost.meta["block"] == 8
+    assert cost.block == 8 and cost.fit.block == 8
     # the half-block probes run as slowly as a whole block: no group keeps less than one
-    assert cost.sub_block == [False, False] and cost.meta["sub_block"] == []
-    checks = cost.meta["sub_block_checks"]
+    assert cost.sub_block == [False, False] and cost.fit.sub_block == []
+    checks = cost.fit.sub_block_checks
     assert len(checks) == 2
     assert all(c["measured_s"] > (1 + lat.SUB_BLOCK_TOLERANCE) * c["predicted_s"] for c in checks)
 
@@ -529,8 +529,8 @@ def test_a_group_whose_layers_get_faster_below_one_block_may_keep_less(
     chans = [g.channels for g in G.prunable]
     cost = latency_model(G, batch=2, block=8)
     assert cost.sub_block == [True, True]
-    assert cost.meta["sub_block"] == [g.index for g in G.prunable]
-    for c in cost.meta["sub_block_checks"]:
+    assert cost.fit.sub_block == [g.index for g in G.prunable]
+    for c in cost.fit.sub_block_checks:
         assert c["measured_s"] == pytest.approx(c["predicted_s"], rel=1e-6)
 
     for counts in ([4, 4], [4, 24], [8, 4], [2, 16]):

@@ -15,7 +15,7 @@ from torch import nn
 from . import surgery
 from .budget import parse_budget
 from .cost import COSTS, QuadraticCost, make_cost
-from .cost.measured import check_table, page_faults, time_against_table
+from .cost.measured import latency_report, warn_if_over
 from .grouping import find_groups
 from .methods import make_method
 from .train import TrainConfig, Trainer, evaluate
@@ -166,6 +166,7 @@ def prune(
     cost = _shared(lambda: budget_cost.model(groups, progress), dist)
     in_shape = tuple(example_inputs.shape[1:])
     before = _counts(model, in_shape)
+    budget_full = budget_cost.count(model, in_shape)  # None: measured, not counted
     latency_cost = reference = None
     if report_latency and dist.is_main:  # fitted now: surgery changes the network in place
         latency_cost = make_cost("latency", device=dist.device, batch=latency_batch)
@@ -198,10 +199,11 @@ def prune(
     model = trainer.model
     after = _counts(model, in_shape)
     # counted kinds are checked on the pruned network itself, measured ones on their fitted model
-    ratio = after[b.kind] / before[b.kind] if b.kind in after else dsa.final_ratio
+    counted = budget_cost.count(model, in_shape)
+    ratio = counted / budget_full if counted is not None else dsa.final_ratio
     if ratio > b.fraction + 1e-9:
         raise RuntimeError(f"internal error: pruned {b.kind} ratio {ratio:.4f} exceeds {b}")
-    if b.kind in after and abs(ratio - dsa.final_ratio) > 0.01:
+    if counted is not None and abs(ratio - dsa.final_ratio) > 0.01:
         warnings.warn(
             f"the pruned network counts {ratio:.4f} of the {b.kind} where the cost model "
             f"predicted {dsa.final_ratio:.4f}: some layers' channels are coupled in a way the "
@@ -211,17 +213,18 @@ def prune(
         )
     latency = None
     if latency_cost is not None:
-        latency = _latency_report(
-            latency_cost, reference, model, dsa.alpha_final, in_shape, latency_batch, dist.device,
-            allocated=not budget_cost.counted,
-        )  # fmt: skip
-        if not budget_cost.counted:
-            _check_measured(latency, b)
+        latency = latency_report(
+            latency_cost, reference, model, dsa.alpha_final, in_shape, allocated=cost.measured
+        )
+        if cost.measured:  # the budget itself was on latency: say if the device disagrees
+            warn_if_over(latency, b)
     acc_after = evaluate(model, test_data)["acc"] if test_data is not None else None
     report = {
         "model": model_name,
         "budget": str(b),
         "budget_kind": b.kind,
+        # channels per block the budget's rounding kept in groups wider than one (1: any count)
+        "rounding_block": cost.block,
         "budget_fraction": b.fraction,
         "budget_ratio": ratio,
         **{f"{k}_before": v for k, v in before.items()},
@@ -296,51 +299,3 @@ def _shared(build, dist: DistInfo) -> QuadraticCost:
     """``build()`` on the main process, handed to the others, so that every process allocates
     under the same cost even when it is measured (each process would measure differently)."""
     return broadcast_from_main(build() if dist.is_main else None)
-
-
-def _latency_report(
-    cost: QuadraticCost,
-    before: nn.Module,
-    after: nn.Module,
-    alpha,
-    in_shape,
-    batch,
-    device,
-    allocated: bool = True,
-) -> dict:
-    """Predicted and measured latency of the network before and after pruning, timed
-    interleaved in this process (again, after a pause, when the machine is busy)."""
-    (t_before, t_after), timings = time_against_table(
-        cost, [before, after], in_shape, batch, device
-    )
-    # at the channels the kernels compute: a FLOPs budget keeps partial blocks
-    p_after = float(cost(cost.computed(torch.tensor(alpha, dtype=torch.float64))))
-    return {
-        "device": str(device),
-        "batch": batch,
-        "predicted_before_ms": 1e3 * cost.full,
-        "predicted_after_ms": 1e3 * p_after,
-        "predicted_ratio": p_after / cost.full,
-        "measured_before_ms": 1e3 * t_before,
-        "measured_after_ms": 1e3 * t_after,
-        "measured_ratio": t_after / t_before,
-        "measured_speedup": t_before / t_after,
-        "prediction_error": p_after / t_after - 1.0,
-        "channel_block": cost.meta.get("block", 1),  # a latency budget keeps whole blocks
-        # except below the first block in these groups, measured to get faster there
-        "sub_block_groups": cost.meta.get("sub_block", []),
-        "timings": timings,  # more than 1: the machine was busy at the first
-        **page_faults([before, after], in_shape, batch, device),  # the allocator's share
-        **check_table(cost, t_before, allocated),  # a table measured while busy is forgotten
-    }
-
-
-def _check_measured(latency: dict, b) -> None:
-    if latency["measured_ratio"] > b.fraction + 0.05:
-        warnings.warn(
-            f"the pruned network meets {b} on the fitted latency model (ratio "
-            f"{latency['predicted_ratio']:.3f}) but measured {latency['measured_ratio']:.3f} "
-            f"here; the model's error on this network is {100 * latency['prediction_error']:+.1f}%"
-            " (a busy machine, or a device unlike the one the tables were measured on)",
-            stacklevel=3,
-        )

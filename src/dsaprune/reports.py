@@ -83,7 +83,7 @@ def markdown(r: dict) -> str:
             f"{r['flops_ratio']:.4f}); the latency model's error on the pruned network is "
             f"{100 * lat['prediction_error']:+.1f}%."
             + (
-                f" A latency budget keeps whole blocks of {lat['channel_block']} channels in "
+                f" The budget's rounding kept whole blocks of {r['rounding_block']} channels in "
                 "every group wider than one block "
                 "(a partial block runs as slowly as a full one on this device)"
                 + (
@@ -92,7 +92,7 @@ def markdown(r: dict) -> str:
                     if lat.get("sub_block_groups")
                     else "."
                 )
-                if r.get("budget_kind") == "latency" and lat.get("channel_block", 1) > 1
+                if r.get("rounding_block", 1) > 1
                 else ""
             )
             + _table_note(lat)

@@ -182,7 +182,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         L = forms["latency"]
         print(
             f"latency on {opts['device']} at batch {opts['batch']}: {1e3 * L.full:.3f} ms "
-            f"predicted, {1e3 * L.meta['full_measured_s']:.3f} ms measured "
+            f"predicted, {1e3 * L.fit.full_measured_s:.3f} ms measured "
             f"({allocator()} allocator)"
             + (
                 f"; groups wider than {L.block} channels keep whole blocks of {L.block}"

@@ -22,6 +22,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -260,6 +261,71 @@ class LatencyCache:
             warnings.warn(f"could not write the latency cache {self.path}: {e}", stacklevel=2)
 
 
+@dataclass
+class LatencyFit:
+    """How a latency cost was fitted on its device (a ``QuadraticCost``'s ``fit``), and how a
+    budget on it is met on that device: by timing the pruned network (``settle``)."""
+
+    device: str
+    batch: int
+    block: int  # channels above one block count in whole blocks (``channel_block``)
+    sub_block: list[int]  # prunable groups (indices into all groups) that may keep < one block
+    sub_block_checks: list  # the half-block probes that decided it
+    layers: dict  # each layer's fit: name -> {"coef": [a, b, c, d], ...}
+    calibration: dict  # {"coef": [κ, c0, λ], "points": [[layers, element-wise, measured], ...]}
+    calibration_fit_error: list[float]
+    full_measured_s: float  # the unpruned network, timed when the table was made
+    full_predicted_s: float
+    cache: dict  # where the tables came from, so that a run which finds them wrong forgets them
+
+    def settle(self, groups: Groups, counts_at, fraction: float) -> tuple[list[int], list[dict]]:
+        return meet_by_measurement(groups, counts_at, fraction, self.batch, self.device)
+
+
+def measured_ratio(groups: Groups, counts: list[int], batch: int = 1, device="cpu") -> float:
+    """Measured latency of the network pruned to ``counts`` over the network's, timed
+    interleaved."""
+    pruned = pruned_copy(groups, counts, device)
+    full, cut = measure_latency([groups.model, pruned], groups.input_shape, batch, device)
+    return cut / full
+
+
+def meet_by_measurement(
+    groups: Groups,
+    counts_for,
+    budget: float,
+    batch: int = 1,
+    device="cpu",
+    tries: int = 3,
+) -> tuple[list[int], list[dict]]:
+    """Channel counts whose *measured* latency ratio meets ``budget``: ``counts_for(target)``
+    gives whole channel counts that meet ``target`` on the fitted model; while the measured
+    ratio exceeds the budget, the target is lowered by budget / measured and tried again (at
+    most ``tries`` measurements). Returns the counts and one record per measurement."""
+    target, log, best = budget, [], None
+    with torch.random.fork_rng(devices=[]):
+        for _ in range(tries):
+            try:
+                counts = counts_for(target)
+            except ValueError:  # below what whole channels allow: keep the last counts
+                break
+            ratio = measured_ratio(groups, counts, batch, device)
+            log.append({"target": target, "measured_ratio": ratio})
+            best = counts
+            if ratio <= budget:
+                break
+            target *= budget / ratio
+    if log and log[-1]["measured_ratio"] > budget:
+        warnings.warn(
+            f"after {len(log)} measurements the pruned network still measured "
+            f"{log[-1]['measured_ratio']:.3f} of the unpruned one's latency, over the budget "
+            f"{budget:g}; keeping the last (tightest) counts. The machine may be busy: time it "
+            "again with `dsaprune.measure_latency`, or give a lower budget",
+            stacklevel=2,
+        )
+    return (best if best is not None else counts_for(budget)), log
+
+
 def pruned_copy(groups: Groups, counts: list[int], device) -> nn.Module:
     """A physical copy of the network whose prunable groups keep ``counts`` channels (the first
     ones: which channels stay does not change the time; in a group that feeds a convolution of u
@@ -433,8 +499,8 @@ def latency_model(
 ) -> QuadraticCost:
     """Latency in seconds at ``batch`` on ``device`` as a quadratic form in the prunable groups'
     keep ratios, counting channels in whole blocks of ``block`` (default ``channel_block``:
-    16 on an AVX-512 CPU). ``cost.meta`` holds the fits and how well they reproduce the
-    measurements."""
+    16 on an AVX-512 CPU). ``cost.fit`` (a :class:`LatencyFit`) holds the fits and how well
+    they reproduce the measurements."""
     device = torch.device(device)
     block = channel_block(device) if block is None else int(block)
     if block < 1:
@@ -476,30 +542,24 @@ def latency_model(
     # and below the first one only where the layers were measured to get faster
     cost.block = block
     cost.sub_block, sub_block_checks = _sub_block_groups(groups, terms, fits, block)
-    cost.meta = {
-        "measured": True,  # a budget on it is checked by measuring the pruned network
-        "device": str(device),
-        "batch": batch,
-        "block": block,
-        # the prunable groups (indices into all groups) that may keep less than one block, and
-        # the half-block probes that decided it
-        "sub_block": [g.index for g, f in zip(groups.prunable, cost.sub_block, strict=True) if f],
-        "sub_block_checks": sub_block_checks,
-        "layers": fits,
-        # [κ, c0, λ] and [layers' sum, element-wise sum, measured] at keep 1, ¾, ½, ¼, then at
-        # the mixed copies
-        "calibration": net,
-        "calibration_fit_error": [
+    cost.fit = LatencyFit(
+        device=str(device),
+        batch=batch,
+        block=block,
+        sub_block=[g.index for g, f in zip(groups.prunable, cost.sub_block, strict=True) if f],
+        sub_block_checks=sub_block_checks,
+        layers=fits,
+        calibration=net,
+        calibration_fit_error=[
             (kappa * lay + lam * el + c0 - t) / t for lay, el, t in net["points"]
         ],
-        "full_measured_s": net["points"][0][2],
-        "full_predicted_s": cost.full,
-        # where the tables came from, so that a run which finds them wrong can forget them
-        "cache": {
+        full_measured_s=net["points"][0][2],
+        full_predicted_s=cost.full,
+        cache={
             "device": cache.key,
             "root": None if cache_root is None else str(cache_root),
             "network": net_key,
             "layers": sorted(set(keys.values())),
         },
-    }
+    )
     return cost

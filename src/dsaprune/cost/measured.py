@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..grouping import Groups
-from .latency import LatencyCache, pruned_copy
+from .latency import LatencyCache, measured_ratio, meet_by_measurement  # noqa: F401  (re-exported)
 from .quadratic import QuadraticCost
 from .timing import allocator, example_input, measure_latency, page_faults_per_call
 
@@ -22,50 +21,6 @@ FAULTS = 256  # minor page faults per forward (1 MiB of fresh pages) worth a war
 BUSY = 1.3  # a network timed this much slower than before means a busy machine (check_table)
 RETRIES = 2  # further timings of a network found busy, each after a pause of this many seconds
 PAUSE_S = 2.0
-
-
-def measured_ratio(groups: Groups, counts: list[int], batch: int = 1, device="cpu") -> float:
-    """Measured latency of the network pruned to ``counts`` over the network's, timed
-    interleaved."""
-    pruned = pruned_copy(groups, counts, device)
-    full, cut = measure_latency([groups.model, pruned], groups.input_shape, batch, device)
-    return cut / full
-
-
-def meet_by_measurement(
-    groups: Groups,
-    counts_for,
-    budget: float,
-    batch: int = 1,
-    device="cpu",
-    tries: int = 3,
-) -> tuple[list[int], list[dict]]:
-    """Channel counts whose *measured* latency ratio meets ``budget``: ``counts_for(target)``
-    gives whole channel counts that meet ``target`` on the fitted model; while the measured
-    ratio exceeds the budget, the target is lowered by budget / measured and tried again (at
-    most ``tries`` measurements). Returns the counts and one record per measurement."""
-    target, log, best = budget, [], None
-    with torch.random.fork_rng(devices=[]):
-        for _ in range(tries):
-            try:
-                counts = counts_for(target)
-            except ValueError:  # below what whole channels allow: keep the last counts
-                break
-            ratio = measured_ratio(groups, counts, batch, device)
-            log.append({"target": target, "measured_ratio": ratio})
-            best = counts
-            if ratio <= budget:
-                break
-            target *= budget / ratio
-    if log and log[-1]["measured_ratio"] > budget:
-        warnings.warn(
-            f"after {len(log)} measurements the pruned network still measured "
-            f"{log[-1]['measured_ratio']:.3f} of the unpruned one's latency, over the budget "
-            f"{budget:g}; keeping the last (tightest) counts. The machine may be busy: time it "
-            "again with `dsaprune.measure_latency`, or give a lower budget",
-            stacklevel=2,
-        )
-    return (best if best is not None else counts_for(budget)), log
 
 
 def time_against_table(
@@ -85,7 +40,7 @@ def time_against_table(
     ms in the others, while a fresh process measured 2.7 ms and 30 training steps in one process
     did not slow it. Returns the times and how many timings were made."""
     times = measure_latency(nets, input_shape, batch, device)
-    table = float(cost.meta["full_measured_s"])
+    table = float(cost.fit.full_measured_s)
     timings = 1
     while timings <= retries and times[0] > BUSY * table:
         time.sleep(pause_s)
@@ -108,12 +63,12 @@ def check_table(cost: QuadraticCost, measured_full_s: float, allocated: bool = T
     under this table (a latency budget), not only reported with it. Returns what the report
     records.
     """
-    table = float(cost.meta["full_measured_s"])
+    table = float(cost.fit.full_measured_s)
     now_over_table = measured_full_s / table
     status = "ok"
     if now_over_table < 1 / BUSY:
         status = "table measured while busy; forgotten"
-        where = cost.meta["cache"]
+        where = cost.fit.cache
         root = None if where["root"] is None else Path(where["root"])
         cache = LatencyCache(where["device"], root)
         cache.networks.pop(where["network"], None)
@@ -189,3 +144,55 @@ def page_faults(nets: list[nn.Module], input_shape, batch: int = 1, device="cpu"
         "page_faults_before": faults[0],
         "page_faults_after": faults[1] if len(faults) > 1 else None,
     }
+
+
+def latency_report(
+    cost: QuadraticCost,
+    before: nn.Module,
+    after: nn.Module,
+    alpha,
+    in_shape,
+    allocated: bool = True,
+) -> dict:
+    """Predicted and measured latency of the network before and after pruning, timed
+    interleaved in this process (again, after a pause, when the machine is busy), on the device
+    and at the batch ``cost`` (a latency cost) was fitted for. ``allocated``: the run allocated
+    under this cost (a latency budget), not only reported with it."""
+    fit = cost.fit
+    batch, device = fit.batch, torch.device(fit.device)
+    (t_before, t_after), timings = time_against_table(
+        cost, [before, after], in_shape, batch, device
+    )
+    # at the channels the kernels compute: a FLOPs budget keeps partial blocks
+    p_after = float(cost(cost.computed(torch.tensor(alpha, dtype=torch.float64))))
+    return {
+        "device": str(device),
+        "batch": batch,
+        "predicted_before_ms": 1e3 * cost.full,
+        "predicted_after_ms": 1e3 * p_after,
+        "predicted_ratio": p_after / cost.full,
+        "measured_before_ms": 1e3 * t_before,
+        "measured_after_ms": 1e3 * t_after,
+        "measured_ratio": t_after / t_before,
+        "measured_speedup": t_before / t_after,
+        "prediction_error": p_after / t_after - 1.0,
+        "channel_block": cost.block,  # a latency budget keeps whole blocks
+        # except below the first block in these groups, measured to get faster there
+        "sub_block_groups": fit.sub_block,
+        "timings": timings,  # more than 1: the machine was busy at the first
+        **page_faults([before, after], in_shape, batch, device),  # the allocator's share
+        **check_table(cost, t_before, allocated),  # a table measured while busy is forgotten
+    }
+
+
+def warn_if_over(latency: dict, budget) -> None:
+    """Warn when the measured latency ratio of a latency-budget run exceeds its budget by more
+    than 0.05 (the fitted model met it)."""
+    if latency["measured_ratio"] > budget.fraction + 0.05:
+        warnings.warn(
+            f"the pruned network meets {budget} on the fitted latency model (ratio "
+            f"{latency['predicted_ratio']:.3f}) but measured {latency['measured_ratio']:.3f} "
+            f"here; the model's error on this network is {100 * latency['prediction_error']:+.1f}%"
+            " (a busy machine, or a device unlike the one the tables were measured on)",
+            stacklevel=3,
+        )

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..grouping import Groups, LayerShape
+
+if TYPE_CHECKING:  # the latency fit builds on this module, not the other way round
+    from .latency import LatencyFit
 
 
 def channel_steps(
@@ -81,7 +85,9 @@ class QuadraticCost:
         # wide groups that may keep less than one block (see channel_levels)
         self.sub_block = list(sub_block) if sub_block is not None else [False] * b.shape[0]
         self.full = float(self(torch.ones(b.shape[0], dtype=Q.dtype)))
-        self.meta: dict = {}  # how the form was obtained (the latency fits), for reports
+        # a measured cost's fit (``cost.latency.LatencyFit``): how it was obtained on its
+        # device, and how a budget on it is met there; None for a counted cost
+        self.fit: LatencyFit | None = None
 
     def __call__(self, alpha: torch.Tensor) -> torch.Tensor:
         """Absolute cost at keep ratios ``alpha`` ([K], differentiable)."""
@@ -104,6 +110,21 @@ class QuadraticCost:
             fine = torch.tensor(self.sub_block, dtype=torch.bool) & (n < self.block)
             n = torch.where((chans > self.block) & ~fine, padded, n)
         return n / chans
+
+    @property
+    def measured(self) -> bool:
+        """The cost of a concrete network is measured on a device, not counted."""
+        return self.fit is not None
+
+    def settle_counts(
+        self, groups: Groups, counts_at, fraction: float
+    ) -> tuple[list[int], list[dict]]:
+        """Whole channel counts that meet ``fraction``: ``counts_at(fraction)`` on this form,
+        and for a measured cost, tightened until the device's own timing of the pruned network
+        meets it too. Returns the counts and one record per measurement (none when counted)."""
+        if self.fit is None:
+            return counts_at(fraction), []
+        return self.fit.settle(groups, counts_at, fraction)
 
     def floor(self, round_to: int = 1) -> float:
         """The fraction that stays when every prunable group keeps what it must: one channel, or

@@ -35,7 +35,6 @@ import torch
 from ..allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget
 from ..budget import Budget, BudgetError
 from ..cost import QuadraticCost
-from ..cost.measured import meet_by_measurement
 from ..estimators import GateState, make_estimator
 from ..gates import (
     GateHooks,
@@ -416,8 +415,7 @@ class DSA:
             self.hooks = None
         frac = self.budget.fraction
         self.events["calibration_shift"] = shift_to_budget(self.allocator.theta, self.cost, frac)[1]
-        measured = self.cost.meta.get("measured")
-        counts = self._measured_counts(trainer) if measured else self._counts_at(frac)
+        counts = self._settled_counts(trainer)
         imp = imp if imp is not None else self._final_importance()
         self.penalty = None
         keep = [
@@ -439,18 +437,17 @@ class DSA:
         alpha = torch.sigmoid(theta)
         return round_channels(alpha, self.channels, self.cost, target, self.cfg.round_to)
 
-    def _measured_counts(self, trainer) -> list[int]:
-        """For a measured cost (latency): time the pruned network against the unpruned one and
-        tighten the target until the measurement meets the budget too. The main process
-        measures; every process takes its counts."""
+    def _settled_counts(self, trainer) -> list[int]:
+        """Whole channel counts that meet the budget, as the cost settles them (a measured cost
+        times the pruned network on its device and tightens). The main process settles; every
+        process takes its counts."""
         counts, log = None, []
         if trainer.dist.is_main:
-            meta = self.cost.meta
-            counts, log = meet_by_measurement(
-                self.groups, self._counts_at, self.budget.fraction, meta["batch"], meta["device"]
+            counts, log = self.cost.settle_counts(
+                self.groups, self._counts_at, self.budget.fraction
             )
         counts, log = broadcast_from_main((counts, log))
-        self.events["measured_budget"] = log
+        self.events["measured_budget"] = log or None
         return counts
 
     def _final_importance(self) -> list[torch.Tensor]:
