@@ -260,6 +260,7 @@ def run(a: argparse.Namespace) -> dict:
         out["command"] = command
     rows = out.setdefault("rows", [])
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
+    made_at = commit()  # the code this process runs
     label = {"dsa": a.label} if a.label else {}
     seeds = [int(s) for s in a.seeds.split(",")]
     plan = []
@@ -296,7 +297,7 @@ def run(a: argparse.Namespace) -> dict:
             budget=b,
             seed=seed,
             finetune_seed=ft_seed,
-            commit=commit(),
+            commit=made_at,
             keep_ratios=[n / c for n, c in zip(counts, bench.channels, strict=True)],
             alloc_time_s=t1 - t0,
             measure_time_s=time.perf_counter() - t1,

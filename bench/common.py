@@ -24,13 +24,15 @@ def budget_tag(b: float) -> str:
 
 def commit() -> str:
     """The commit the working tree is at, with ``+dirty`` when it has uncommitted changes to
-    tracked files (a row made so cannot be reproduced from its commit alone)."""
+    tracked files outside ``bench/results`` (a row made so cannot be reproduced from its commit
+    alone; the result files a run writes do not count). Call it when a run starts: that is the
+    code the run executes."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -194,15 +194,3 @@ class GateHooks:
         for h in self.handles:
             h.remove()
         self.handles = []
-
-
-class KeepRatios(nn.Module):
-    """The allocation variables: logits Θ with α = sigmoid(Θ), one per prunable group."""
-
-    def __init__(self, num_groups: int, init_alpha: float = 0.99) -> None:
-        super().__init__()
-        logit = torch.logit(torch.tensor(init_alpha, dtype=torch.float64))
-        self.theta = nn.Parameter(torch.full((num_groups,), float(logit)))
-
-    def forward(self) -> torch.Tensor:
-        return torch.sigmoid(self.theta)
