@@ -21,6 +21,7 @@ from dsaprune.cli.main import main
 from dsaprune.data import DeviceLoader, channel_stats, make_shapes
 
 FAST = ["--epochs", "0.05", "--no-latency-report", "--quiet"]  # a prune that trains seconds
+EXPORT = ["export", "--checkpoint", "{t}/m.pt", "--onnx", "{t}/m.onnx"]
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -180,39 +181,19 @@ CASES = [
     ),
     Case(
         "export opset 5",
-        ["export", "--checkpoint", "{t}/m.pt", "--onnx", "{t}/m.onnx", "--opset", "5"],
+        [*EXPORT, "--opset", "5"],
         2,
         "support opsets 7 to",
     ),
     Case(
         "export wrong input size",
-        [
-            "export",
-            "--checkpoint",
-            "{t}/m.pt",
-            "--onnx",
-            "{t}/m.onnx",
-            "--input-size",
-            "1",
-            "8",
-            "8",
-        ],
+        [*EXPORT, "--input-size", "1", "8", "8"],
         2,
         "does not run on an input of shape [1, 8, 8]",
     ),
     Case(
         "export zero input size",
-        [
-            "export",
-            "--checkpoint",
-            "{t}/m.pt",
-            "--onnx",
-            "{t}/m.onnx",
-            "--input-size",
-            "0",
-            "8",
-            "8",
-        ],
+        [*EXPORT, "--input-size", "0", "8", "8"],
         2,
         "at least 1",
     ),
