@@ -60,8 +60,9 @@ def check_table(cost: QuadraticCost, measured_full_s: float, allocated: bool = T
     carried its error; one made beside a training run predicted 4× the quiet time). A
     measurement now more than ``BUSY``× slower than the table means the machine is busy now, and
     this run's measured ratios are less reliable than usual. ``allocated``: the run allocated
-    under this table (a latency budget), not only reported with it. Returns what the report
-    records.
+    under this table (a latency budget), not only reported with it; only then is either case
+    warned about (a FLOPs or parameter run's report records the status, and the table is
+    forgotten all the same). Returns what the report records.
     """
     table = float(cost.fit.full_measured_s)
     now_over_table = measured_full_s / table
@@ -76,27 +77,25 @@ def check_table(cost: QuadraticCost, measured_full_s: float, allocated: bool = T
             cache.layers.pop(key, None)
         cache.dirty = True
         cache.save()
-        warnings.warn(
-            f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, but its latency "
-            f"table (fitted earlier) holds {1e3 * table:.3f} ms: the table was measured while the "
-            f"machine was busy. Its entries in {cache.path} are forgotten, so the next run "
-            "measures them again; "
-            + (
-                "this run's latency allocation rests on the busy table"
-                if allocated
-                else "this report's predicted latencies rest on the busy table (the budget "
-                "itself is not a latency budget and is unaffected)"
-            ),
-            stacklevel=2,
-        )
+        if allocated:  # a report-only table (FLOPs or parameter budget): its status says it
+            warnings.warn(
+                f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, but its "
+                f"latency table (fitted earlier) holds {1e3 * table:.3f} ms: the table was "
+                f"measured while the machine was busy. Its entries in {cache.path} are "
+                "forgotten, so the next run measures them again; this run's latency allocation "
+                "rests on the busy table",
+                stacklevel=2,
+            )
     elif now_over_table > BUSY:
         status = "busy now"
-        warnings.warn(
-            f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, "
-            f"{now_over_table:.2f}× the {1e3 * table:.3f} ms its latency table holds: the machine "
-            "is busy, so the measured latencies in this report are less reliable than usual",
-            stacklevel=2,
-        )
+        if allocated:
+            warnings.warn(
+                f"the unpruned network ran in {1e3 * measured_full_s:.3f} ms now, "
+                f"{now_over_table:.2f}× the {1e3 * table:.3f} ms its latency table holds: the "
+                "machine is busy, so the measured latencies in this report are less reliable "
+                "than usual",
+                stacklevel=2,
+            )
     return {"table_ms": 1e3 * table, "now_over_table": now_over_table, "table_status": status}
 
 
