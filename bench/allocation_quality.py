@@ -45,18 +45,13 @@ from common import RESULTS, budget_tag, commit, paired, test_halves
 from torch import nn
 
 import dsaprune
-from dsaprune.allocation import (
-    greedy_keep_counts,
-    magnitude_keep_ratios,
-    round_channels,
-    shift_to_budget,
-)
+from dsaprune.allocation import magnitude_keep_ratios, round_channels, shift_to_budget
 from dsaprune.cli.prune import load_model_file
 from dsaprune.cost import count_flops, flops_model
 from dsaprune.data import load_splits, make_loader, split_train_val
-from dsaprune.estimators import channel_fisher
 from dsaprune.grouping import channel_importance, find_groups
 from dsaprune.io import atomic_write_bytes, atomic_write_json
+from dsaprune.methods import Decision, make_method
 from dsaprune.surgery import prune_groups, top_channels
 from dsaprune.train import evaluate, recalibrate_bn
 
@@ -100,19 +95,17 @@ class Bench:
         return self.counts(torch.sigmoid(theta), budget)
 
     def group_fisher(self, budget: float, seed: int) -> list[int]:
-        """The library's ``group_fisher``: coupled Fisher on 20 training batches of this seed,
-        greedy removal per FLOP; its channels are then chosen by Fisher (``measure``)."""
+        """The library's ``group_fisher`` method on training batches of this seed; its channels
+        are then chosen by its Fisher costs (``measure``)."""
         train = make_loader(
             self.splits.train, self.splits, 128, train=True, device="cpu", seed=seed
         )
         m = copy.deepcopy(self.ref)
         G = find_groups(m, self.example)
-        fisher = channel_fisher(m, G, train, nn.CrossEntropyLoss(), 20)
-        self.fisher_imp[(budget, seed)] = fisher
-        counts = greedy_keep_counts(fisher, self.cost, budget)
-        return self.counts(
-            torch.tensor(counts, dtype=torch.float64) / torch.tensor(self.channels), budget
-        )
+        decision = Decision(G, self.cost, budget, "bn_first", model=m, batches=train,
+                            loss_fn=nn.CrossEntropyLoss())  # fmt: skip
+        alpha, self.fisher_imp[(budget, seed)] = make_method("group_fisher").keep_ratios(decision)
+        return self.counts(alpha, budget)
 
     def dsa(self, budget: float, seed: int, estimator: str = "fisher") -> list[int]:
         a = self.a

@@ -133,7 +133,7 @@ def prune(
     """
     t_start = time.perf_counter()
     b = parse_budget(budget)
-    check_batches(train_data, "train_data")
+    first = check_batches(train_data, "train_data")
     if val_data is not None:
         check_batches(val_data, "val_data")
     tset, dset = _split_settings(settings)
@@ -159,14 +159,13 @@ def prune(
             "than one batch): use a smaller batch size or more data"
         )
     if example_inputs is None:
-        example_inputs = next(iter(train_data))[0][:1]
+        example_inputs = first[0][:1]
     example_inputs = example_inputs.to(dist.device)
     groups = find_groups(model, example_inputs, ignored_layers)
     budget_cost = make_cost(b.kind, device=dist.device, batch=latency_batch)
     cost = _shared(lambda: budget_cost.model(groups, progress), dist)
     in_shape = tuple(example_inputs.shape[1:])
     before = _counts(model, in_shape)
-    budget_full = budget_cost.count(model, in_shape)  # None: measured, not counted
     latency_cost = reference = None
     if report_latency and dist.is_main:  # fitted now: surgery changes the network in place
         latency_cost = make_cost("latency", device=dist.device, batch=latency_batch)
@@ -199,8 +198,8 @@ def prune(
     model = trainer.model
     after = _counts(model, in_shape)
     # counted kinds are checked on the pruned network itself, measured ones on their fitted model
-    counted = budget_cost.count(model, in_shape)
-    ratio = counted / budget_full if counted is not None else dsa.final_ratio
+    counted = after.get(b.kind)  # None: the budget's cost is measured, not counted
+    ratio = counted / before[b.kind] if counted is not None else dsa.final_ratio
     if ratio > b.fraction + 1e-9:
         raise RuntimeError(f"internal error: pruned {b.kind} ratio {ratio:.4f} exceeds {b}")
     if counted is not None and abs(ratio - dsa.final_ratio) > 0.01:
@@ -255,9 +254,9 @@ def prune(
     return PruneResult(model.eval(), report)
 
 
-def check_batches(data, name: str) -> None:
+def check_batches(data, name: str):
     """Refuse data that the flow cannot read many times over as (inputs, targets) batches,
-    naming what was given and the fix."""
+    naming what was given and the fix; returns the first batch."""
     if iter(data) is data:
         raise ValueError(
             f"{name} is a {type(data).__name__}, which can be read only once; training reads "
@@ -283,6 +282,7 @@ def check_batches(data, name: str) -> None:
             f"{name} yields {type(first).__name__}s; the flow reads (inputs, targets) pairs "
             "whose inputs are tensors"
         )
+    return first
 
 
 def _counts(model: nn.Module, in_shape) -> dict[str, int]:

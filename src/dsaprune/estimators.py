@@ -163,10 +163,12 @@ def channel_fisher(
     is shared by every producer of a group, so coupled layers add up before squaring (Group
     Fisher pruning's coupled Fisher). Summed over DDP ranks, so every process gets the same."""
     dev = device or next(model.parameters()).device
-    V = pad_groups([torch.ones(g.channels) for g in groups.prunable])[1].to(dev)
-    ones = V.to(torch.float32)
-    hooks = GateHooks(groups)
-    total = torch.zeros(V.shape, dtype=torch.float64, device=dev)
+    ones = [torch.ones(g.channels, device=dev) for g in groups.prunable]
+    imp, valid = pad_groups(ones)  # at keep ratio 1 the top-n mask keeps every channel
+    gates = GateState(imp, valid, probabilities=None)
+    alpha = torch.ones(len(ones), dtype=torch.float64, device=dev)
+    est, hooks = GroupFisher(), GateHooks(groups)
+    total = torch.zeros(valid.shape, dtype=torch.float64, device=dev)
     count = torch.zeros((), dtype=torch.float64, device=dev)
     was = model.training
     model.eval()
@@ -175,13 +177,9 @@ def channel_fisher(
             if b >= max_batches:
                 break
             x, y = x.to(dev), y.to(dev)
-            masks = ones.expand(x.shape[0], *ones.shape).clone().requires_grad_(True)
-            hooks.set(masks)
             with torch.autocast("cuda", torch.bfloat16, enabled=amp and dev.type == "cuda"):
-                loss = loss_fn(model(x).float(), y)
-            (g,) = torch.autograd.grad(loss * x.shape[0], masks)
-            hooks.clear()
-            total += 0.5 * g.detach().double().pow(2).sum(0)
+                cost, _ = est.channel_costs(model, hooks, x, y, loss_fn, alpha, gates)
+            total += cost * x.shape[0]
             count += x.shape[0]
     finally:
         hooks.remove()

@@ -65,10 +65,5 @@ def run_folder(args: argparse.Namespace):
     if int(os.environ.get("RANK", "0")) != 0:
         yield
         return
-    lock = claim_run_dir(
-        args.out, getattr(args, "resume", False), getattr(args, "force", False)
-    ).acquire()
-    try:
+    with claim_run_dir(args.out, getattr(args, "resume", False), getattr(args, "force", False)):
         yield
-    finally:
-        lock.release()
