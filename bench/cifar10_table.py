@@ -218,7 +218,7 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     from dsaprune.api import _split_settings
     from dsaprune.cli.prune import _settings, from_trained
     from dsaprune.methods import make_method
-    from dsaprune.train.dsa import DSAConfig
+    from dsaprune.pruner import DSAConfig
 
     s = _settings(argparse.Namespace(config=a.config)) if a.config else {}
     _, d = _split_settings({k: v for k, v in s.items() if k not in ("budget", "epochs")})

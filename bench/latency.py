@@ -21,13 +21,13 @@ Recorded per run: the predicted latency ratio, the measured one, the prediction 
 
 Each network's minor page faults per forward pass are recorded beside its time: with the system
 allocator they are the C allocator handing large blocks back after every call, a cost that
-varies from run to run (``dsaprune.cost.timing``). ``--steady-allocator`` measures with freed
-memory kept in the process, as ``dsaprune prune --steady-allocator`` does.
+varies from run to run (``dsaprune.cost.timing``). ``--steady-malloc`` measures with freed
+memory kept in the process, as ``dsaprune prune --steady-malloc`` does.
 
 Writes ``bench/results/latency_<device>.{json,md}``.
 
     python bench/latency.py [--models resnet20,resnet56,mobilenetv2_cifar,vgg16_cifar] \\
-        [--batches 1,64] [--devices cpu[,cuda]] [--steady-allocator]
+        [--batches 1,64] [--devices cpu[,cuda]] [--steady-malloc]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from dsaprune.cost import latency as latency_module  # noqa: E402
 from dsaprune.cost.latency import layer_time, pruned_copy  # noqa: E402
 from dsaprune.cost.measured import faults_per_forward  # noqa: E402
 from dsaprune.cost.quadratic import layer_terms  # noqa: E402
-from dsaprune.cost.timing import allocator, describe_device, steady_allocator  # noqa: E402
+from dsaprune.cost.timing import describe_device, malloc_name, steady_malloc  # noqa: E402
 from dsaprune.grouping import find_groups  # noqa: E402
 from dsaprune.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -160,7 +160,7 @@ def run(name: str, device: str, batch: int, seed: int = 0) -> dict:
         "unpruned_predicted_ms": 1e3 * L.full,
         "unpruned_error": L.full / times[0] - 1.0,
         "unpruned_page_faults": faults[0],
-        "allocator": allocator(),
+        "malloc": malloc_name(),
         "runs": runs,
     }
 
@@ -370,9 +370,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--tables-only", action="store_true", help="rewrite the .md from the .json")
     ap.add_argument(
-        "--steady-allocator",
+        "--steady-malloc",
         action="store_true",
-        help="keep freed memory in the process (dsaprune.steady_allocator) while measuring",
+        help="keep freed memory in the process (dsaprune.steady_malloc) while measuring",
     )
     ap.add_argument(
         "--sub-block-tolerance",
@@ -381,8 +381,8 @@ def main() -> None:
         "less than one channel block)",
     )
     a = ap.parse_args()
-    if a.steady_allocator and not steady_allocator():
-        sys.exit("--steady-allocator: this C library is not glibc")
+    if a.steady_malloc and not steady_malloc():
+        sys.exit("--steady-malloc: this C library is not glibc")
     if a.sub_block_tolerance is not None:
         latency_module.SUB_BLOCK_TOLERANCE = a.sub_block_tolerance
     # result files hold no absolute paths: the folder given to --out is written OUT

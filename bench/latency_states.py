@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from dsaprune import models  # noqa: E402
 from dsaprune.cost.latency import channel_block, pruned_copy  # noqa: E402
-from dsaprune.cost.timing import describe_device, measure_latency, steady_allocator  # noqa: E402
+from dsaprune.cost.timing import describe_device, measure_latency, steady_malloc  # noqa: E402
 from dsaprune.grouping import find_groups  # noqa: E402
 from dsaprune.io import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     if not a.system_allocator:
-        steady_allocator()
+        steady_malloc()
     warnings.simplefilter("ignore")
     threads = torch.get_num_threads()
     torch.manual_seed(0)

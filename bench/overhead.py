@@ -23,12 +23,9 @@ import torch
 
 from dsaprune import models
 from dsaprune.allocation import AllocatorConfig
-from dsaprune.budget import parse_budget
-from dsaprune.cost import flops_model
 from dsaprune.data import DeviceLoader, channel_stats, make_shapes
-from dsaprune.grouping import find_groups
+from dsaprune.pruner import DSAConfig, Pruner, PrunerCallback, alloc_interval
 from dsaprune.train import TrainConfig, Trainer, distributed
-from dsaprune.train.dsa import DSA, DSAConfig, alloc_interval
 
 CIFAR_STEPS_PER_EPOCH = 390  # 50,000 images at batch 128, the last partial batch dropped
 
@@ -57,9 +54,8 @@ def trainers(
     for with_dsa in (False, True):
         torch.manual_seed(0)
         model = models.create(name).to(device)
-        callbacks = []
+        callbacks, pruner = [], None
         if with_dsa:
-            groups = find_groups(model, torch.randn(1, *models.input_size(name), device=device))
             # allocation for the whole run, Θ moving too slowly to meet the budget: every step
             # stays an allocation step
             dcfg = DSAConfig(
@@ -70,12 +66,23 @@ def trainers(
                 estimator=estimator,
                 allocator=AllocatorConfig(target_fraction=1e6),
             )
-            b = parse_budget("flops=0.5")
-            callbacks = [DSA(groups, flops_model(groups), b, val, loader, dcfg, len(loader))]
+            example = torch.randn(1, *models.input_size(name), device=device)
+            pruner = Pruner(
+                model,
+                example,
+                "flops=0.5",
+                total_steps=1000 * len(loader),
+                val_data=val,
+                train_data=loader,
+                steps_per_epoch=len(loader),
+                config=dcfg,
+                dist=dist,
+            )
+            callbacks = [PrunerCallback(pruner, loader)]
         t = Trainer(model, loader, None, cfg, dist=dist, progress=False, callbacks=callbacks)
         t.train_epoch()  # warm-up (and DSA enters its allocation phase)
         if with_dsa:
-            assert callbacks[0].phase == "allocate", callbacks[0].phase
+            assert pruner.phase == "allocate", pruner.phase
         out.append(t)
     return out[0], out[1]
 
@@ -103,8 +110,9 @@ def main() -> None:
         for _ in range(a.repeats):
             tp.append(plain.train_epoch()["epoch_time_s"] / a.steps)
             td.append(dsa.train_epoch()["epoch_time_s"] / a.steps)
-        assert dsa.callbacks[0].phase == "allocate"
-        updates = dsa.callbacks[0].allocator.updates
+        pruner = dsa.callbacks[0].pruner
+        assert pruner.phase == "allocate"
+        updates = pruner.allocator.updates
         row = {
             "model": name,
             "schedule_epochs": epochs,

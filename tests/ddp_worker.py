@@ -16,7 +16,7 @@ from dsaprune.train import TrainConfig, Trainer, distributed  # noqa: E402
 def prune_run(out: str) -> None:
     """DSA under DDP: records what each rank gave to, and got from, the Θ-gradient all-reduce."""
     import dsaprune
-    import dsaprune.train.dsa as dsa_mod
+    import dsaprune.pruner.pruner as dsa_mod
 
     dist = distributed.setup("cpu")
     seen = []

@@ -140,7 +140,7 @@ def test_no_run_writes_the_finished_runs_and_names_the_missing_ones(table, tmp_p
 
 
 def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_path):
-    from dsaprune.train.dsa import DSAConfig
+    from dsaprune.pruner import DSAConfig
 
     a = _args(table, tmp_path, ("methods", ["dsa", "ssl"]), ("budgets", [0.5]))
     jobs = [j for j in table.plan(a) if j.method != "unpruned"]

@@ -355,7 +355,7 @@ def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_
     assert L["measured_speedup"] == pytest.approx(L["measured_before_ms"] / L["measured_after_ms"])
     assert L["now_over_table"] == pytest.approx(L["measured_before_ms"] / L["table_ms"])
     assert 1 <= L["timings"] <= 1 + measured.RETRIES
-    assert L["allocator"] == "system" and L["page_faults_before"] >= 0
+    assert L["malloc"] == "system" and L["page_faults_before"] >= 0
     assert res.model(torch.randn(2, 3, 48, 48)).shape == (2, 10)
     assert r["measured_budget"] and r["measured_budget"][0]["target"] == frac
     write_report(r, tmp_path)
@@ -366,17 +366,17 @@ def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_
 
 STEADY_PROBE = """
 import sys, torch
-from dsaprune.cost.timing import allocator, page_faults_per_call, steady_allocator
+from dsaprune.cost.timing import malloc_name, page_faults_per_call, steady_malloc
 big = lambda: torch.ones(16 << 20)  # 64 MiB: above glibc's largest mmap threshold
 before = page_faults_per_call(big)
-ok = steady_allocator()
+ok = steady_malloc()
 # the least of three counts: now and then one call still faults (the heap settling)
-print(before, min(page_faults_per_call(big) for _ in range(3)), ok, allocator())
+print(before, min(page_faults_per_call(big) for _ in range(3)), ok, malloc_name())
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_the_steady_allocator_stops_a_call_from_faulting_in_fresh_memory():
+def test_the_steady_malloc_stops_a_call_from_faulting_in_fresh_memory():
     import subprocess
 
     # in its own process: the setting is process-wide and would change the other tests' keys
@@ -403,7 +403,7 @@ def test_a_faulting_forward_pass_is_warned_about_with_the_remedy(monkeypatch, ti
     monkeypatch.setattr(measured, "page_faults_per_call", lambda fn: 5000.0)
     monkeypatch.setattr(measured, "allocator", lambda: "system")
     net = tiny_net()
-    with pytest.warns(UserWarning, match="--steady-allocator"):
+    with pytest.warns(UserWarning, match="--steady-malloc"):
         rec = measured.page_faults([net, net], (3, 48, 48), batch=2)
     assert rec == {"allocator": "system", "page_faults_before": 5000.0, "page_faults_after": 5000.0}
     assert net.training  # the mode it was in is restored

@@ -118,14 +118,14 @@ def test_cli_inspect_and_errors(capsys):
     assert "out of range" in capsys.readouterr().err
 
 
-def test_cli_steady_allocator_is_set_before_the_command_runs(capsys, monkeypatch):
+def test_cli_steady_malloc_is_set_before_the_command_runs(capsys, monkeypatch):
     from dsaprune.cli import main as cli
 
     calls = []
-    monkeypatch.setattr(cli, "steady_allocator", lambda: calls.append(1) or False)
+    monkeypatch.setattr(cli, "steady_malloc", lambda: calls.append(1) or False)
     assert main(["inspect", "--model", "resnet20"]) == 0 and not calls
-    assert main(["inspect", "--model", "resnet20", "--steady-allocator"]) == 0 and calls == [1]
-    assert "--steady-allocator needs glibc" in capsys.readouterr().err  # and says when it fails
+    assert main(["inspect", "--model", "resnet20", "--steady-malloc"]) == 0 and calls == [1]
+    assert "--steady-malloc needs glibc" in capsys.readouterr().err  # and says when it fails
 
 
 class _Crash(RuntimeError):
@@ -176,7 +176,7 @@ def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, method, c
     with pytest.raises(_Crash):
         run(tmp_path / "b", loss_fn=_FailingLoss(crash_at))
     saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert saved["callbacks"]["DSA"]["phase"] == phase
+    assert saved["callbacks"]["pruner"]["phase"] == phase
     resumed = run(tmp_path / "b", resume=True)
     assert resumed.report["keep_counts"] == full.report["keep_counts"]
     assert resumed.report["allocation_updates"] == full.report["allocation_updates"]
@@ -212,7 +212,7 @@ def test_export_onnx_matches_pytorch(tmp_path, capsys):
 
 
 def test_default_warmup_is_the_papers_20_epochs_or_a_fifth_of_a_short_run():
-    from dsaprune.train.dsa import DSAConfig, default_warmup_fraction
+    from dsaprune.pruner import DSAConfig, default_warmup_fraction
 
     assert default_warmup_fraction(300) == pytest.approx(20 / 300)
     assert default_warmup_fraction(150) == pytest.approx(20 / 150)
@@ -234,8 +234,8 @@ def test_paper_configs_load_into_valid_settings():
 
     from dsaprune.api import _split_settings
     from dsaprune.cli.prune import _settings
+    from dsaprune.pruner import DSAConfig
     from dsaprune.train import TrainConfig
-    from dsaprune.train.dsa import DSAConfig
 
     files = sorted(Path(__file__).parents[1].glob("configs/cifar10_resnet*_flops*.yaml"))
     assert len(files) == 6

@@ -1,19 +1,19 @@
 """dsaprune: budgeted channel pruning of convolutional networks with Differentiable Sparsity
 Allocation (DSA, ECCV 2020).
 
-Public API: ``prune`` (the whole DSA pipeline), ``save`` / ``load`` (pruned-model files),
-``export_onnx`` (ONNX for deployment), ``models`` (the zoo), ``data`` (data sets and loaders),
-``train`` (the trainer), ``cost`` (counting and cost models), and the lower-level pieces for
-driving DSA from your own loop: ``find_groups``, ``flops_model`` / ``params_model``,
-``GateHooks`` / ``keep_probabilities`` / ``sample_masks``, ``Allocator``, ``round_channels``,
-``prune_groups``.
+Public API: ``prune`` (the whole pipeline in one call), ``Pruner`` (DSA inside your own
+training loop), ``save`` / ``load`` (pruned-model files), ``export_onnx`` (ONNX for deployment),
+``models`` (the zoo), ``data`` (data sets and loaders), ``train`` (the trainer), ``cost``
+(counting and cost models), and the lower-level pieces: ``find_groups``, ``flops_model`` /
+``params_model``, ``GateHooks`` / ``keep_probabilities`` / ``sample_masks``, ``Allocator``,
+``round_channels``, ``prune_groups``.
 """
 
 __version__ = "0.1.0"
 
 from . import cost, data, models, train  # noqa: E402
 from .allocation import Allocator, AllocatorConfig, round_channels, shift_to_budget  # noqa: E402
-from .api import PruneResult, prune  # noqa: E402
+from .api import prune  # noqa: E402
 from .budget import Budget, BudgetError, parse_budget  # noqa: E402
 from .cost import (  # noqa: E402
     COSTS,
@@ -24,18 +24,17 @@ from .cost import (  # noqa: E402
     make_cost,
     measure_latency,
     params_model,
-    steady_allocator,
+    steady_malloc,
 )
 from .data import load_splits, make_loader  # noqa: E402
 from .export import export_onnx  # noqa: E402
 from .gates import GateHooks, keep_probabilities, sample_masks  # noqa: E402
 from .grouping import TraceError, channel_importance, find_groups  # noqa: E402
+from .pruner import DSAConfig, Pruner, PruneResult  # noqa: E402
 from .surgery import load, prune_groups, save  # noqa: E402
 from .train import TrainConfig, Trainer, evaluate  # noqa: E402
-from .train.dsa import DSA, DSAConfig  # noqa: E402
 
 __all__ = [
-    "DSA",
     "Allocator",
     "AllocatorConfig",
     "Budget",
@@ -43,6 +42,7 @@ __all__ = [
     "DSAConfig",
     "GateHooks",
     "PruneResult",
+    "Pruner",
     "TraceError",
     "channel_importance",
     "find_groups",
@@ -61,7 +61,7 @@ __all__ = [
     "sample_masks",
     "save",
     "shift_to_budget",
-    "steady_allocator",
+    "steady_malloc",
     "Trainer",
     "TrainConfig",
     "__version__",

@@ -1,40 +1,19 @@
-"""``dsaprune.prune``: the whole DSA pipeline behind one call."""
+"""``dsaprune.prune``: the whole pipeline behind one call, the library's trainer driving a
+:class:`~dsaprune.Pruner`."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import surgery
-from .budget import parse_budget
-from .cost import COSTS, QuadraticCost, make_cost
-from .cost.measured import latency_report, warn_if_over
-from .grouping import find_groups
 from .methods import make_method
+from .pruner import DSAConfig, Pruner, PrunerCallback, PruneResult
 from .train import TrainConfig, Trainer, evaluate
-from .train.distributed import DistInfo, broadcast_from_main, setup
-from .train.dsa import DSA, DSAConfig
-
-
-@dataclass
-class PruneResult:
-    model: nn.Module  # the physically pruned network (hard-masked if physical=False)
-    report: dict
-
-    def save(self, path: str | Path, model_name: str = "") -> None:
-        surgery.save(
-            self.model,
-            path,
-            model_name=model_name or self.report.get("model", ""),
-            num_classes=self.report.get("num_classes"),
-        )
+from .train.distributed import DistInfo, setup
 
 
 class _BatchRange:
@@ -115,7 +94,9 @@ def prune(
     ``train_data`` is any re-iterable of (inputs, targets) batches with a length, e.g. a
     DataLoader; without ``val_data`` its last 10% of batches (by position in each pass) are the
     validation split. With ``val_data``, ``train_data`` trains the weights during allocation and
-    ``full_train_data`` (default: ``train_data``) once the allocation is frozen. Settings
+    ``full_train_data`` (default: ``train_data``) once the allocation is frozen. The model's
+    outputs may be a tensor, a tuple or a dict: ``loss_fn(outputs, targets)`` (default
+    cross-entropy) reads them, and accuracy is reported only for class logits. Settings
     are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
     (warmup_fraction, round_to, physical, ``method``: ``dsa`` or a baseline ``uniform``,
     ``magnitude``, ``group_fisher``, ``ssl``, ``morphnet``, ``penalty``: their strength, …) or
@@ -132,7 +113,6 @@ def prune(
     Returns the pruned model and a report.
     """
     t_start = time.perf_counter()
-    b = parse_budget(budget)
     first = check_batches(train_data, "train_data")
     if val_data is not None:
         check_batches(val_data, "val_data")
@@ -160,21 +140,31 @@ def prune(
         )
     if example_inputs is None:
         example_inputs = first[0][:1]
-    example_inputs = example_inputs.to(dist.device)
-    groups = find_groups(model, example_inputs, ignored_layers)
-    budget_cost = make_cost(b.kind, device=dist.device, batch=latency_batch)
-    cost = _shared(lambda: budget_cost.model(groups, progress), dist)
-    in_shape = tuple(example_inputs.shape[1:])
-    before = _counts(model, in_shape)
-    latency_cost = reference = None
-    if report_latency and dist.is_main:  # fitted now: surgery changes the network in place
-        latency_cost = make_cost("latency", device=dist.device, batch=latency_batch)
-        latency_cost = latency_cost.model(groups, progress)
-        reference = copy.deepcopy(model).eval()
-    # from scratch there is no trained "before" network to measure
-    acc_before = evaluate(model, test_data)["acc"] if test_data is not None and pretrained else None
     steps_per_epoch = len(full)  # epochs count passes over the whole training set
-    dsa = DSA(groups, cost, b, val_data, full, dcfg, steps_per_epoch=steps_per_epoch)
+    amp = cfg.amp and dist.device.type == "cuda"
+    loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    pruner = Pruner(
+        model,
+        example_inputs,
+        budget,
+        total_steps=max(1, round(epochs * steps_per_epoch)),
+        val_data=val_data,
+        loss_fn=loss_fn,
+        train_data=full,
+        steps_per_epoch=steps_per_epoch,
+        config=dcfg,
+        ignored_layers=ignored_layers,
+        amp=amp,
+        dist=dist,
+        latency_batch=latency_batch,
+        report_latency=report_latency,
+        progress=progress,
+        model_name=model_name,
+    )
+    # from scratch there is no trained "before" network to measure
+    acc_before = (
+        _accuracy(model, test_data, loss_fn) if test_data is not None and pretrained else None
+    )
     trainer = Trainer(
         model,
         train_part,
@@ -184,7 +174,7 @@ def prune(
         dist=dist,
         progress=progress,
         loss_fn=loss_fn,
-        callbacks=[dsa],
+        callbacks=[PrunerCallback(pruner, full)],
         steps_per_epoch=steps_per_epoch,
         meta={"model_name": model_name, **(meta or {})},
     )
@@ -194,64 +184,25 @@ def prune(
         if not trainer.resume():
             raise FileNotFoundError(f"{Path(out_dir) / 'last.pt'}: no checkpoint to resume from")
     trainer.fit()
-    dsa.finish(trainer)
-    model = trainer.model
-    after = _counts(model, in_shape)
-    # counted kinds are checked on the pruned network itself, measured ones on their fitted model
-    counted = after.get(b.kind)  # None: the budget's cost is measured, not counted
-    ratio = counted / before[b.kind] if counted is not None else dsa.final_ratio
-    if ratio > b.fraction + 1e-9:
-        raise RuntimeError(f"internal error: pruned {b.kind} ratio {ratio:.4f} exceeds {b}")
-    if counted is not None and abs(ratio - dsa.final_ratio) > 0.01:
-        warnings.warn(
-            f"the pruned network counts {ratio:.4f} of the {b.kind} where the cost model "
-            f"predicted {dsa.final_ratio:.4f}: some layers' channels are coupled in a way the "
-            "channel groups do not describe, so the network was cut more than the budget asks; "
-            "please report the model",
-            stacklevel=2,
-        )
-    latency = None
-    if latency_cost is not None:
-        latency = latency_report(
-            latency_cost, reference, model, dsa.alpha_final, in_shape, allocated=cost.measured
-        )
-        if cost.measured:  # the budget itself was on latency: say if the device disagrees
-            warn_if_over(latency, b)
-    acc_after = evaluate(model, test_data)["acc"] if test_data is not None else None
+    result = pruner.finish()
     report = {
-        "model": model_name,
-        "budget": str(b),
-        "budget_kind": b.kind,
-        # channels per block the budget's rounding kept in groups wider than one (1: any count)
-        "rounding_block": cost.block,
-        "budget_fraction": b.fraction,
-        "budget_ratio": ratio,
-        **{f"{k}_before": v for k, v in before.items()},
-        **{f"{k}_after": v for k, v in after.items()},
-        **{f"{k}_ratio": after[k] / before[k] for k in before},
-        "latency": latency,
+        **result.report,
         "acc_before": acc_before,
-        "acc_after": acc_after,
+        "acc_after": (
+            _accuracy(result.model, test_data, loss_fn) if test_data is not None else None
+        ),
         "epochs": epochs,
         "wall_time_s": time.perf_counter() - t_start,
-        "groups": [
-            {
-                "index": g.index,
-                "members": g.describe(),
-                "channels_before": g.channels,
-                "channels_after": n,
-                "keep_ratio": n / g.channels,
-            }
-            for g, n in zip(groups.prunable, dsa.keep_counts, strict=True)
-        ],
-        "unprunable_groups": [g.describe() for g in groups if not g.prunable],
-        **dsa.summary(),
         "train_config": cfg.to_dict(),
-        "dsa_config": dcfg.to_dict(),
         "history": trainer.history,
-        "allocation_history": dsa.history,
     }
-    return PruneResult(model.eval(), report)
+    return PruneResult(result.model, report)
+
+
+def _accuracy(model: nn.Module, data, loss_fn) -> float | None:
+    """Top-1 accuracy when the model's outputs are class logits; None for other tasks (their
+    metric is the caller's)."""
+    return evaluate(model, data).get("acc")
 
 
 def check_batches(data, name: str):
@@ -283,19 +234,3 @@ def check_batches(data, name: str):
             "whose inputs are tensors"
         )
     return first
-
-
-def _counts(model: nn.Module, in_shape) -> dict[str, int]:
-    """Every countable cost of a concrete network (FLOPs, parameters), by budget kind."""
-    out = {}
-    for kind in COSTS:
-        c = make_cost(kind)
-        if c.counted:
-            out[kind] = int(c.count(model, in_shape))
-    return out
-
-
-def _shared(build, dist: DistInfo) -> QuadraticCost:
-    """``build()`` on the main process, handed to the others, so that every process allocates
-    under the same cost even when it is measured (each process would measure differently)."""
-    return broadcast_from_main(build() if dist.is_main else None)

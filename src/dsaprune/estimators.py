@@ -39,6 +39,7 @@ from torch import nn
 from .gates import GateHooks, marginal_channels, pad_groups, sample_masks, topn_masks
 from .grouping import Groups
 from .registry import create
+from .train.outputs import as_float, to_device
 
 
 @dataclass
@@ -77,7 +78,7 @@ class StraightThrough(Estimator):
         p = gates.probabilities(torch.sigmoid(theta), 40)
         hooks.set(sample_masks(p, gates.prob_floor))
         try:
-            loss = loss_fn(model(x).float(), y)
+            loss = loss_fn(as_float(model(x)), y)
             (g,) = torch.autograd.grad(loss, theta)
         finally:
             hooks.clear()
@@ -101,7 +102,7 @@ class GroupFisher(Estimator):
         masks = m0.to(x.device).expand(n, *m0.shape).clone().requires_grad_(True)
         hooks.set(masks, centre=self.centre)
         try:
-            loss = loss_fn(model(x).float(), y)
+            loss = loss_fn(as_float(model(x)), y)
             # the sum of per-sample losses: its gradient on sample n's mask is ∂L_n/∂m_n
             (g,) = torch.autograd.grad(loss * n, masks)
         finally:
@@ -176,7 +177,7 @@ def channel_fisher(
         for b, (x, y) in enumerate(batches):
             if b >= max_batches:
                 break
-            x, y = x.to(dev), y.to(dev)
+            x, y = to_device(x, dev), to_device(y, dev)
             with torch.autocast("cuda", torch.bfloat16, enabled=amp and dev.type == "cuda"):
                 cost, _ = est.channel_costs(model, hooks, x, y, loss_fn, alpha, gates)
             total += cost * x.shape[0]

@@ -145,6 +145,9 @@ class GateHooks:
     def __init__(self, groups: Groups) -> None:
         self.masks: torch.Tensor | None = None
         self.centre = False
+        # called once, at the next forward, to set masks that can only be computed then (after
+        # a resume, once the weights they are read from are loaded)
+        self.on_demand = None
         self.handles = []
         for k, g in enumerate(groups.prunable):
             for name in g.masked:
@@ -159,6 +162,9 @@ class GateHooks:
         where = None if at is None else torch.tensor(at)
 
         def hook(_m, _inp, out):
+            if self.masks is None and self.on_demand is not None:
+                fill, self.on_demand = self.on_demand, None
+                fill()
             if self.masks is None:
                 return None
             if self.masks.dim() == 3:  # [N, K, C_max]: one mask per sample (per-sample gradients)

@@ -2,7 +2,7 @@
 
 Every method decides *keep ratios* (and which channels' importances pick the kept channels);
 everything else, the phases, the budget guarantee, rounding to whole channels, surgery,
-checkpoints and resume, is the flow's (:class:`dsaprune.train.dsa.DSA`). A new method is one
+checkpoints and resume, is the flow's (:class:`dsaprune.Pruner`). A new method is one
 class here plus one line in ``METHODS``.
 
 A policy answers, at the flow's fixed points:

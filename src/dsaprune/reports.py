@@ -51,16 +51,16 @@ def _table_note(lat: dict) -> str:
     )
 
 
-def _allocator_note(lat: dict) -> str:
+def _malloc_note(lat: dict) -> str:
     faults = lat.get("page_faults_before")
     if faults is None:
         return ""
     return (
-        f" Timed with the {lat['allocator']} allocator; a forward pass faulted in "
+        f" Timed with the {lat['malloc']} allocator; a forward pass faulted in "
         f"{faults:.0f} fresh memory pages before pruning and {lat['page_faults_after']:.0f} after"
         + (
-            " (their cost varies between runs: see `--steady-allocator`)."
-            if faulting(lat["allocator"], faults)
+            " (their cost varies between runs: see `--steady-malloc`)."
+            if faulting(lat["malloc"], faults)
             else "."
         )
     )
@@ -96,7 +96,7 @@ def markdown(r: dict) -> str:
                 else ""
             )
             + _table_note(lat)
-            + _allocator_note(lat),
+            + _malloc_note(lat),
             "",
         ]
     lines += [

@@ -41,7 +41,7 @@ def open_model(path: str | Path) -> tuple[nn.Module, dict]:
     if n_cls is None:  # a prune run of an older version: the weights say it
         n_cls = _classes_in(ckpt["model"], models.create(name))
     model = models.create(name, num_classes=None if n_cls is None else int(n_cls))
-    keep = (ckpt.get("callbacks", {}).get("DSA") or {}).get("keep_index")
+    keep = (ckpt.get("callbacks", {}).get("pruner") or {}).get("keep_index")
     state = ckpt["model"]
     mine = model.state_dict()
     if keep is not None and any(

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__, models
-from ..cost.timing import steady_allocator
+from ..cost.timing import steady_malloc
 from ..data import DATASETS, DataError
 from ..estimators import ESTIMATORS
 from ..grouping import TraceError
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch size that latency is predicted and measured at [1]",
     )
     pr.add_argument(
-        "--steady-allocator",
+        "--steady-malloc",
         action="store_true",
         help=STEADY_HELP,
     )
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "group's share of the latency",
     )
     ins.add_argument("--latency-batch", type=int, default=1, help="batch size for --latency [1]")
-    ins.add_argument("--steady-allocator", action="store_true", help=STEADY_HELP)
+    ins.add_argument("--steady-malloc", action="store_true", help=STEADY_HELP)
     ins.add_argument("--device", default="cpu", help="device for --latency [cpu]")
 
     ex = sub.add_parser(
@@ -277,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "steady_allocator", False) and not steady_allocator():
+    if getattr(args, "steady_malloc", False) and not steady_malloc():
         print(
-            f"dsaprune {args.command}: warning: --steady-allocator needs glibc; latency is "
+            f"dsaprune {args.command}: warning: --steady-malloc needs glibc; latency is "
             "measured with the allocator as it is",
             file=sys.stderr,
         )

@@ -9,7 +9,7 @@ import torch
 
 from .. import models, surgery
 from ..api import prune
-from ..cost import COSTS, allocator, count_flops, count_params, make_cost, measure_latency
+from ..cost import COSTS, count_flops, count_params, make_cost, measure_latency
 from ..data import split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
@@ -171,30 +171,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if getattr(args, "latency", False):
         kinds.append("latency")
     opts = dict(device=getattr(args, "device", "cpu"), batch=getattr(args, "latency_batch", 1))
-    forms = {k: make_cost(k, **opts).model(G, progress=True) for k in kinds}
+    costs = {k: make_cost(k, **opts) for k in kinds}
+    forms = {k: c.model(G, progress=True) for k, c in costs.items()}
     K = len(G.prunable)
-    F, P = forms["flops"], forms["params"]
-    print(
-        f"{name}: {len(G)} channel groups ({K} prunable), {F.full / 1e6:.2f}M FLOPs "
-        f"(2 per multiply-add), {P.full / 1e6:.3f}M parameters; input {size}"
-    )
-    if "latency" in forms:
-        L = forms["latency"]
-        print(
-            f"latency on {opts['device']} at batch {opts['batch']}: {1e3 * L.full:.3f} ms "
-            f"predicted, {1e3 * L.fit.full_measured_s:.3f} ms measured "
-            f"({allocator()} allocator)"
-            + (
-                f"; groups wider than {L.block} channels keep whole blocks of {L.block}"
-                + (
-                    f" ({sum(L.sub_block)} of them measured faster below one block may keep less)"
-                    if any(L.sub_block)
-                    else ""
-                )
-                if L.block > 1
-                else ""
-            )
-        )
+    print(f"{name}: {len(G)} channel groups ({K} prunable); input {size}")
+    for k, c in costs.items():
+        print(f"  {c.describe(forms[k])}")
     heads = "".join(f" {k + ' %':>10}" for k in kinds)
     print(
         f"{'group':>5} {'channels':>8}{heads}  members (% = share of the cost its channels touch)"

@@ -7,7 +7,7 @@ from .count import count_flops, count_params
 from .kinds import COSTS, Cost, FlopsCost, LatencyCost, ParamsCost, make_cost
 from .latency import latency_model
 from .quadratic import QuadraticCost, flops_model, params_model
-from .timing import allocator, measure_latency, page_faults_per_call, steady_allocator
+from .timing import malloc_name, measure_latency, page_faults_per_call, steady_malloc
 
 __all__ = [
     "COSTS",
@@ -16,7 +16,7 @@ __all__ = [
     "LatencyCost",
     "ParamsCost",
     "QuadraticCost",
-    "allocator",
+    "malloc_name",
     "count_flops",
     "count_params",
     "flops_model",
@@ -25,5 +25,5 @@ __all__ = [
     "measure_latency",
     "page_faults_per_call",
     "params_model",
-    "steady_allocator",
+    "steady_malloc",
 ]

@@ -31,6 +31,10 @@ class Cost(ABC):
     def model(self, groups: Groups, progress: bool = False) -> QuadraticCost:
         """The cost as a quadratic form in the prunable groups' keep ratios."""
 
+    def describe(self, form: QuadraticCost) -> str:
+        """The unpruned network's cost in words, for ``dsaprune inspect``."""
+        return f"{form.full:g} {self.label}"
+
     def count(self, model: nn.Module, input_shape: Sequence[int]) -> float | None:
         """The exact cost of a concrete network, where it can be counted (None: it is measured,
         and the budget is guaranteed on the fitted model)."""
@@ -43,6 +47,9 @@ class FlopsCost(Cost):
     def model(self, groups: Groups, progress: bool = False) -> QuadraticCost:
         return flops_model(groups)
 
+    def describe(self, form: QuadraticCost) -> str:
+        return f"{form.full / 1e6:.2f}M {self.label}"
+
     def count(self, model: nn.Module, input_shape: Sequence[int]) -> float:
         return float(count_flops(model, tuple(input_shape)))
 
@@ -52,6 +59,9 @@ class ParamsCost(Cost):
 
     def model(self, groups: Groups, progress: bool = False) -> QuadraticCost:
         return params_model(groups)
+
+    def describe(self, form: QuadraticCost) -> str:
+        return f"{form.full / 1e6:.3f}M {self.label}"
 
     def count(self, model: nn.Module, input_shape: Sequence[int]) -> float:
         return float(count_params(model))
@@ -72,6 +82,21 @@ class LatencyCost(Cost):
         from .latency import latency_model
 
         return latency_model(groups, self.batch, self.device, progress=progress)
+
+    def describe(self, form: QuadraticCost) -> str:
+        from .timing import malloc_name
+
+        text = (
+            f"latency on {self.device} at batch {self.batch}: {1e3 * form.full:.3f} ms "
+            f"predicted, {1e3 * form.fit.full_measured_s:.3f} ms measured ({malloc_name()} "
+            "allocator)"
+        )
+        if form.block > 1:
+            text += f"; groups wider than {form.block} channels keep whole blocks of {form.block}"
+            if any(form.sub_block):
+                n = sum(form.sub_block)
+                text += f" ({n} of them measured faster below one block may keep less)"
+        return text
 
 
 COSTS: dict[str, type[Cost]] = {

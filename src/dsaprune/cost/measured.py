@@ -15,7 +15,7 @@ from torch import nn
 
 from .latency import LatencyCache, measured_ratio, meet_by_measurement  # noqa: F401  (re-exported)
 from .quadratic import QuadraticCost
-from .timing import allocator, example_input, measure_latency, page_faults_per_call
+from .timing import example_input, malloc_name, measure_latency, page_faults_per_call
 
 FAULTS = 256  # minor page faults per forward (1 MiB of fresh pages) worth a warning
 BUSY = 1.3  # a network timed this much slower than before means a busy machine (check_table)
@@ -127,19 +127,19 @@ def page_faults(nets: list[nn.Module], input_shape, batch: int = 1, device="cpu"
     forward pass faulting in fresh memory pays for it in time that changes from run to run
     (``timing``'s docstring): that is warned about, with the remedy."""
     faults = faults_per_forward(nets, input_shape, batch, device)
-    name = allocator()
+    name = malloc_name()
     if faulting(name, faults[0]):
         warnings.warn(
             f"each forward pass of the unpruned network at batch {batch} faults in "
             f"{faults[0]:.0f} fresh memory pages: the C allocator hands large blocks back to the "
             "system after every call, which costs time that varies from run to run (up to half "
             "of a batch-64 forward here). For steadier and faster latency, prune with "
-            "--steady-allocator (or `dsaprune.steady_allocator()`) and deploy the same way, "
+            "--steady-malloc (or `dsaprune.steady_malloc()`) and deploy the same way, "
             "e.g. MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824, or jemalloc/tcmalloc",
             stacklevel=2,
         )
     return {
-        "allocator": name,
+        "malloc": name,
         "page_faults_before": faults[0],
         "page_faults_after": faults[1] if len(faults) > 1 else None,
     }

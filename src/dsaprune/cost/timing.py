@@ -13,11 +13,11 @@ The C allocator is part of what is measured. With glibc's defaults, a block abov
 threshold (at most 32 MiB) is mapped fresh on every allocation and handed back on free, and
 freed memory at the top of the heap is trimmed, so each forward pass touches new pages: on the
 2-core CPU a MobileNetV2-CIFAR forward at batch 64 took 136,000 minor page faults and 300 ms,
-against 149 ms once freed memory stays in the process (``steady_allocator``), and ResNet-20's
+against 149 ms once freed memory stays in the process (``steady_malloc``), and ResNet-20's
 47 ms against 33–37 ms. Timings with the faults in them were not repeatable (the same pair of
 networks measured latency ratios 0.46 and 0.62 minutes apart); without them the latency model
 fitted its calibration copies within 4% instead of up to 91%. Batch 1 stays below the threshold.
-``page_faults_per_call`` counts them, ``allocator`` names the setting, and the latency cache
+``page_faults_per_call`` counts them, ``malloc_name`` names the setting, and the latency cache
 keys on it.
 """
 
@@ -78,7 +78,7 @@ _STEADY = False
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 
 
-def steady_allocator() -> bool:
+def steady_malloc() -> bool:
     """Keep freed memory in this process (glibc: never map large blocks on their own, never
     trim the heap), so that a forward pass reuses its activations' pages instead of faulting
     fresh ones in. The same as starting Python with ``MALLOC_MMAP_MAX_=0
@@ -96,9 +96,9 @@ def steady_allocator() -> bool:
     return ok
 
 
-def allocator() -> str:
+def malloc_name() -> str:
     """How this process allocates memory, as far as it changes timings: ``steady``
-    (``steady_allocator`` or its environment variables), the preloaded allocator's name, or
+    (``steady_malloc`` or its environment variables), the preloaded allocator's name, or
     ``system``."""
     if _STEADY or os.environ.get("MALLOC_MMAP_MAX_") == "0":
         return "steady"
@@ -111,7 +111,7 @@ def allocator() -> str:
 def page_faults_per_call(fn: Callable[[], object], calls: int = 3, warm: int = 3) -> float | None:
     """Minor page faults per call of ``fn`` after ``warm`` calls (None where the platform does
     not count them): how much fresh memory each call touches once the allocator has settled
-    (right after ``steady_allocator`` the heap still grows for a call or two)."""
+    (right after ``steady_malloc`` the heap still grows for a call or two)."""
     try:
         import resource
     except ImportError:
@@ -173,7 +173,7 @@ def device_key(device: torch.device | str, dtype=torch.float32) -> str:
             cpu = names[0] if names else cpu
         except OSError:
             pass
-        what = f"cpu|{cpu}|threads={torch.get_num_threads()}|alloc={allocator()}"
+        what = f"cpu|{cpu}|threads={torch.get_num_threads()}|alloc={malloc_name()}"
     ident = f"{what}|torch={torch.__version__}|{dtype}"
     return f"{device.type}-{hashlib.sha1(ident.encode()).hexdigest()[:12]}"
 

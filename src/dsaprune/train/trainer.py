@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum
+from .outputs import as_float, batch_size, is_class_logits, to_device
 from .schedule import lr_factor
 
 
@@ -65,25 +66,43 @@ def _autocast(device: torch.device, amp: bool):
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable, amp: bool = True, device: torch.device | None = None
+    model: nn.Module,
+    loader: Iterable,
+    amp: bool = True,
+    device: torch.device | None = None,
+    loss_fn: Callable | None = None,
 ) -> dict:
-    """Top-1 accuracy and mean cross-entropy over ``loader`` (summed over ranks under DDP)."""
+    """Mean loss (``loss_fn``, default cross-entropy on class logits) and top-1 accuracy over
+    ``loader`` (summed over ranks under DDP). Either is None where the outputs are not class
+    logits and no loss is given."""
     was = model.training
     model.eval()
     dev = device or next(model.parameters()).device
-    acc = torch.zeros(3, dtype=torch.float64, device=dev)  # loss sum, correct, count
+    acc = torch.zeros(4, dtype=torch.float64, device=dev)  # loss sum, correct, count, scored
     for x, y in loader:
-        if x.shape[0] == 0:
+        n = batch_size(x)
+        if n == 0:
             continue
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        x, y = to_device(x, dev), to_device(y, dev)
         with _autocast(dev, amp):
             out = model(x)
-        acc[0] += nn.functional.cross_entropy(out.float(), y, reduction="sum")
-        acc[1] += (out.argmax(1) == y).sum()
-        acc[2] += y.numel()
+        logits = is_class_logits(out, y)
+        if loss_fn is not None:
+            acc[0] += loss_fn(as_float(out), y).float() * n
+        elif logits:
+            acc[0] += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+        if logits:
+            acc[1] += (out.argmax(1) == y).sum()
+            acc[3] += n
+        acc[2] += n
     model.train(was)
-    loss, correct, n = all_reduce_sum(acc).tolist()
-    return {"loss": loss / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
+    loss, correct, n, scored = all_reduce_sum(acc).tolist()
+    has_loss = loss_fn is not None or scored > 0
+    return {
+        "loss": loss / max(n, 1) if has_loss else None,
+        "acc": correct / scored if scored else None,
+        "n": int(n),
+    }
 
 
 @torch.no_grad()
@@ -104,11 +123,16 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, max_batches: int = 20) -
     for i, (x, _) in enumerate(batches):
         if i >= max_batches:
             break
-        model(x.to(dev, non_blocking=True))
+        model(to_device(x, dev))
     for m, mom in zip(bns, saved, strict=True):
         m.momentum = mom
     model.train(was)
     return model
+
+
+def _key(callback) -> str:
+    """The name a callback's state is saved under in a checkpoint."""
+    return getattr(callback, "state_key", type(callback).__name__)
 
 
 class Trainer:
@@ -145,6 +169,7 @@ class Trainer:
         self.meta = meta or {}
         self.progress = progress and self.dist.is_main
         self.amp = cfg.amp and cuda
+        self.user_loss = loss_fn  # evaluation reports it; without one, cross-entropy on logits
         self.loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.callbacks = list(callbacks or [])
         self.rebuild()
@@ -190,9 +215,7 @@ class Trainer:
             config=self.cfg.to_dict(),
             history=self.history,
             callbacks={
-                type(cb).__name__: cb.state_dict()
-                for cb in self.callbacks
-                if hasattr(cb, "state_dict")
+                _key(cb): cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")
             },
             **self.meta,
         )
@@ -209,7 +232,7 @@ class Trainer:
         # callbacks first: one may change the model's shape (DSA re-applies its pruning)
         saved = ckpt.get("callbacks", {})
         for cb in self.callbacks:
-            name = type(cb).__name__
+            name = _key(cb)
             if hasattr(cb, "load_state_dict"):
                 if name not in saved:
                     raise CheckpointError(f"{path}: holds no {name} state; it is from another run")
@@ -239,7 +262,7 @@ class Trainer:
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(self.epoch)
         steps = min(len(self.train_loader), self.total_steps - self.step)
-        acc = torch.zeros(3, dtype=torch.float64, device=self.device)
+        acc = torch.zeros(4, dtype=torch.float64, device=self.device)  # as in evaluate
         # passes still to come at this loader's length (a DSA run's allocation trains on the
         # 90% split, so its passes are shorter than the epochs the schedule counts)
         passes = self.epoch + math.ceil((self.total_steps - self.step) / max(1, steps))
@@ -255,24 +278,26 @@ class Trainer:
         for i, (x, y) in enumerate(self.train_loader):
             if i >= steps:
                 break
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
+            n = batch_size(x)
+            x, y = to_device(x, self.device), to_device(y, self.device)
             self._set_lr()
-            self._call("before_step", x, y)
             with _autocast(self.device, self.amp):
                 out = self.net(x)
-                if i == 0:
+                logits = is_class_logits(out, y)
+                if i == 0 and logits:
                     self._check_targets(out, y)
-                loss = self.loss_fn(out.float(), y)
+                loss = self.loss_fn(as_float(out), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.step += 1
             self._call("after_step")
-            n_seen += y.numel()
-            acc[0] += loss.detach() * y.numel()
-            acc[1] += (out.detach().argmax(1) == y).sum()
-            acc[2] += y.numel()
+            n_seen += n
+            acc[0] += loss.detach() * n
+            if logits:
+                acc[1] += (out.detach().argmax(1) == y).sum()
+                acc[3] += n
+            acc[2] += n
             bar.update(1)
             if bar.disable is False and i % 20 == 0:
                 bar.set_postfix(loss=f"{acc[0].item() / acc[2].item():.3f}")
@@ -280,10 +305,10 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
-        loss_sum, correct, n = all_reduce_sum(acc).tolist()
+        loss_sum, correct, n, scored = all_reduce_sum(acc).tolist()
         return {
             "train_loss": loss_sum / max(n, 1),
-            "train_acc": correct / max(n, 1),
+            "train_acc": correct / scored if scored else None,
             "lr": self.optimizer.param_groups[0]["lr"],
             "epoch_time_s": dt,
             "images_per_s": n_seen * self.dist.world_size / max(dt, 1e-9),
@@ -328,7 +353,7 @@ class Trainer:
                 )
             self.epoch += 1
             if self.eval_loader is not None:
-                ev = evaluate(self.net, self.eval_loader, self.amp, self.device)
+                ev = evaluate(self.net, self.eval_loader, self.amp, self.device, self.user_loss)
                 rec.update(test_loss=ev["loss"], test_acc=ev["acc"])
             rec.update(epoch=self.epoch, step=self.step)
             self._call("after_epoch", rec)
@@ -336,7 +361,7 @@ class Trainer:
             self.save()
             if self.progress:
                 msg = f"epoch {self.epoch}: loss {rec['train_loss']:.4f}"
-                if "test_acc" in rec:
+                if rec.get("test_acc") is not None:
                     msg += f", test acc {100 * rec['test_acc']:.2f}%"
                 tqdm.write(msg + f" ({rec['epoch_time_s']:.1f} s)")
                 sys.stdout.flush()

@@ -1,0 +1,123 @@
+"""The flow's settings and its schedule: when the warm-up ends, how long the allocation window
+lasts and how often the Θ-step runs, all as shares of the whole run so that any length works."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from ..allocation import AllocatorConfig
+from ..estimators import make_estimator
+from ..methods import make_method
+
+PAPER_EPOCHS = 300
+PAPER_WARMUP_EPOCHS = 20
+SHORT_RUN_WARMUP = 0.2  # the warm-up's share of a run shorter than 100 epochs
+
+
+def default_warmup_fraction(epochs: float) -> float:
+    """The warm-up when none is given: the paper's 20 epochs, or a fifth of a shorter run.
+
+    At 300 epochs this is the paper's 20/300; at 100 epochs or fewer it is 0.2. On the 8-epoch
+    CIFAR-10 schedule 0.2 raised DSA from 80.14% to 80.81% at 50% FLOPs and from 79.19% to
+    79.65% at 33% (2 seeds each, every seed higher; ``bench/results/cifar10_notes.md``).
+    """
+    if not epochs > 0:
+        raise ValueError(f"epochs must be > 0, got {epochs}")
+    return min(PAPER_WARMUP_EPOCHS / epochs, SHORT_RUN_WARMUP)
+
+
+@dataclass
+class DSAConfig:
+    warmup_fraction: float | None = None  # None: default_warmup_fraction(epochs)
+    window_end_fraction: float = 100 / 300
+    alloc_every: int = 20  # weight steps per α update (fewer when the window is short)
+    min_updates: int = 100  # the window holds at least this many α updates where it can
+    beta2_init: float = 0.05
+    beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
+    prob_floor: float = 0.01
+    importance: str = "bn_first"
+    init_alpha: float = 0.99
+    hard_threshold: float = 0.01
+    round_to: int = 1
+    physical: bool = True  # physically prune once masks are hard; False keeps masked training
+    method: str = "dsa"  # or a baseline in the same flow (see dsaprune.methods.METHODS)
+    penalty: float | None = None  # ssl / morphnet strength (None: ssl 5e-4, morphnet 2e-3)
+    val_bn_eval: bool = True  # validation forward of the Θ-step with BN running statistics
+    estimator: str = "fisher"  # the Θ-step's loss signal (see dsaprune.estimators)
+    # the weights train under masks sampled from the keep probabilities (the paper's), or under
+    # the deterministic top-n mask of the current α (the default: see README, Decisions)
+    sample_train_masks: bool = False
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_fraction", "window_end_fraction"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 1:
+                raise ValueError(f"{name} is a share of the schedule in [0, 1], got {v}")
+        if self.warmup_fraction is not None and self.warmup_fraction > self.window_end_fraction:
+            raise ValueError(
+                f"warmup_fraction {self.warmup_fraction} ends after the allocation window "
+                f"(window_end_fraction {self.window_end_fraction:.4g}); lower the first or "
+                "raise the second"
+            )
+        if (
+            isinstance(self.round_to, bool)
+            or not isinstance(self.round_to, int)
+            or self.round_to < 1
+        ):
+            raise ValueError(f"round_to is a whole number of channels >= 1, got {self.round_to!r}")
+        make_method(self.method)  # an unknown name fails here, not mid-run
+        if self.penalty is not None and self.penalty < 0:
+            raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
+        make_estimator(self.estimator)  # an unknown name fails here, not mid-run
+
+    @classmethod
+    def nest(cls, settings: dict) -> dict:
+        """Flat settings (``method=…, rho1=…``) as ``from_dict`` reads them: allocator fields
+        under ``allocator``."""
+        alloc_keys = set(AllocatorConfig.__dataclass_fields__)
+        d = {k: v for k, v in settings.items() if k not in alloc_keys}
+        alloc = {k: v for k, v in settings.items() if k in alloc_keys}
+        if alloc:
+            d["allocator"] = {**d.get("allocator", {}), **alloc}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DSAConfig:
+        d = dict(d)
+        alloc = AllocatorConfig(**d.pop("allocator", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown DSA settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(allocator=alloc, **d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def warmup_for(self, epochs: float) -> float:
+        """The warm-up's share of a run of ``epochs``: the one given, else the default (never
+        past the allocation window's end)."""
+        if self.warmup_fraction is not None:
+            return self.warmup_fraction
+        return min(default_warmup_fraction(epochs), self.window_end_fraction)
+
+    def for_epochs(self, epochs: float) -> DSAConfig:
+        """This config with the warm-up fixed for a run of ``epochs`` (reports show the value
+        used, and a resumed run recomputes the same one)."""
+        if self.warmup_fraction is not None:
+            return self
+        return replace(self, warmup_fraction=self.warmup_for(epochs))
+
+
+def window_bounds(cfg: DSAConfig, epochs: float, total_steps: int) -> tuple[int, int]:
+    """The allocation window's first and last weight step in a run of ``epochs``."""
+    warmup = cfg.warmup_for(epochs)  # called every step: no config copy
+    return round(warmup * total_steps), round(cfg.window_end_fraction * total_steps)
+
+
+def alloc_interval(cfg: DSAConfig, epochs: float, total_steps: int) -> int:
+    """Weight steps per allocation update: ``alloc_every``, or fewer where the window would
+    otherwise hold less than ``min_updates`` updates."""
+    w0, w1 = window_bounds(cfg, epochs, total_steps)
+    return max(1, min(cfg.alloc_every, (w1 - w0) // max(1, cfg.min_updates)))
