@@ -54,7 +54,8 @@ class GateState:
 
 
 class Estimator(ABC):
-    """∂L_val/∂Θ from one validation batch; ``hooks`` are the model's gate hooks."""
+    """∂L_val/∂Θ from one validation batch; ``hooks`` are the model's gate hooks; ``model`` is
+    the network or any callable that runs it on the inputs (a detector with its targets)."""
 
     @abstractmethod
     def loss_grad(
@@ -157,6 +158,7 @@ def channel_fisher(
     max_batches: int = 20,
     device: torch.device | None = None,
     amp: bool = False,
+    forward: Callable | None = None,
 ) -> list[torch.Tensor]:
     """Per prunable group, each channel's second-order removal cost ½·mean_n (∂L_n/∂m_i)² on
     the unpruned network, over the samples of up to ``max_batches`` batches: ``fisher``'s
@@ -179,7 +181,8 @@ def channel_fisher(
                 break
             x, y = to_device(x, dev), to_device(y, dev)
             with torch.autocast("cuda", torch.bfloat16, enabled=amp and dev.type == "cuda"):
-                cost, _ = est.channel_costs(model, hooks, x, y, loss_fn, alpha, gates)
+                net = model if forward is None else (lambda inp, y=y: forward(model, inp, y))
+                cost, _ = est.channel_costs(net, hooks, x, y, loss_fn, alpha, gates)
             total += cost * x.shape[0]
             count += x.shape[0]
     finally:

@@ -51,6 +51,7 @@ class Decision:
     loss_fn: Callable | None = None
     device: torch.device | None = None
     amp: bool = False
+    forward: Callable | None = None  # forward(model, inputs, targets); None: model(inputs)
 
 
 class Method:
@@ -166,7 +167,7 @@ class GroupFisherMethod(Method):
                 "group_fisher measures on data: its Decision needs model, batches, loss_fn"
             )
         fisher = channel_fisher(
-            d.model, d.groups, d.batches, d.loss_fn, self.batches, d.device, d.amp
+            d.model, d.groups, d.batches, d.loss_fn, self.batches, d.device, d.amp, d.forward
         )
         counts = greedy_keep_counts(fisher, d.cost, d.budget, d.round_to)
         chans = torch.tensor([g.channels for g in d.groups.prunable], dtype=torch.float64)

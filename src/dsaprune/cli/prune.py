@@ -153,8 +153,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         lat = r.get("latency")
         speed = f", measured speed-up {lat['measured_speedup']:.2f}x" if lat else ""
         print(
-            f"pruned {r['model']} to {r['budget']}: FLOPs ratio {r['flops_ratio']:.4f}, "
-            f"params ratio {r['params_ratio']:.4f}{speed}, test accuracy "
+            f"pruned {r['model']} to {r['budget']}: {r['budget_kind']} ratio "
+            f"{r['budget_ratio']:.4f}{' (masked)' if r['masked'] else ''}{speed}, test accuracy "
             f"{100 * r['acc_after']:.2f}%, budget met by {r['met_by']}; model and report in "
             f"{args.out}/"
         )

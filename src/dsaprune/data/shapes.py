@@ -56,8 +56,8 @@ def _masks(label: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray
     return out
 
 
-def make_shapes(n: int, seed: int = 0, size: int = 32, noise: float = 24.0) -> ImageData:
-    """``n`` images with balanced labels, fully determined by ``seed``."""
+def _draw(n: int, seed: int, size: int, noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images [N, H, W, 3] uint8, labels [N], shape masks [N, H, W] bool), fixed by ``seed``."""
     rng = np.random.default_rng(seed)
     label = rng.permutation(np.arange(n) % len(CLASSES))
     fg = rng.uniform(0, 255, (n, 1, 1, 3))
@@ -66,14 +66,42 @@ def make_shapes(n: int, seed: int = 0, size: int = 32, noise: float = 24.0) -> I
     close = np.abs(fg - bg).sum(-1, keepdims=True) < 120
     fg = np.where(close, 255 - bg, fg)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
+    masks = np.empty((n, size, size), dtype=bool)
     for i in range(0, n, 2048):  # chunked to bound memory
         sl = slice(i, i + 2048)
         m = _masks(label[sl], rng, size)[..., None]
         img = np.where(m, fg[sl], bg[sl]) + rng.normal(0, noise, m.shape[:3] + (3,))
         out[sl] = np.clip(img, 0, 255).astype(np.uint8)
+        masks[sl] = m[..., 0]
+    return out, label, masks
+
+
+def make_shapes(n: int, seed: int = 0, size: int = 32, noise: float = 24.0) -> ImageData:
+    """``n`` images with balanced labels, fully determined by ``seed``."""
+    out, label, _ = _draw(n, seed, size, noise)
     return ImageData(
         torch.from_numpy(out), torch.from_numpy(label.astype(np.int64)), list(CLASSES), "shapes"
     )
+
+
+def make_shape_scenes(
+    n: int, seed: int = 0, size: int = 32, noise: float = 24.0
+) -> tuple[ImageData, torch.Tensor, torch.Tensor]:
+    """The same images as :func:`make_shapes` with dense and box targets, for segmentation and
+    detection: (images, per-pixel classes [N, H, W] int64 with 0 the background and 1 + label
+    the shape, each shape's box [N, 4] as float x0, y0, x1, y1 in pixels)."""
+    out, label, masks = _draw(n, seed, size, noise)
+    m = torch.from_numpy(masks)
+    seg = torch.where(m, torch.from_numpy(label + 1)[:, None, None], 0).long()
+    rows, cols = m.any(2), m.any(1)
+    idx = torch.arange(size)
+    lo = lambda a: torch.where(a, idx, size).min(1).values  # noqa: E731
+    hi = lambda a: torch.where(a, idx, -1).max(1).values + 1  # noqa: E731
+    boxes = torch.stack([lo(cols), lo(rows), hi(cols), hi(rows)], 1).float()
+    data = ImageData(
+        torch.from_numpy(out), torch.from_numpy(label.astype(np.int64)), list(CLASSES), "shapes"
+    )
+    return data, seg, boxes
 
 
 def load_shapes(split: str, n_train: int = 10000, n_test: int = 2000, seed: int = 0) -> ImageData:

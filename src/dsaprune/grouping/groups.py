@@ -4,7 +4,7 @@ shape, which the cost models read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -152,7 +152,11 @@ def _record_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerSh
                 )
             else:
                 return
-            shapes.setdefault(name, s)
+            seen = shapes.get(name)
+            if seen is None:
+                shapes[name] = s
+            else:  # a shared layer (a detector's head over every feature level): its calls add
+                shapes[name] = replace(seen, out_spatial=seen.out_spatial + s.out_spatial)
 
         return hook
 

@@ -23,6 +23,7 @@ import types
 import warnings
 from abc import ABC, abstractmethod
 
+import torch
 from torch import nn
 
 from ..registry import create
@@ -54,6 +55,8 @@ def import_torchvision() -> types.ModuleType:
         package.__spec__ = spec
         package.__file__ = spec.origin
         package.__version__ = "definitions-only"
+        # the one helper of its top-level module that the detection models call
+        package._is_tracing = lambda: torch._C._get_tracing_state() is not None
         sys.modules["torchvision"] = package
         warnings.warn(
             f"`import torchvision` failed ({type(e).__name__}: {str(e)[:120]}); its model "

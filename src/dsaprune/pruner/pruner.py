@@ -60,7 +60,9 @@ class Pruner:
 
     ``example_inputs``: one input batch (the network is traced on it). ``val_data``: held-out
     (inputs, targets) batches that DSA's allocation reads with ``loss_fn(outputs, targets)``
-    (default cross-entropy); ``train_data``: training batches, for a method that measures on
+    (default cross-entropy) on ``forward(model, inputs, targets)`` (default ``model(inputs)``;
+    a detector that returns its losses in training mode is run through its own call here);
+    ``train_data``: training batches, for a method that measures on
     them (``group_fisher``; default ``val_data``). ``steps_per_epoch`` only scales the default
     warm-up and the epochs in the report (default: the whole run is one epoch). Settings are
     :class:`DSAConfig` or :class:`~dsaprune.AllocatorConfig` fields (``method``, ``round_to``,
@@ -77,6 +79,7 @@ class Pruner:
         total_steps: int,
         val_data: Iterable | None = None,
         loss_fn: Callable | None = None,
+        forward: Callable | None = None,
         train_data: Iterable | None = None,
         steps_per_epoch: int | None = None,
         config: DSAConfig | None = None,
@@ -105,6 +108,7 @@ class Pruner:
         self.device, self.amp = self.dist.device, amp
         self.model = model.to(self.device)
         self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self.forward = forward
         self.method = make_method(cfg.method)
         if self.method.reads_validation and val_data is None:
             raise ValueError(
@@ -207,6 +211,19 @@ class Pruner:
                 self._finalise()
         self._enter("done")
         return PruneResult(self.model.eval(), self.report())
+
+    def cut(self) -> nn.Module:
+        """Physically remove the channels a ``physical=False`` run has masked: the same outputs
+        from a smaller network (then rebuild the optimizer, if training goes on)."""
+        if self.hard is None:
+            raise RuntimeError(
+                "nothing is masked to cut: the allocation is not final yet, or the run pruned "
+                "physically already (physical=True, the default)"
+            )
+        self.hard.remove()
+        self.hard = None
+        prune_groups(self.groups, [torch.tensor(k, dtype=torch.long) for k in self.keep_index])
+        return self.model
 
     # -- schedule ------------------------------------------------------------------------------
     def _bounds(self) -> tuple[int, int]:
@@ -354,6 +371,7 @@ class Pruner:
                 self.loss_fn,
                 self.device,
                 self.amp,
+                self.forward,
             )
         )
         if decided is None:  # DSA: allocate by gradient steps over the window
@@ -397,7 +415,7 @@ class Pruner:
         try:
             with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
                 g, loss = self.estimator.loss_grad(
-                    self.model, self.hooks, x, y, self.loss_fn, theta, gates
+                    self._network(y), self.hooks, x, y, self.loss_fn, theta, gates
                 )
         finally:
             self.model.train(was)
@@ -408,6 +426,12 @@ class Pruner:
         self.history.append(
             {"step": self.step_count, "val_loss": loss, "cost_ratio": self.allocator.ratio()}
         )
+
+    def _network(self, targets) -> Callable:
+        """The network as the estimators call it, on inputs alone."""
+        if self.forward is None:
+            return self.model
+        return lambda inputs: self.forward(self.model, inputs, targets)
 
     def _finalise(self, imp: list[torch.Tensor] | None = None) -> None:
         """Meet the budget in whole channels, pick the channels (by ``imp`` if the method
@@ -535,8 +559,10 @@ class Pruner:
         plain values. Counted kinds are checked on the pruned network itself, measured ones
         on their fitted model."""
         b, before = self.budget, self.before
-        after = count_costs(self.model, self.in_shape)
-        counted = after.get(b.kind)  # None: the budget's cost is measured, not counted
+        # a masked network (physical=False, not cut) counts as the unpruned one: its costs are
+        # the cost model's until cut() removes the channels
+        after = count_costs(self.model, self.in_shape) if self.hard is None else {}
+        counted = after.get(b.kind)  # None: measured, or masked; the fitted model's value
         ratio = counted / before[b.kind] if counted is not None else self.final_ratio
         if ratio > b.fraction + 1e-9:
             raise RuntimeError(f"internal error: pruned {b.kind} ratio {ratio:.4f} exceeds {b}")
@@ -570,7 +596,8 @@ class Pruner:
             "budget_ratio": ratio,
             **{f"{k}_before": v for k, v in before.items()},
             **{f"{k}_after": v for k, v in after.items()},
-            **{f"{k}_ratio": after[k] / before[k] for k in before},
+            **{f"{k}_ratio": after[k] / before[k] for k in after},
+            "masked": self.hard is not None,
             "latency": latency,
             "groups": [
                 {
