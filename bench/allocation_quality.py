@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--dsa-set",
         default="",
-        help="DSA settings for the dsa rows, k=v,... (e.g. clip=1e6); with --label",
+        help="DSA settings for the dsa rows, k=v,... (e.g. power=1); with --label",
     )
     p.add_argument("--label", default="", help="record the dsa rows under this method name")
     p.add_argument("--resume", action="store_true", help="keep the rows already in the file")

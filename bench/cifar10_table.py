@@ -215,18 +215,18 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     """The DSA settings in which a finished run differs from what its command gives today, as
     {setting: [the run's, today's]}: a run made before a default changed is marked, not mixed
     silently into a table of today's defaults."""
-    from dsaprune.api import _split_settings
-    from dsaprune.cli.prune import _settings, from_trained
-    from dsaprune.methods import make_method
-    from dsaprune.pruner import DSAConfig
+    from dataclasses import replace
 
-    s = _settings(argparse.Namespace(config=a.config)) if a.config else {}
-    _, d = _split_settings({k: v for k, v in s.items() if k not in ("budget", "epochs")})
-    d["method"] = FROM_CHECKPOINT.get(j.method, j.method)
+    from dsaprune.cli.spec import RunSpec
+    from dsaprune.methods import make_method
+
+    method = FROM_CHECKPOINT.get(j.method, j.method)
     epochs = a.finetune_epochs if j.method in FROM_CHECKPOINT else a.epochs
-    if j.method in FROM_CHECKPOINT:
-        from_trained(d)  # as `dsaprune prune --checkpoint` does
-    now = _flat(DSAConfig.from_dict(d).for_epochs(epochs).to_dict())
+    # as `dsaprune prune` builds it (from a checkpoint: no warm-up unless one is set)
+    ns = argparse.Namespace(config=a.config, epochs_default=epochs)
+    spec = RunSpec.from_args(ns, trained=j.method in FROM_CHECKPOINT)
+    now = _flat(replace(spec.dsa, method=method).for_epochs(epochs).to_dict())
+    d = {"method": method}
     ran = _flat(rep.get("dsa_config", {}))
     unread = {"warmup_fraction"} if make_method(d["method"]).penalised else set()  # from step 1
     out = {}

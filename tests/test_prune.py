@@ -232,32 +232,32 @@ def test_paper_configs_load_into_valid_settings():
     import argparse
     from pathlib import Path
 
-    from dsaprune.api import _split_settings
-    from dsaprune.cli.prune import _settings
-    from dsaprune.pruner import DSAConfig
-    from dsaprune.train import TrainConfig
+    from dsaprune.cli.spec import RunSpec
+
+    def spec(f):
+        return RunSpec.from_args(argparse.Namespace(config=str(f), epochs_default=1.0))
 
     files = sorted(Path(__file__).parents[1].glob("configs/cifar10_resnet*_flops*.yaml"))
     assert len(files) == 6
     for f in files:
-        s = _settings(argparse.Namespace(config=str(f)))
-        budget = dsaprune.parse_budget(s.pop("budget"))
-        assert budget.fraction in (0.75, 0.5, 0.333) and s.pop("epochs") == 300
-        t, d = _split_settings(s)
-        cfg, dcfg = TrainConfig(**t), DSAConfig.from_dict(d)
-        assert (cfg.lr, cfg.weight_decay, cfg.schedule) == (0.05, 4e-5, "step")
-        assert dcfg.warmup_fraction * 300 == pytest.approx(20, abs=0.05)
+        s = spec(f)
+        assert dsaprune.parse_budget(s.budget).fraction in (0.75, 0.5, 0.333)
+        assert s.epochs == 300
+        assert (s.train.lr, s.train.weight_decay, s.train.schedule) == (0.05, 4e-5, "step")
+        assert s.dsa.warmup_fraction * 300 == pytest.approx(20, abs=0.05)
     files = sorted(Path(__file__).parents[1].glob("configs/imagenet_resnet*_flops*.yaml"))
     assert len(files) == 3
     for f in files:
-        s = _settings(argparse.Namespace(config=str(f)))
-        assert dsaprune.parse_budget(s.pop("budget")).fraction in (0.6, 0.5)
-        assert s.pop("epochs") == 120
-        t, d = _split_settings(s)
-        cfg, dcfg = TrainConfig(**t), DSAConfig.from_dict(d)
-        assert (cfg.lr, cfg.weight_decay, cfg.batch_size) == (0.1, 4e-5, 256)
-        assert [round(m * 120) for m in cfg.milestones] == [50, 80, 110]
-        assert dcfg.warmup_fraction * 120 == pytest.approx(15)
+        s = spec(f)
+        assert dsaprune.parse_budget(s.budget).fraction in (0.6, 0.5)
+        assert s.epochs == 120
+        assert (s.train.lr, s.train.weight_decay, s.train.batch_size) == (0.1, 4e-5, 256)
+        assert [round(m * 120) for m in s.train.milestones] == [50, 80, 110]
+        assert s.dsa.warmup_fraction * 120 == pytest.approx(15)
+    # a flag on the command line wins over the file; a run from trained weights has no warm-up
+    ns = argparse.Namespace(config=str(files[0]), epochs_default=1.0, lr=0.01, budget="params=0.4")
+    s = RunSpec.from_args(ns, trained=True)
+    assert (s.train.lr, s.budget, s.dsa.warmup_fraction) == (0.01, "params=0.4", 15 / 120)
 
 
 def test_group_without_bn_uses_filter_l1_with_a_warning(tiny_net):

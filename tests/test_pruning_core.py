@@ -136,9 +136,8 @@ def test_allocator_reaches_budget_by_itself():
         assert A.ratio() > budget - 0.01  # no overshoot
 
 
-@pytest.mark.parametrize("direction", ["difference", "curvature"])
 @pytest.mark.parametrize("shape", ["streams_matter", "internals_matter"])
-def test_allocator_trades_loss_against_cost(shape, direction):
+def test_allocator_trades_loss_against_cost(shape):
     """A known loss L(A) = Σ s_k (1 − α_k)² on ResNet-20's real cost model, its gradient seen
     through heavy noise: the allocation must beat uniform pruning on L at the same cost, and
     protect the groups that matter (a cost-only rule cuts the residual streams, the costliest
@@ -153,8 +152,7 @@ def test_allocator_trades_loss_against_cost(shape, direction):
         return float((s * (1 - a) ** 2).sum())
 
     g = torch.Generator().manual_seed(1)
-    cfg = AllocatorConfig(direction=direction)
-    A = Allocator(F, 0.5, torch.full((12,), 4.6, dtype=torch.float64), 150, cfg)
+    A = Allocator(F, 0.5, torch.full((12,), 4.6, dtype=torch.float64), 150, AllocatorConfig())
     while not A.met():
         theta = A.theta.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad((s * (1 - torch.sigmoid(theta)) ** 2).sum(), theta)
@@ -255,6 +253,6 @@ def test_a_convolutional_classifier_is_never_pruned():
     assert net(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
-def test_an_unknown_allocator_direction_is_refused_when_configured():
-    with pytest.raises(ValueError, match="direction must be curvature or difference"):
-        AllocatorConfig(direction="newton")
+def test_a_bad_allocator_power_is_refused_when_configured():
+    with pytest.raises(ValueError, match="allocator power must be > 0"):
+        AllocatorConfig(power=0)

@@ -9,7 +9,7 @@ each normalised to mean magnitude 1 over groups so that neither's units matter: 
 pull u2 + ρ2 (Θ − z), largest on the groups whose channels cost most, against the validation
 loss's resistance ∂L_val/∂Θ (averaged over updates), largest on the groups whose channels matter
 most. The direction is pull over resistance (the second-order cheapest way down, see
-``Allocator.direction``; pull minus resistance with ``direction="difference"``); the step
+``Allocator.direction``); the step
 length along it is chosen so that the cost falls on a straight line from its start to the
 budget, reached ``target_fraction`` of the way through the allocation window. So the allocator
 itself always meets the budget inside the window, and the loss decides *where* channels go, not
@@ -32,28 +32,18 @@ class AllocatorConfig:
     rho2: float = 1.0  # Θ–z coupling, in logit units
     z_steps: int = 50
     z_lr: float = 0.05
-    loss_scale: float = 1.0  # weight of the loss's resistance against the budget's pull; 0: none
     target_fraction: float = 0.6  # the cost reaches the budget this far into the window
     dual_lr: float = 0.05  # u2 ← u2 + dual_lr · ρ2 (Θ − z)
     momentum: float = 0.9  # averaging of ∂L_val/∂Θ over allocation updates
-    # bound on each group's normalised loss gradient; None: none (the default, see _resistance)
-    clip: float | None = None
-    centre: bool = False  # subtract the mean over groups (keep only relative sensitivity)
     u1_max: float = 1e3  # bound on the budget multiplier, so long windows stay finite
-    precondition: bool = True  # z-step budget gradient in keep-ratio units (see Allocator)
-    # how pull and resistance combine into the Θ-step direction: "curvature" (pull over
-    # resistance, the default; see Allocator.direction) or "difference" (pull minus resistance)
-    direction: str = "curvature"
-    # the curvature direction's pull / resistanceᵖ: p = 1 is the second-order step, larger p
-    # concentrates the step on the groups that are cheapest to cut now (p → ∞: greedy); 2 was
-    # chosen on the dev half of the allocation-quality bench (docs/decisions.md)
+    # the direction's pull / resistanceᵖ (Allocator.direction): p = 1 is the second-order step,
+    # larger p concentrates the step on the groups that are cheapest to cut now (p → ∞:
+    # greedy); 2 was chosen on the dev half of the allocation-quality bench (docs/decisions.md)
     power: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.direction not in ("curvature", "difference"):
-            raise ValueError(
-                f"allocator direction must be curvature or difference, got {self.direction!r}"
-            )
+        if not self.power > 0:
+            raise ValueError(f"allocator power must be > 0, got {self.power}")
 
 
 class Allocator:
@@ -102,14 +92,13 @@ class Allocator:
         a = torch.sigmoid(self.theta)
         g = grad.detach().double().cpu() / (a * (1 - a)).clamp_min(1e-6)
         self._avg = g if self._avg is None else c.momentum * self._avg + (1 - c.momentum) * g
-        g = self._avg - self._avg.mean() if c.centre else self._avg
+        g = self._avg
         mag = g.abs().mean()
         if not mag > 0:
             return torch.zeros_like(g)
-        # no bound by default: a bound capped exactly the few costly residual streams of a
-        # deep network, so they were cut first (docs/decisions.md)
-        g = g / mag
-        return g if c.clip is None else g.clamp(-c.clip, c.clip)
+        # no bound: a bound capped exactly the few costly residual streams of a deep network, so
+        # they were cut first (docs/decisions.md)
+        return g / mag
 
     def _z_step(self) -> None:
         """Inner gradient steps on the augmented budget term, u1 updated after each."""
@@ -125,14 +114,13 @@ class Allocator:
             )
             (gz,) = torch.autograd.grad(obj, z)
             with torch.no_grad():
-                if c.precondition:
-                    # the budget part of the step in keep-ratio units: without this the logit
-                    # factor α(1 − α) makes the projection cut ever harder into whichever group
-                    # has started to shrink
-                    a = torch.sigmoid(z)
-                    gz = gz + (self.u2 + c.rho2 * (z - self.theta))  # the budget part alone
-                    gz = gz / (a * (1 - a)).clamp_min(1e-6) * (a * (1 - a)).mean()
-                    gz = gz - (self.u2 + c.rho2 * (z - self.theta))
+                # the budget part of the step in keep-ratio units: without this the logit
+                # factor α(1 − α) makes the projection cut ever harder into whichever group
+                # has started to shrink
+                a = torch.sigmoid(z)
+                gz = gz + (self.u2 + c.rho2 * (z - self.theta))  # the budget part alone
+                gz = gz / (a * (1 - a)).clamp_min(1e-6) * (a * (1 - a)).mean()
+                gz = gz - (self.u2 + c.rho2 * (z - self.theta))
                 z -= c.z_lr * gz
                 z.clamp_(-12.0, 12.0)  # keep ratios in [6e-6, 1 − 6e-6]: finite logits
                 over = torch.relu(self.cost.ratio(torch.sigmoid(z)) - self.budget)
@@ -142,21 +130,19 @@ class Allocator:
     def direction(self, loss_grad_theta: torch.Tensor) -> torch.Tensor:
         """The step direction in keep ratios (≥ 0: they only fall) from the budget's pull (the
         ADMM terms of the Θ-step) and the loss's resistance, each in units of its mean magnitude
-        over groups: by default their quotient (``curvature``), or their projected difference.
-        The measurements that chose the quotient are in ``docs/decisions.md``."""
+        over groups: their quotient, the cheapest second-order way down. The measurements that
+        chose it over their difference are in ``docs/decisions.md``."""
         c = self.cfg
         pull = self.u2 + c.rho2 * (self.theta - self.z)
         mag = pull.abs().mean()
         pull = pull / mag if mag > 0 else pull
         resist = self._resistance(loss_grad_theta)
-        if c.direction == "curvature" and c.loss_scale > 0:
-            # the cheapest second-order way down: with a removal cost h_k δ_k² / 2 per group
-            # and the cost falling by Σ pull_k δ_k, the loss rises least for δ_k ∝ pull_k / h_k;
-            # the resistance (a secant slope of the removal cost) stands in for h_k
-            h = (-resist).clamp(min=0) + 0.05
-            d = pull.clamp(min=0) / h**c.power
-            return d / d.mean() if d.mean() > 0 else d
-        return (pull + c.loss_scale * resist).clamp(min=0)
+        # with a removal cost h_k δ_k² / 2 per group and the cost falling by Σ pull_k δ_k, the
+        # loss rises least for δ_k ∝ pull_k / h_k; the resistance (a secant slope of the
+        # removal cost) stands in for h_k
+        h = (-resist).clamp(min=0) + 0.05
+        d = pull.clamp(min=0) / h**c.power
+        return d / d.mean() if d.mean() > 0 else d
 
     def step(self, loss_grad_theta: torch.Tensor) -> None:
         """One outer iteration, given ∂L_val/∂Θ from one validation batch."""

@@ -3,66 +3,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .data.holdout import hold_out
 from .methods import make_method
-from .pruner import DSAConfig, Pruner, PrunerCallback, PruneResult
+from .pruner import DSAConfig, Pruner, PrunerCallback, PruneResult, split_settings
 from .train import TrainConfig, Trainer, evaluate
 from .train.distributed import DistInfo, setup
-
-
-class _BatchRange:
-    """Batches ``lo`` … ``hi`` − 1 of a re-iterable batch source (the validation part is cached
-    after its first pass, so it is read once)."""
-
-    def __init__(self, source, lo: int, hi: int, cache: bool = False) -> None:
-        self.source, self.lo, self.hi, self.cache = source, lo, hi, cache
-        self._cached: list | None = None
-
-    def __len__(self) -> int:
-        return self.hi - self.lo
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.source, "set_epoch"):
-            self.source.set_epoch(epoch)
-
-    def __iter__(self):
-        if self._cached is not None:
-            yield from self._cached
-            return
-        got = []
-        for i, b in enumerate(self.source):
-            if i >= self.hi:
-                break
-            if i >= self.lo:
-                if self.cache:
-                    got.append(b)
-                yield b
-        if self.cache:
-            self._cached = got
-
-
-def _split_settings(settings: dict) -> tuple[dict, dict]:
-    train_keys = set(TrainConfig.fields())
-    dsa_keys = {f.name for f in dataclasses.fields(DSAConfig)}
-    alloc_keys = {f.name for f in dataclasses.fields(DSAConfig().allocator)}
-    t, d = {}, {}
-    for k, v in settings.items():
-        if k in train_keys:
-            t[k] = v
-        elif k in dsa_keys:
-            d[k] = v
-        elif k in alloc_keys:
-            d.setdefault("allocator", {})[k] = v
-        else:
-            known = sorted(train_keys | dsa_keys | alloc_keys)
-            raise ValueError(f"unknown setting {k!r}; known settings: {', '.join(known)}")
-    return t, d
 
 
 def prune(
@@ -92,12 +43,12 @@ def prune(
     """Prune ``model`` to ``budget`` with DSA while it trains for ``epochs`` (may be fractional).
 
     ``train_data`` is any re-iterable of (inputs, targets) batches with a length, e.g. a
-    DataLoader; without ``val_data`` its last 10% of batches (by position in each pass) are the
-    validation split. With ``val_data``, ``train_data`` trains the weights during allocation and
-    ``full_train_data`` (default: ``train_data``) once the allocation is frozen. The model's
-    outputs may be a tensor, a tuple or a dict: ``loss_fn(outputs, targets)`` (default
-    cross-entropy) reads them, and accuracy is reported only for class logits. Settings
-    are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
+    DataLoader; without ``val_data`` 10% of it is held out for DSA's allocation
+    (:func:`dsaprune.data.hold_out`). With ``val_data``, ``train_data`` trains the weights
+    during allocation and ``full_train_data`` (default: ``train_data``) once the allocation is
+    frozen. The model's outputs may be a tensor, a tuple or a dict: ``loss_fn(outputs,
+    targets)`` (default cross-entropy) reads them, and accuracy is reported only for class
+    logits. Settings are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
     (warmup_fraction, round_to, physical, ``method``: ``dsa`` or a baseline ``uniform``,
     ``magnitude``, ``group_fisher``, ``ssl``, ``morphnet``, ``penalty``: their strength, …) or
     :class:`AllocatorConfig` (rho1, …).
@@ -116,18 +67,13 @@ def prune(
     first = check_batches(train_data, "train_data")
     if val_data is not None:
         check_batches(val_data, "val_data")
-    tset, dset = _split_settings(settings)
+    tset, dset = split_settings(settings)
     cfg = TrainConfig(epochs=epochs, **tset)
     dcfg = DSAConfig.from_dict(dset).for_epochs(epochs)
     dist = dist or setup(device)
     model = model.to(dist.device)
     if val_data is None:
-        n_given = len(train_data)
-        cut = max(1, int(round(0.9 * n_given)))
-        if cut >= n_given:
-            raise ValueError("train_data has too few batches to hold out 10% for validation")
-        train_part = _BatchRange(train_data, 0, cut)
-        val_data = _BatchRange(train_data, cut, n_given, cache=True)
+        train_part, val_data = hold_out(train_data)
     else:
         train_part = train_data
     full = full_train_data if full_train_data is not None else train_data

@@ -13,13 +13,7 @@ from ..io import atomic_write_json
 from ..train import TrainConfig, Trainer, distributed, load_model_state, read_checkpoint
 from ..train import evaluate as evaluate_model
 from .prepare import prepare, run_folder
-
-
-def _config(args: argparse.Namespace) -> TrainConfig:
-    over = {k: getattr(args, k, None) for k in TrainConfig.fields()}
-    if getattr(args, "config", None):
-        return TrainConfig.from_yaml(args.config, **over)
-    return TrainConfig.from_dict({k: v for k, v in over.items() if v is not None})
+from .spec import RunSpec
 
 
 def run_training(args: argparse.Namespace, cfg: TrainConfig, progress: bool = True) -> dict:
@@ -68,7 +62,7 @@ def _run_training(args: argparse.Namespace, cfg: TrainConfig, progress: bool) ->
 
 
 def train(args: argparse.Namespace) -> int:
-    out = run_training(args, _config(args), progress=not args.quiet)
+    out = run_training(args, RunSpec.from_args(args).train, progress=not args.quiet)
     if out["dist"].is_main:
         last = out["last"]
         print(
@@ -108,7 +102,7 @@ def evaluate(args: argparse.Namespace) -> int:
     splits.std = list(ckpt.get("std") or splits.std)
     loader = run.loader(splits.test, args.batch_size, train=False)
     dist = run.dist
-    res = evaluate_model(model.to(dist.device), loader)
+    res = evaluate_model(model.to(dist.device), loader, progress=dist.is_main)
     print(
         f"{ckpt['model_name']} on {args.dataset} test ({res['n']} images): "
         f"accuracy {100 * res['acc']:.2f}%, loss {res['loss']:.4f}"

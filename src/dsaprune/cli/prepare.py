@@ -49,6 +49,7 @@ def prepare(args: argparse.Namespace, *, seed: int = 0, channels_last: bool = Fa
             args.data,
             download=getattr(args, "download", False),
             image_size=getattr(args, "image_size", 224),
+            progress=not getattr(args, "quiet", False),
         )
     except BaseException:
         distributed.cleanup()  # callers clean up only once they hold the run

@@ -10,52 +10,14 @@ import torch
 from .. import models, surgery
 from ..api import prune
 from ..cost import COSTS, count_flops, count_params, make_cost, measure_latency
-from ..data import split_train_val
 from ..export import export_onnx
 from ..grouping import find_groups
-from ..io import ConfigError, read_yaml
 from ..reports import write_report
 from ..train import TrainConfig, distributed
 from .commands import run_training
 from .files import open_model
 from .prepare import prepare, run_folder
-
-
-def _settings(args: argparse.Namespace) -> dict:
-    """Settings from --config (``train:`` / ``dsa:`` sections or flat) overridden by options."""
-    s: dict = {}
-    if getattr(args, "config", None):
-        d = read_yaml(args.config)
-        for section in ("train", "dsa"):
-            part = d.pop(section, {}) or {}
-            if not isinstance(part, dict):
-                raise ConfigError(f"--config {args.config}: '{section}:' must hold a mapping")
-            s.update(part)
-        s.update(d)
-    for k in TrainConfig.fields():
-        v = getattr(args, k, None)
-        if v is not None:
-            s[k] = v
-    for k in (
-        "round_to",
-        "method",
-        "physical",
-        "warmup_fraction",
-        "penalty",
-        "estimator",
-        "latency_batch",
-    ):
-        v = getattr(args, k, None)
-        if v is not None:
-            s[k] = v
-    return s
-
-
-def from_trained(settings: dict) -> dict:
-    """The settings of a run that starts from trained weights (``--checkpoint``, ``--weights``):
-    no warm-up unless one is set (the warm-up lets a fresh network's weights settle first)."""
-    settings.setdefault("warmup_fraction", 0.0)
-    return settings
+from .spec import RunSpec
 
 
 def _model(args) -> tuple[torch.nn.Module, str, int | None]:
@@ -67,20 +29,18 @@ def _model(args) -> tuple[torch.nn.Module, str, int | None]:
 
 
 def run_prune(args: argparse.Namespace, progress: bool = True) -> dict:
-    s = _settings(args)
-    seed = int(s.get("seed", 0))
+    trained = bool(args.checkpoint or getattr(args, "weights", None))
+    spec = RunSpec.from_args(args, trained=trained)
     with run_folder(args):
-        return _run_prune(args, s, seed, progress)
+        return _run_prune(args, spec, progress)
 
 
-def _run_prune(args: argparse.Namespace, s: dict, seed: int, progress: bool) -> dict:
-    run = prepare(args, seed=seed, channels_last=bool(s.get("channels_last", True)))
+def _run_prune(args: argparse.Namespace, spec: RunSpec, progress: bool) -> dict:
+    seed = spec.train.seed
+    run = prepare(args, seed=seed, channels_last=spec.train.channels_last)
     dist, splits = run.dist, run.splits
     try:
-        in_config = s.pop("budget", None)
-        budget = args.budget or in_config or "flops=0.5"  # the command line wins
-        given = s.pop("epochs", None)  # 0 is refused below, never taken as "not given"
-        epochs = float(args.epochs_default if given is None else given)
+        budget = spec.budget or "flops=0.5"
         model, name, n_cls = _model(args)
         if n_cls is not None and n_cls != splits.num_classes:
             raise ValueError(
@@ -94,22 +54,15 @@ def _run_prune(args: argparse.Namespace, s: dict, seed: int, progress: bool) -> 
                 fresh = models.load_weights(model, weights)
                 if fresh and dist.is_main:
                     print(f"{weights}: {', '.join(fresh)} left freshly initialised (classes)")
-        if args.checkpoint or weights:
-            from_trained(s)
-        bs = int(s.get("batch_size", 128))
-        train90, val10 = split_train_val(splits.train)
-        tr = run.loader(train90, bs, train=True)
-        va = run.loader(val10, bs, train=True)  # training augmentation, as DSA
+        bs = spec.train.batch_size
         full = run.loader(splits.train, bs, train=True)
         te = run.loader(splits.test, 256, train=False)
         res = prune(
             model,
-            tr,
-            va,
+            full,  # prune() holds out 10% of each class for DSA's allocation
             budget=budget,
-            epochs=epochs,
+            epochs=spec.epochs,
             test_data=te,
-            full_train_data=full,
             out_dir=args.out,
             resume=bool(getattr(args, "resume", False)),
             model_name=name,
@@ -123,7 +76,8 @@ def _run_prune(args: argparse.Namespace, s: dict, seed: int, progress: bool) -> 
                 "std": splits.std,
             },
             report_latency=getattr(args, "latency_report", None) is not False,
-            **s,
+            latency_batch=spec.latency_batch,
+            **spec.prune_settings(),
         )
         res.report["command"] = "dsaprune " + " ".join(getattr(args, "argv", []) or [])
         res.report["dataset"] = args.dataset

@@ -13,6 +13,7 @@ from . import cifar, imagefolder
 from .cache import cached
 from .common import DataError, ImageData, cache_dir, channel_stats, split_train_val
 from .download import download
+from .holdout import hold_out
 from .imagefolder import FolderDataset
 from .loaders import DeviceLoader, StreamLoader
 from .shapes import load_shapes, make_shapes
@@ -45,7 +46,9 @@ def _find_local(name: str, root: Path) -> Path | None:
     return archive if archive.exists() else None
 
 
-def _load_cifar(name: str, path: str | Path | None, allow_download: bool) -> Splits:
+def _load_cifar(
+    name: str, path: str | Path | None, allow_download: bool, progress: bool = False
+) -> Splits:
     root = Path(path) if path else cache_dir() / "data" / name
     src = _find_local(name, root)
     if src is None:
@@ -61,8 +64,10 @@ def _load_cifar(name: str, path: str | Path | None, allow_download: bool) -> Spl
         train = cached(src, "train", lambda: cifar.load_python(src, name, "train"))
         test = cached(src, "test", lambda: cifar.load_python(src, name, "test"))
     elif imagefolder.is_image_folder(src):
-        train = cached(src, "train", lambda: imagefolder.load_small(src, "train"))
-        test = cached(src, "test", lambda: imagefolder.load_small(src, "test", train.classes))
+        train = cached(src, "train", lambda: imagefolder.load_small(src, "train", None, progress))
+        test = cached(
+            src, "test", lambda: imagefolder.load_small(src, "test", train.classes, progress)
+        )
     else:
         raise DataError(f"{src}: neither the official {name} python-version files nor an image folder")
     expected = 10 if name == "cifar10" else 100
@@ -73,7 +78,12 @@ def _load_cifar(name: str, path: str | Path | None, allow_download: bool) -> Spl
 
 
 def load_splits(
-    dataset: str, path: str | Path | None = None, *, download: bool = False, image_size: int = 224
+    dataset: str,
+    path: str | Path | None = None,
+    *,
+    download: bool = False,
+    image_size: int = 224,
+    progress: bool = False,
 ) -> Splits:
     """Load a data set by name: ``shapes`` (built in), ``cifar10``, ``cifar100``,
     ``imagefolder`` (small images of one size, decoded into memory) or ``imagenet``
@@ -83,15 +93,17 @@ def load_splits(
         mean, std = channel_stats(train.images)
         return Splits(train, test, train.num_classes, mean, std)
     if dataset in ("cifar10", "cifar100"):
-        return _load_cifar(dataset, path, download)
+        return _load_cifar(dataset, path, download, progress)
     if path is None:
         raise DataError(f"data set {dataset!r} needs --data PATH")
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     if dataset == "imagefolder":
-        train = cached(p, "train", lambda: imagefolder.load_small(p, "train"))
-        test = cached(p, "test", lambda: imagefolder.load_small(p, "test", train.classes))
+        train = cached(p, "train", lambda: imagefolder.load_small(p, "train", None, progress))
+        test = cached(
+            p, "test", lambda: imagefolder.load_small(p, "test", train.classes, progress)
+        )
         mean, std = channel_stats(train.images)
         return Splits(train, test, train.num_classes, mean, std)
     if dataset == "imagenet":
@@ -132,6 +144,7 @@ __all__ = [
     "StreamLoader",
     "channel_stats",
     "download",
+    "hold_out",
     "load_shapes",
     "load_splits",
     "make_loader",

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..progress import Progress
 from .common import DataError, ImageData, stack_images
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -89,7 +90,9 @@ def is_image_folder(path: Path) -> bool:
     return path.is_file() and (tarfile.is_tarfile(path) or zipfile.is_zipfile(path))
 
 
-def load_small(path: Path, split: str, classes: list[str] | None = None) -> ImageData:
+def load_small(
+    path: Path, split: str, classes: list[str] | None = None, progress: bool = False
+) -> ImageData:
     """Decode every image of ``split`` into one uint8 tensor (all images must share one size)."""
     names, read, close = _open_source(path)
     try:
@@ -100,7 +103,11 @@ def load_small(path: Path, split: str, classes: list[str] | None = None) -> Imag
         unknown = [c for c in found if c not in index]
         if unknown:
             raise DataError(f"{path}: split '{split}' has classes not in training: {unknown}")
-        arrays = [_decode(read(n), n, str(path)) for n, _ in entries]
+        arrays = []
+        with Progress(len(entries), f"decoding {path.name} ({split})", progress) as bar:
+            for n, _ in entries:
+                arrays.append(_decode(read(n), n, str(path)))
+                bar.update(1)
     finally:
         close()
     images = stack_images(arrays, [n for n, _ in entries], str(path))

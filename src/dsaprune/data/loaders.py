@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .common import ImageData
+from .common import ImageData, split_train_val
 
 
 def _normaliser(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +46,10 @@ class DeviceLoader:
             raise ValueError(
                 f"batch size {batch_size} is not divisible by the {world_size} processes"
             )
+        self._kw = dict(
+            train=train, mean=mean, std=std, device=device, pad=pad, flip=flip, seed=seed,
+            rank=rank, world_size=world_size, channels_last=channels_last, drop_last=drop_last,
+        )  # fmt: skip
         self.data, self.batch_size, self.train = data, batch_size, train
         self.device = torch.device(device)
         self.pad, self.flip = (pad, flip) if train else (0, False)
@@ -59,6 +63,15 @@ class DeviceLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def held_out(self, fraction: float = 0.1) -> tuple[DeviceLoader, DeviceLoader]:
+        """Loaders of the images left for training and of the ``fraction`` held out of each
+        class (``split_train_val``), with this loader's settings (augmentation included)."""
+        train, val = split_train_val(self.data, fraction)
+        # a held-out part smaller than one batch is still one (partial) batch
+        return DeviceLoader(train, self.batch_size, **self._kw), DeviceLoader(
+            val, self.batch_size, **{**self._kw, "drop_last": False}
+        )
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -133,6 +146,11 @@ class StreamLoader:
         world_size: int = 1,
         channels_last: bool = False,
     ) -> None:
+        self.dataset, self.batch_size = dataset, batch_size
+        self._kw = dict(
+            train=train, mean=mean, std=std, device=device, workers=workers, seed=seed,
+            rank=rank, world_size=world_size, channels_last=channels_last,
+        )  # fmt: skip
         self.device = torch.device(device)
         self.sampler = torch.utils.data.DistributedSampler(
             dataset, world_size, rank, shuffle=train, seed=seed, drop_last=train
@@ -151,6 +169,13 @@ class StreamLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def held_out(self, fraction: float = 0.1) -> tuple[StreamLoader, StreamLoader]:
+        """As :meth:`DeviceLoader.held_out`, for a streamed image folder."""
+        train, val = split_train_val(self.dataset, fraction)
+        return StreamLoader(train, self.batch_size, **self._kw), StreamLoader(
+            val, self.batch_size, **self._kw
+        )
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -2,7 +2,13 @@
 and schedule (:class:`DSAConfig`), and what it returns (:class:`PruneResult`)."""
 
 from .callback import PrunerCallback
-from .config import DSAConfig, alloc_interval, default_warmup_fraction, window_bounds
+from .config import (
+    DSAConfig,
+    alloc_interval,
+    default_warmup_fraction,
+    split_settings,
+    window_bounds,
+)
 from .pruner import Pruner
 from .report import PruneResult, count_costs
 
@@ -14,5 +20,6 @@ __all__ = [
     "alloc_interval",
     "count_costs",
     "default_warmup_fraction",
+    "split_settings",
     "window_bounds",
 ]

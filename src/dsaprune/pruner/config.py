@@ -3,11 +3,12 @@ lasts and how often the Θ-step runs, all as shares of the whole run so that any
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..allocation import AllocatorConfig
 from ..estimators import make_estimator
 from ..methods import make_method
+from ..train.config import TrainConfig
 
 PAPER_EPOCHS = 300
 PAPER_WARMUP_EPOCHS = 20
@@ -42,10 +43,10 @@ class DSAConfig:
     physical: bool = True  # physically prune once masks are hard; False keeps masked training
     method: str = "dsa"  # or a baseline in the same flow (see dsaprune.methods.METHODS)
     penalty: float | None = None  # ssl / morphnet strength (None: ssl 5e-4, morphnet 2e-3)
-    val_bn_eval: bool = True  # validation forward of the Θ-step with BN running statistics
     estimator: str = "fisher"  # the Θ-step's loss signal (see dsaprune.estimators)
-    # the weights train under masks sampled from the keep probabilities (the paper's), or under
-    # the deterministic top-n mask of the current α (the default: see README, Decisions)
+    # the paper's mechanics, kept to compare against (docs/decisions.md): with True the weights
+    # train under masks sampled from the keep probabilities (β2, prob_floor and hard_threshold
+    # shape them), with False (the default) under the deterministic top-n mask of the current α
     sample_train_masks: bool = False
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
 
@@ -121,3 +122,17 @@ def alloc_interval(cfg: DSAConfig, epochs: float, total_steps: int) -> int:
     otherwise hold less than ``min_updates`` updates."""
     w0, w1 = window_bounds(cfg, epochs, total_steps)
     return max(1, min(cfg.alloc_every, (w1 - w0) // max(1, cfg.min_updates)))
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """(TrainConfig fields, DSAConfig fields with the allocator's nested); an unknown name is
+    refused with the known ones."""
+    train_keys = set(TrainConfig.fields())
+    dsa_keys = {f.name for f in fields(DSAConfig)}
+    nested = DSAConfig.nest({k: v for k, v in settings.items() if k not in train_keys})
+    unknown = set(nested) - dsa_keys
+    if unknown:
+        known = sorted(train_keys | dsa_keys | set(DSAConfig().allocator.__dataclass_fields__))
+        name = sorted(unknown)[0]
+        raise ValueError(f"unknown setting {name!r}; known settings: {', '.join(known)}")
+    return {k: v for k, v in settings.items() if k in train_keys}, nested

@@ -46,12 +46,24 @@ from ..gates import (
 )
 from ..grouping import channel_importance, find_groups
 from ..methods import Decision, make_method
+from ..progress import say
 from ..surgery import HardMasks, prune_groups, top_channels
 from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_main
 from ..train.outputs import to_device
 from ..train.trainer import TrainingDiverged
 from .config import PAPER_EPOCHS, DSAConfig, alloc_interval, window_bounds
 from .report import PruneResult, count_costs
+
+# one line when a phase starts (the progress output of a run whose log is not a terminal)
+PHASE_LINES = {
+    "penalty": "{self.cfg.method}: sparsity penalty from epoch {epoch:.2f}",
+    "allocate": "allocation ({self.cfg.method}) to {self.budget} from epoch {epoch:.2f}",
+    "settle": "allocation met {self.budget} at epoch {epoch:.2f}; settling the sampled masks",
+    "pruned": "pruned at epoch {epoch:.2f}: {self.final_ratio:.4f} of the full cost, channels "
+    "{self.keep_counts}",
+    "masked": "masked at epoch {epoch:.2f}: {self.final_ratio:.4f} of the full cost, channels "
+    "{self.keep_counts}",
+}
 
 
 class Pruner:
@@ -120,7 +132,16 @@ class Pruner:
         self.model_name = model_name
         example_inputs = example_inputs.to(self.device)
         self.in_shape = tuple(example_inputs.shape[1:])
+        self.progress = progress and self.dist.is_main
+        t0 = time.perf_counter()
+        if self.progress:
+            say("grouping: tracing the network into channel groups")
         self.groups = groups = find_groups(model, example_inputs, ignored_layers)
+        if self.progress:
+            say(
+                f"grouping: {len(groups)} channel groups, {len(groups.prunable)} prunable "
+                f"({time.perf_counter() - t0:.1f} s)"
+            )
         budget_cost = make_cost(b.kind, device=self.device, batch=latency_batch)
         # built on the main process and handed to the others, so every process allocates under
         # the same cost even when it is measured (each process would measure differently)
@@ -244,7 +265,10 @@ class Pruner:
         times[self.phase] = times.get(self.phase, 0.0) + now - self._phase_t0
         self._phase_t0 = now
         self.phase = phase
-        self.events.setdefault("phase_epoch", {})[phase] = self.step_count / self.steps_per_epoch
+        epoch = self.step_count / self.steps_per_epoch
+        self.events.setdefault("phase_epoch", {})[phase] = epoch
+        if self.progress and phase in PHASE_LINES:
+            say(PHASE_LINES[phase].format(self=self, epoch=epoch))
 
     # -- gates ---------------------------------------------------------------------------------
     def _importance(self, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -411,7 +435,7 @@ class Pruner:
         # masks and hides what pruning a channel costs, leaving only the classifier-side group
         # with a usable gradient (measured: ~1e-7 against ~1e-3 per group with running stats)
         was = self.model.training
-        self.model.train(not self.cfg.val_bn_eval)
+        self.model.eval()
         try:
             with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
                 g, loss = self.estimator.loss_grad(
@@ -436,7 +460,6 @@ class Pruner:
     def _finalise(self, imp: list[torch.Tensor] | None = None) -> None:
         """Meet the budget in whole channels, pick the channels (by ``imp`` if the method
         decided by them already), prune."""
-        self._enter("pruned" if self.cfg.physical else "masked")
         if self.hooks is not None:
             self.hooks.remove()
             self.hooks = None
@@ -456,6 +479,7 @@ class Pruner:
         self.final_ratio = float(
             self.cost.ratio(torch.tensor(self.alpha_final, dtype=torch.float64))
         )
+        self._enter("pruned" if self.cfg.physical else "masked")
         self._apply_pruning()
 
     def _counts_at(self, target: float) -> list[int]:

@@ -1,13 +1,10 @@
-"""Training settings: one dataclass, loadable from YAML, every field a CLI option."""
+"""Training settings: one dataclass, every field a CLI option (the CLI reads YAML into it)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-
-from ..io import read_yaml
 
 
 @dataclass
@@ -64,13 +61,6 @@ class TrainConfig:
                 f"unknown training settings {sorted(unknown)}; known: {', '.join(cls.fields())}"
             )
         return cls(**d)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
-        d = read_yaml(path)
-        d = dict(d.get("train", d) or {})
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -18,9 +17,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..io import atomic_write_text
+from ..progress import Progress, say
 from .checkpoint import (
     CheckpointError,
     check_model_name,
@@ -71,6 +70,7 @@ def evaluate(
     amp: bool = True,
     device: torch.device | None = None,
     loss_fn: Callable | None = None,
+    progress: bool = False,
 ) -> dict:
     """Mean loss (``loss_fn``, default cross-entropy on class logits) and top-1 accuracy over
     ``loader`` (summed over ranks under DDP). Either is None where the outputs are not class
@@ -79,7 +79,9 @@ def evaluate(
     model.eval()
     dev = device or next(model.parameters()).device
     acc = torch.zeros(4, dtype=torch.float64, device=dev)  # loss sum, correct, count, scored
+    bar = Progress(len(loader) if hasattr(loader, "__len__") else 0, "evaluating", progress)
     for x, y in loader:
+        bar.update(1)
         n = batch_size(x)
         if n == 0:
             continue
@@ -95,6 +97,7 @@ def evaluate(
             acc[1] += (out.argmax(1) == y).sum()
             acc[3] += n
         acc[2] += n
+    bar.close()
     model.train(was)
     loss, correct, n, scored = all_reduce_sum(acc).tolist()
     has_loss = loss_fn is not None or scored > 0
@@ -266,13 +269,7 @@ class Trainer:
         # passes still to come at this loader's length (a DSA run's allocation trains on the
         # 90% split, so its passes are shorter than the epochs the schedule counts)
         passes = self.epoch + math.ceil((self.total_steps - self.step) / max(1, steps))
-        bar = tqdm(
-            total=steps,
-            desc=f"epoch {self.epoch + 1}/{passes}",
-            disable=None if self.progress else True,
-            leave=False,
-            dynamic_ncols=True,
-        )
+        bar = Progress(steps, f"epoch {self.epoch + 1}/{passes}", self.progress)
         t0 = time.perf_counter()
         n_seen = 0
         for i, (x, y) in enumerate(self.train_loader):
@@ -299,7 +296,7 @@ class Trainer:
                 acc[3] += n
             acc[2] += n
             bar.update(1)
-            if bar.disable is False and i % 20 == 0:
+            if bar.drawing and i % 20 == 0:
                 bar.set_postfix(loss=f"{acc[0].item() / acc[2].item():.3f}")
         bar.close()
         if self.device.type == "cuda":
@@ -363,6 +360,5 @@ class Trainer:
                 msg = f"epoch {self.epoch}: loss {rec['train_loss']:.4f}"
                 if rec.get("test_acc") is not None:
                     msg += f", test acc {100 * rec['test_acc']:.2f}%"
-                tqdm.write(msg + f" ({rec['epoch_time_s']:.1f} s)")
-                sys.stdout.flush()
+                say(msg + f" ({rec['epoch_time_s']:.1f} s)")
         return self.history[-1] if self.history else {}
