@@ -17,6 +17,7 @@ from dsaprune.data import (
     FolderDataset,
     ImageData,
     StreamLoader,
+    channel_stats,
     download,
     load_splits,
     make_shapes,
@@ -327,3 +328,31 @@ def test_real_cifar10_archive():
     assert d.train.labels.bincount().tolist() == [5000] * 10
     assert d.test.labels.bincount().tolist() == [1000] * 10
     assert all(abs(m - r) < 0.01 for m, r in zip(d.mean, (0.491, 0.482, 0.447), strict=True))
+
+
+def test_hold_out_splits_by_sample_where_the_loader_knows_its_samples():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dsaprune.data import hold_out
+
+    # the library's loader: 10% of each class, the loader's settings kept
+    d = make_shapes(200, seed=1)
+    mean, std = channel_stats(d.images)
+    loader = DeviceLoader(d, 16, train=True, mean=mean, std=std, seed=3)
+    tr, va = hold_out(loader)
+    assert len(tr.data) == 180 and len(va.data) == 20 and tr.seed == 3
+    assert sorted(va.data.labels.tolist()) == sorted(list(range(10)) * 2)
+    # a PyTorch DataLoader over a class-sorted data set: a random 10%, every class kept in both
+    y = torch.arange(10).repeat_interleave(20)
+    ds = TensorDataset(torch.randn(200, 3), y)
+    tr, va = hold_out(DataLoader(ds, batch_size=16, shuffle=True))
+    held = torch.cat([b[1] for b in va])
+    seen = torch.cat([b[1] for b in tr])
+    assert len(held) == 20 and len(seen) == 180 and len(set(held.tolist())) > 5
+    assert set(tr.dataset.indices).isdisjoint(va.dataset.indices)
+    # any other re-iterable of batches: its last 10% of batches
+    batches = [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long)) for _ in range(20)]
+    tr, va = hold_out(batches)
+    assert len(tr) == 18 and len(va) == 2 and next(iter(va))[0] is batches[18][0]
+    with pytest.raises(ValueError, match="too few batches"):
+        hold_out(batches[:1])

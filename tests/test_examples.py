@@ -36,3 +36,14 @@ def test_example_meets_its_budget_and_cuts_without_changing_outputs(script):
     else:
         assert r["map50_cut"] == pytest.approx(r["map50_masked"], abs=1e-6)
         assert r["detections_cut"] > 0  # torchvision's post-processing ran, NMS included
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("ultralytics") is None,
+    reason="optional: ultralytics and its ~560 MB of dependencies (see examples/yolo.py)",
+)
+def test_yolo_from_its_yaml_prunes_with_its_own_loss():
+    r = _run("yolo")
+    assert r["flops_ratio"] <= 0.5 and r["flops_after"] == r["flops_counted"]
+    assert r["prunable_groups"] > 30 and r["max_output_difference"] < 1e-3

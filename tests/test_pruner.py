@@ -165,8 +165,10 @@ def test_models_with_dict_or_tuple_outputs_prune_with_a_user_loss(as_dict):
         progress=False,
         report_latency=False,
         window_end_fraction=0.6,
+        metric=lambda model, data: -sum(float(loss_fn(model(x), y)) for x, y in data),
     )
     r = res.report
+    assert r["metric_after"] < 0 and r["metric_before"] is None  # the caller's own score
     assert r["flops_ratio"] <= 0.5 and r["flops_after"] == dsaprune.count_flops(res.model)
     assert r["acc_after"] is None  # not class logits: the metric is the caller's
     assert all(h["test_loss"] is not None and h["train_acc"] is None for h in r["history"])

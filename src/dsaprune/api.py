@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -38,6 +39,7 @@ def prune(
     latency_batch: int = 1,
     report_latency: bool = True,
     meta: dict | None = None,
+    metric: Callable[[nn.Module, Iterable], float] | None = None,
     **settings,
 ) -> PruneResult:
     """Prune ``model`` to ``budget`` with DSA while it trains for ``epochs`` (may be fractional).
@@ -61,6 +63,9 @@ def prune(
     classes and normalisation there, so that ``dsaprune eval`` reads a run's ``last.pt`` alone.
     With ``out_dir`` a checkpoint (``last.pt``: weights, optimizer, allocator, phase) is written
     after every epoch; ``resume=True`` continues from it (pass the same, unpruned, model).
+    ``metric(model, test_data)``: the task's own score (mIoU, mAP, …), reported as
+    ``metric_before`` / ``metric_after`` beside the accuracy, which is measured only where the
+    outputs are class logits.
     Returns the pruned model and a report.
     """
     t_start = time.perf_counter()
@@ -108,9 +113,9 @@ def prune(
         model_name=model_name,
     )
     # from scratch there is no trained "before" network to measure
-    acc_before = (
-        _accuracy(model, test_data, loss_fn) if test_data is not None and pretrained else None
-    )
+    before = test_data is not None and pretrained
+    acc_before = _accuracy(model, test_data, loss_fn) if before else None
+    metric_before = metric(model, test_data) if before and metric else None
     trainer = Trainer(
         model,
         train_part,
@@ -136,6 +141,10 @@ def prune(
         "acc_before": acc_before,
         "acc_after": (
             _accuracy(result.model, test_data, loss_fn) if test_data is not None else None
+        ),
+        "metric_before": metric_before,
+        "metric_after": (
+            metric(result.model, test_data) if metric and test_data is not None else None
         ),
         "epochs": epochs,
         "wall_time_s": time.perf_counter() - t_start,

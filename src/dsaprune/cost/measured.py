@@ -195,3 +195,22 @@ def warn_if_over(latency: dict, budget) -> None:
             " (a busy machine, or a device unlike the one the tables were measured on)",
             stacklevel=3,
         )
+
+
+def report_latency(
+    latency_cost: QuadraticCost,
+    before: nn.Module,
+    after: nn.Module,
+    alpha,
+    in_shape,
+    budget_cost: QuadraticCost,
+    budget,
+) -> dict:
+    """:func:`latency_report` of a finished pruning whose budget was on ``budget_cost``; where
+    that cost is measured (a latency budget), a warning when the device disagrees with it."""
+    report = latency_report(
+        latency_cost, before, after, alpha, in_shape, allocated=budget_cost.measured
+    )
+    if budget_cost.measured:
+        warn_if_over(report, budget)
+    return report

@@ -33,7 +33,7 @@ from torch import nn
 from ..allocation import Allocator, round_channels, shift_to_budget
 from ..budget import Budget, BudgetError, parse_budget
 from ..cost import QuadraticCost, make_cost
-from ..cost.measured import latency_report, warn_if_over
+from ..cost.measured import report_latency
 from ..estimators import GateState, make_estimator
 from ..gates import (
     GateHooks,
@@ -600,16 +600,15 @@ class Pruner:
             )
         latency = None
         if self.latency_cost is not None:
-            latency = latency_report(
+            latency = report_latency(
                 self.latency_cost,
                 self.reference,
                 self.model,
                 self.alpha_final,
                 self.in_shape,
-                allocated=self.cost.measured,
+                self.cost,
+                b,
             )
-            if self.cost.measured:  # the budget itself was on latency: say if the device disagrees
-                warn_if_over(latency, b)
         return {
             "model": self.model_name,
             "budget": str(b),
