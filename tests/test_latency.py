@@ -388,26 +388,26 @@ def test_the_steady_malloc_stops_a_call_from_faulting_in_fresh_memory():
     assert after < 100 and out[2:] == ["True", "steady"]
 
 
-def test_the_allocator_is_part_of_the_cpu_device_key(monkeypatch):
+def test_the_malloc_setting_is_part_of_the_cpu_device_key(monkeypatch):
     from dsaprune.cost import timing
 
     system = device_key("cpu")
     monkeypatch.setattr(timing, "_STEADY", True)
-    assert timing.allocator() == "steady" and device_key("cpu") != system
+    assert timing.malloc_name() == "steady" and device_key("cpu") != system
     monkeypatch.setattr(timing, "_STEADY", False)
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
-    assert timing.allocator() == "jemalloc" and device_key("cpu") != system
+    assert timing.malloc_name() == "jemalloc" and device_key("cpu") != system
 
 
 def test_a_faulting_forward_pass_is_warned_about_with_the_remedy(monkeypatch, tiny_net):
     monkeypatch.setattr(measured, "page_faults_per_call", lambda fn: 5000.0)
-    monkeypatch.setattr(measured, "allocator", lambda: "system")
+    monkeypatch.setattr(measured, "malloc_name", lambda: "system")
     net = tiny_net()
     with pytest.warns(UserWarning, match="--steady-malloc"):
         rec = measured.page_faults([net, net], (3, 48, 48), batch=2)
-    assert rec == {"allocator": "system", "page_faults_before": 5000.0, "page_faults_after": 5000.0}
+    assert rec == {"malloc": "system", "page_faults_before": 5000.0, "page_faults_after": 5000.0}
     assert net.training  # the mode it was in is restored
-    monkeypatch.setattr(measured, "allocator", lambda: "steady")
+    monkeypatch.setattr(measured, "malloc_name", lambda: "steady")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         measured.page_faults([net], (3, 48, 48), batch=2)

@@ -40,9 +40,13 @@ def test_config_validation_and_yaml(tmp_path):
         TrainConfig(schedule="linear")
     with pytest.raises(ValueError, match="unknown training settings.*bogus"):
         TrainConfig.from_dict({"bogus": 1})
+    import argparse
+
+    from dsaprune.cli.spec import RunSpec
+
     (tmp_path / "c.yaml").write_text("train:\n  epochs: 3\n  lr: 0.05\n")
-    cfg = TrainConfig.from_yaml(tmp_path / "c.yaml", lr=0.2)
-    assert cfg.epochs == 3 and cfg.lr == 0.2
+    cfg = RunSpec.from_args(argparse.Namespace(config=str(tmp_path / "c.yaml"), lr=0.2)).train
+    assert cfg.epochs == 3 and cfg.lr == 0.2  # the file, and the command line over it
 
 
 def test_trainer_learns(tiny_net):
