@@ -220,7 +220,8 @@ def write_tables(out: dict, path: Path) -> None:
     lines = [
         f"# Prunability: torchvision and timm CNNs pruned to `{budget}`",
         "",
-        f"Made by `{out['command']}` ({out['machine']}). Random init, 10 classes, 64×64 inputs "
+        f"Made by `{out['command']}` ({out['machine']}; rows run again since say so below). "
+        "Random init, 10 classes, 64×64 inputs "
         "(96 for Inception-v3 and Xception), the whole DSA flow on 4 synthetic batches of 8. "
         "*ratio*: FLOPs of the pruned network / the unpruned one, both counted by "
         "FlopCounterMode; *pred*: the cost model's value; *group s*: time to find the groups. "
@@ -265,6 +266,10 @@ def write_tables(out: dict, path: Path) -> None:
                 f"{'yes' if r['ok'] else '**no**'} |"
             )
         lines.append("")
+    again = sorted({r["command"] for r in rows if "command" in r})
+    for c in again:
+        names = ", ".join(r["model"] for r in rows if r.get("command") == c)
+        lines += [f"Run again by `{c}`: {names}.", ""]
     slow = max((r.get("group_s", 0) for r in rows), default=0)
     lines.append(
         f"{len(ok)} of {len(rows)} models pruned correctly in all; the slowest grouping took "
@@ -277,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="", help="comma-separated; default: the full set")
     p.add_argument("--timeout", type=float, default=600, help="seconds per model")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in the file")
+    p.add_argument("--rerun", action="store_true", help="with --resume: run the named models again")
     p.add_argument("--tables-only", action="store_true")
     p.add_argument(
         "--budget",
@@ -298,14 +304,18 @@ def main(argv: list[str] | None = None) -> int:
 
     names = a.models.split(",") if a.models else all_models()
     out = json.loads(path.read_text()) if a.resume and path.exists() else {"rows": []}
-    out["command"] = "python bench/prunability.py " + " ".join(argv or sys.argv[1:])
+    command = "python bench/prunability.py " + " ".join(argv or sys.argv[1:])
+    out.setdefault("command", command)  # the run that made the table; rows rerun say so
     out["machine"] = "2-core CPU"
     out["budget"] = a.budget
-    done = {r["model"] for r in out["rows"] if r.get("ok")}  # failures are retried
+    # failures are retried; with --rerun every named model is
+    done = set() if a.rerun else {r["model"] for r in out["rows"] if r.get("ok")}
     for name in names:
         if name in done:
             continue
         row = run_one(name, a.timeout, a.budget)
+        if command != out["command"]:
+            row["command"] = command
         out["rows"] = [r for r in out["rows"] if r["model"] != name] + [row]
         status = "ok" if row.get("ok") else f"FAIL {row.get('error', '')[:150]}"
         extra = (
