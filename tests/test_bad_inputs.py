@@ -264,7 +264,9 @@ def test_cli_bad_input(case: Case, tmp_path, capsys, pruned_model_file, monkeypa
 def test_force_overwrites_and_a_stale_lock_is_taken_over(tmp_path, capsys):
     _finished_run(tmp_path / "other")
     (tmp_path / "other" / ".dsaprune.lock").write_text("999999999\n")  # no such process
-    assert main(["prune", "--out", str(tmp_path / "other"), "--force", *FAST]) == 0
+    _image_folder(tmp_path / "imgs", 40)  # a small data set: the run takes seconds
+    data = ["--dataset", "imagefolder", "--data", str(tmp_path / "imgs"), "--batch-size", "32"]
+    assert main(["prune", "--out", str(tmp_path / "other"), "--force", *data, *FAST]) == 0
     assert (tmp_path / "other" / "model.pt").read_bytes() != b"another run's model.pt\n"
     assert not (tmp_path / "other" / ".dsaprune.lock").exists()  # released at the end
 
@@ -281,7 +283,9 @@ def test_ctrl_c_ends_with_one_line_and_an_intact_checkpoint(tmp_path, capsys, mo
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted)
     out = tmp_path / "run"
-    argv = ["prune", "--out", str(out), "--epochs", "2", "--no-latency-report", "--quiet"]
+    _image_folder(tmp_path / "imgs", 80)  # epochs of 2 steps: the test takes seconds
+    data = ["--dataset", "imagefolder", "--data", str(tmp_path / "imgs"), "--batch-size", "64"]
+    argv = ["prune", "--out", str(out), *data, "--epochs", "2", "--no-latency-report", "--quiet"]
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
