@@ -18,8 +18,10 @@ budget, every method decides the keep ratios:
   allocated, on the same weights.
 
 Every allocation is rounded to whole channels the same way (cost ≤ budget), applied to the
-*reference* weights (each group keeps its most important channels, by |γ| of its first BN, by
-L1 for magnitude), physically pruned, and measured on the 10,000 test images twice: after
+*reference* weights (each group keeps its most important channels in the library's order for the
+method: the coupled Fisher cost on 20 training batches for DSA, uniform and random, as
+``importance: fisher``; its own Fisher costs for group_fisher; L1 for magnitude), physically
+pruned, and measured on the 10,000 test images twice: after
 re-estimating BN statistics on 20 training batches with no weight update, and after one fixed
 fine-tune (``--finetune-steps`` SGD steps at lr ``--finetune-lr``, the same batches for every
 method of a seed). Writes ``bench/results/allocation_quality_<name>.json``, regenerates
@@ -49,6 +51,7 @@ from dsaprune.allocation import magnitude_keep_ratios, round_channels, shift_to_
 from dsaprune.cli.prune import load_model_file
 from dsaprune.cost import count_flops, flops_model
 from dsaprune.data import load_splits, make_loader, split_train_val
+from dsaprune.estimators import channel_fisher
 from dsaprune.grouping import channel_importance, find_groups
 from dsaprune.io import atomic_write_bytes, atomic_write_json
 from dsaprune.methods import Decision, make_method
@@ -70,6 +73,7 @@ class Bench:
             self.splits.test.subset(half, f"[{a.split}]"), self.splits, 500, train=False
         )
         self.fisher_imp: dict[tuple[float, int], list[torch.Tensor]] = {}
+        self.orders: dict[int, list[torch.Tensor]] = {}
         self.example = next(iter(self.test))[0][:1]
         self.groups = find_groups(copy.deepcopy(model), self.example)
         self.cost = flops_model(self.groups)
@@ -106,6 +110,18 @@ class Bench:
                             loss_fn=nn.CrossEntropyLoss())  # fmt: skip
         alpha, self.fisher_imp[(budget, seed)] = make_method("group_fisher").keep_ratios(decision)
         return self.counts(alpha, budget)
+
+    def fisher_order(self, seed: int) -> list[torch.Tensor]:
+        """The channels' coupled Fisher costs on the reference weights, on 20 training batches
+        of this seed: the order DSA keeps channels in by default (``importance: fisher``)."""
+        if seed not in self.orders:
+            train = make_loader(
+                self.splits.train, self.splits, 128, train=True, device="cpu", seed=seed
+            )
+            m = copy.deepcopy(self.ref)
+            G = find_groups(m, self.example)
+            self.orders[seed] = channel_fisher(m, G, train, nn.CrossEntropyLoss(), 20)
+        return self.orders[seed]
 
     def dsa(self, budget: float, seed: int, estimator: str = "fisher") -> list[int]:
         a = self.a
@@ -278,6 +294,12 @@ def run(a: argparse.Namespace) -> dict:
             channels_by = "l1"
         elif method == "group_fisher":
             channels_by = bench.fisher_imp[(b, seed)]
+        elif method in ("dsa", "dsa_ste") and "importance" in a.dsa_settings:
+            channels_by = a.dsa_settings["importance"]  # a variant's own order
+        elif method in ("dsa", "dsa_ste", "uniform", "random"):
+            # the library's channel order for these (importance: fisher), measured on the
+            # reference weights with the training batches of the fine-tune's seed
+            channels_by = bench.fisher_order(ft_seed)
         else:
             channels_by = "bn_first"
         r = bench.measure(counts, ft_seed, channels_by, long_ft=method in a.long_methods)

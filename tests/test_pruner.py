@@ -165,7 +165,7 @@ def test_models_with_dict_or_tuple_outputs_prune_with_a_user_loss(as_dict):
         progress=False,
         report_latency=False,
         window_end_fraction=0.6,
-        metric=lambda model, data: -sum(float(loss_fn(model(x), y)) for x, y in data),
+        metric=lambda model, data: -sum(loss_fn(model(x), y).item() for x, y in data),
     )
     r = res.report
     assert r["metric_after"] < 0 and r["metric_before"] is None  # the caller's own score

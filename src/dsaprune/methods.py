@@ -56,6 +56,9 @@ class Decision:
 
 class Method:
     description: ClassVar[str] = ""
+    # the method chooses its channels by its own importances (l1, a penalty's), not by the
+    # flow's channel order
+    own_order: ClassVar[bool] = False
     reads_validation: ClassVar[bool] = False
     penalised: ClassVar[bool] = False  # make_penalty returns a penalty
 
@@ -87,6 +90,8 @@ class Uniform(Method):
 class _Thresholded(Method):
     """One global threshold on the channels' importances, the lowest whose kept channels fit
     the budget; the channels above it are kept."""
+
+    own_order = True
 
     relative: ClassVar[bool]  # threshold in units of each group's mean importance
 
@@ -159,6 +164,7 @@ class GroupFisherMethod(Method):
         "greedy removal of the channel with the least Fisher per unit of budget cost saved "
         "(use with --checkpoint)"
     )
+    own_order = True  # its channels go by the Fisher costs it measures itself
     batches: ClassVar[int] = 20
 
     def keep_ratios(self, d):

@@ -36,7 +36,11 @@ class DSAConfig:
     beta2_init: float = 0.05
     beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
     prob_floor: float = 0.01
-    importance: str = "bn_first"
+    # the order in which a group's channels are kept (the masks' and the final cut's):
+    # "fisher", each channel's coupled Fisher removal cost measured once on training batches
+    # when the allocation starts (chosen on the dev half: docs/decisions.md), or a weight-based
+    # source, "bn_first" (|γ|), "bn_sum" or "l1"
+    importance: str = "fisher"
     init_alpha: float = 0.99
     hard_threshold: float = 0.01
     round_to: int = 1
@@ -71,6 +75,10 @@ class DSAConfig:
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
         make_estimator(self.estimator)  # an unknown name fails here, not mid-run
+        if self.importance not in ("fisher", "bn_first", "bn_sum", "l1"):
+            raise ValueError(
+                f"importance must be fisher, bn_first, bn_sum or l1, got {self.importance!r}"
+            )
 
     @classmethod
     def nest(cls, settings: dict) -> dict:

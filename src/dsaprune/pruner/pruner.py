@@ -34,7 +34,7 @@ from ..allocation import Allocator, round_channels, shift_to_budget
 from ..budget import Budget, BudgetError, parse_budget
 from ..cost import QuadraticCost, make_cost
 from ..cost.measured import report_latency
-from ..estimators import GateState, make_estimator
+from ..estimators import GateState, channel_fisher, make_estimator
 from ..gates import (
     GateHooks,
     beta2_at,
@@ -53,6 +53,8 @@ from ..train.outputs import to_device
 from ..train.trainer import TrainingDiverged
 from .config import PAPER_EPOCHS, DSAConfig, alloc_interval, window_bounds
 from .report import PruneResult, count_costs
+
+FISHER_BATCHES = 20  # training batches the channel order is measured on (as group_fisher's)
 
 # one line when a phase starts (the progress output of a run whose log is not a terminal)
 PHASE_LINES = {
@@ -174,6 +176,7 @@ class Pruner:
         self.val_consumed = 0  # held-out batches drawn so far, so a resumed run draws the next
         self.estimator = make_estimator(cfg.estimator)
         self.train_mask: torch.Tensor | None = None  # the top-n mask the weights train under
+        self.measured_order: list[torch.Tensor] | None = None  # importance "fisher", measured
         if self.method.penalised:  # from the first step to the end of the window
             self._enter("penalty")
             self.penalty = self._penalty()
@@ -271,9 +274,31 @@ class Pruner:
             say(PHASE_LINES[phase].format(self=self, epoch=epoch))
 
     # -- gates ---------------------------------------------------------------------------------
+    def _channel_order(self) -> list[torch.Tensor]:
+        """Each group's channel importances: measured once (``fisher``) or read off the
+        weights now."""
+        if self.measured_order is not None:
+            return self.measured_order
+        return channel_importance(self.groups, self._weight_source())
+
+    def _weight_source(self) -> str:
+        """The weight-based importance where none is measured (``fisher`` without data)."""
+        return "bn_first" if self.cfg.importance == "fisher" else self.cfg.importance
+
+    def _measure_order(self) -> None:
+        """``importance: fisher``: each channel's coupled Fisher removal cost on the training
+        batches, at the weights the allocation starts from (floored, so that the sampled
+        masks' log-importances stay finite)."""
+        if self.cfg.importance != "fisher" or self.train_batches is None or self.method.own_order:
+            return
+        fisher = channel_fisher(
+            self.model, self.groups, self.train_batches, self.loss_fn, FISHER_BATCHES,
+            self.device, self.amp, self.forward,
+        )  # fmt: skip
+        self.measured_order = [f.float().clamp_min(1e-20) for f in fisher]
+
     def _importance(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        imp = channel_importance(self.groups, self.cfg.importance)
-        return pad_groups([i.to(device) for i in imp])
+        return pad_groups([i.to(device) for i in self._channel_order()])
 
     def _gate_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Importances for the gates, refused when the weights they come from have diverged
@@ -377,6 +402,7 @@ class Pruner:
     # -- phases --------------------------------------------------------------------------------
     def _start_allocation(self, window_steps: int) -> None:
         self._enter("allocate")
+        self._measure_order()
         theta0 = torch.full((self.K,), float(torch.logit(torch.tensor(self.cfg.init_alpha))))
         n_updates = max(1, window_steps // self._alloc_every())
         self.allocator = Allocator(
@@ -387,7 +413,7 @@ class Pruner:
                 self.groups,
                 self.cost,
                 self.budget.fraction,
-                self.cfg.importance,
+                self._weight_source(),
                 self.penalty,
                 self.cfg.round_to,
                 self.model,
@@ -466,8 +492,10 @@ class Pruner:
         frac = self.budget.fraction
         self.events["calibration_shift"] = shift_to_budget(self.allocator.theta, self.cost, frac)[1]
         counts = self._settled_counts()
+        if imp is None and self.measured_order is not None and not self.method.own_order:
+            imp = self.measured_order
         if imp is None:
-            imp = self.method.importance(self.groups, self.cfg.importance, self.penalty)
+            imp = self.method.importance(self.groups, self._weight_source(), self.penalty)
         self.penalty = None
         keep = [
             top_channels(i.cpu(), n, g.unit)
@@ -525,6 +553,7 @@ class Pruner:
             "channels": self.channels,
             "t_cache": self.t_cache,  # the β1 solve's warm start: exact resume
             "train_mask": self.train_mask,
+            "measured_order": self.measured_order,
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -545,6 +574,7 @@ class Pruner:
         self.val_consumed, self.val_iter = d["val_consumed"], None
         self.t_cache = d["t_cache"]
         self.train_mask = d.get("train_mask")
+        self.measured_order = d.get("measured_order")
         self._phase_t0 = time.perf_counter()
         if d["allocator"] is not None:
             theta = d["allocator"]["theta"]
