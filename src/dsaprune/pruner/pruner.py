@@ -295,7 +295,19 @@ class Pruner:
             self.model, self.groups, self.train_batches, self.loss_fn, FISHER_BATCHES,
             self.device, self.amp, self.forward,
         )  # fmt: skip
-        self.measured_order = [f.float().clamp_min(1e-20) for f in fisher]
+        weights = channel_importance(self.groups, self._weight_source())
+        bad = [k for k, f in enumerate(fisher) if not bool(torch.isfinite(f).all())]
+        if bad:
+            warnings.warn(
+                f"the Fisher costs of {len(bad)} channel group(s) are not finite (groups "
+                f"{bad[:8]}); their channels keep the order of their weights "
+                f"({self._weight_source()}) instead",
+                stacklevel=4,
+            )
+        self.measured_order = [
+            w.float() if k in bad else _order(f)
+            for k, (f, w) in enumerate(zip(fisher, weights, strict=True))
+        ]
 
     def _importance(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_groups([i.to(device) for i in self._channel_order()])
@@ -667,3 +679,13 @@ class Pruner:
             "dsa_config": self.cfg.to_dict(),
             "allocation_history": self.history,
         }
+
+
+def _order(fisher: torch.Tensor) -> torch.Tensor:
+    """A group's (finite) Fisher costs as gate importances: scaled to at most 1 (a float32 copy
+    of costs near the float64 range would overflow), floored so that the sampled masks'
+    log-importances stay finite."""
+    f = fisher.double()
+    top = f.max()
+    f = f / top if top > 0 else torch.ones_like(f)
+    return f.float().clamp_min(1e-30)
