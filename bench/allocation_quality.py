@@ -393,7 +393,9 @@ def write_tables(results: Path = RESULTS) -> None:
         for p in sorted(results.glob(f"allocation_quality_*_{split}.json"))
         if "scratch" not in p.name  # a scratch run's rows are not published
     ]
-    nets = [n for n in nets if "summary" in n]
+    nets = [n for n in nets if n.get("rows")]
+    for n in nets:  # from the rows as they are now (an interrupted run wrote no summary)
+        summarise(n)
     if not nets:
         return
     atomic_write_json(
