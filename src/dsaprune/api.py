@@ -114,7 +114,8 @@ def prune(
     )
     # from scratch there is no trained "before" network to measure
     before = test_data is not None and pretrained
-    acc_before = _accuracy(model, test_data, loss_fn) if before else None
+    # accuracy is None where the outputs are not class logits (the task's metric is the caller's)
+    acc_before = evaluate(model, test_data)["acc"] if before else None
     metric_before = metric(model, test_data) if before and metric else None
     trainer = Trainer(
         model,
@@ -139,9 +140,7 @@ def prune(
     report = {
         **result.report,
         "acc_before": acc_before,
-        "acc_after": (
-            _accuracy(result.model, test_data, loss_fn) if test_data is not None else None
-        ),
+        "acc_after": (evaluate(result.model, test_data)["acc"] if test_data is not None else None),
         "metric_before": metric_before,
         "metric_after": (
             metric(result.model, test_data) if metric and test_data is not None else None
@@ -152,12 +151,6 @@ def prune(
         "history": trainer.history,
     }
     return PruneResult(result.model, report)
-
-
-def _accuracy(model: nn.Module, data, loss_fn) -> float | None:
-    """Top-1 accuracy when the model's outputs are class logits; None for other tasks (their
-    metric is the caller's)."""
-    return evaluate(model, data).get("acc")
 
 
 def check_batches(data, name: str):

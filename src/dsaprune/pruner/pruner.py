@@ -149,6 +149,8 @@ class Pruner:
         # the same cost even when it is measured (each process would measure differently)
         built = budget_cost.model(groups, progress) if self.dist.is_main else None
         self.cost: QuadraticCost = broadcast_from_main(built)
+        self.channels = [g.channels for g in groups.prunable]
+        self.K = len(self.channels)
         self._check_feasible()
         self.before = count_costs(model, self.in_shape)
         self.latency_cost = self.reference = None
@@ -156,8 +158,6 @@ class Pruner:
             lat = make_cost("latency", device=self.device, batch=latency_batch)
             self.latency_cost = lat.model(groups, progress)
             self.reference = copy.deepcopy(model).eval()
-        self.channels = [g.channels for g in groups.prunable]
-        self.K = len(self.channels)
         self.step_count = 0
         self.phase = "warmup"
         self.allocator: Allocator | None = None
@@ -182,7 +182,7 @@ class Pruner:
             self.penalty = self._penalty()
 
     def _check_feasible(self) -> None:
-        widest = max(self.channels_of_groups(), default=0)
+        widest = max(self.channels, default=0)
         round_to = self.cfg.round_to
         if self.groups.prunable and round_to > widest:
             raise ValueError(
@@ -197,9 +197,6 @@ class Pruner:
                 f"prunable group and the unprunable layers whole: the smallest feasible budget "
                 f"is {self.budget.kind}={floor:.4f}"
             )
-
-    def channels_of_groups(self) -> list[int]:
-        return [g.channels for g in self.groups.prunable]
 
     # -- the caller's side ---------------------------------------------------------------------
     @property
@@ -295,19 +292,19 @@ class Pruner:
             self.model, self.groups, self.train_batches, self.loss_fn, FISHER_BATCHES,
             self.device, self.amp, self.forward,
         )  # fmt: skip
-        weights = channel_importance(self.groups, self._weight_source())
         bad = [k for k, f in enumerate(fisher) if not bool(torch.isfinite(f).all())]
+        order = [_order(f) for f in fisher]
         if bad:
+            weights = channel_importance(self.groups, self._weight_source())
+            for k in bad:
+                order[k] = weights[k].float()
             warnings.warn(
                 f"the Fisher costs of {len(bad)} channel group(s) are not finite (groups "
                 f"{bad[:8]}); their channels keep the order of their weights "
                 f"({self._weight_source()}) instead",
                 stacklevel=4,
             )
-        self.measured_order = [
-            w.float() if k in bad else _order(f)
-            for k, (f, w) in enumerate(zip(fisher, weights, strict=True))
-        ]
+        self.measured_order = order
 
     def _importance(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_groups([i.to(device) for i in self._channel_order()])
