@@ -268,6 +268,9 @@ def run(a: argparse.Namespace) -> dict:
     if not a.label and not from_runs:  # a variant's command is kept with its rows
         out["command"] = command
     rows = out.setdefault("rows", [])
+    if a.long_finetune_epochs > 0:  # a named method's row without its 2-epoch column is redone
+        redo = set(a.long_methods) & set(a.methods.split(","))
+        rows[:] = [r for r in rows if "acc_ft2" in r or r["method"] not in redo]
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
     made_at = commit()  # the code this process runs
     label = {"dsa": a.label} if a.label else {}

@@ -13,6 +13,7 @@ from ..estimators import ESTIMATORS
 from ..grouping import TraceError
 from ..methods import METHODS, describe_methods
 from ..train import CheckpointError, TrainConfig, TrainingDiverged
+from ..train.config import COMPILE_MODES
 
 STEADY_HELP = (
     "keep freed memory in this process (glibc: no per-call mmap, no heap trimming);"
@@ -99,7 +100,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, help=f"[{d.label_smoothing}]")
     _bool_flag(g, "amp", f"bf16 autocast on CUDA [{d.amp}]")
     _bool_flag(g, "channels-last", f"channels_last memory format on CUDA [{d.channels_last}]")
-    _bool_flag(g, "compile", f"torch.compile the model [{d.compile}]")
+    _bool_flag(g, "compile", f"torch.compile the model, forward and backward [{d.compile}]")
+    g.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help=f"torch.compile mode; reduce-overhead adds CUDA graphs on CUDA [{d.compile_mode}]",
+    )
     g.add_argument(
         "--seed", type=int, help=f"seed of initialisation, order and augmentation [{d.seed}]"
     )

@@ -57,6 +57,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     )
 
 
+_WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+
+
 def _autocast(device: torch.device, amp: bool):
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -193,7 +196,16 @@ class Trainer:
             ids = [self.device.index] if cuda else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if self.cfg.compile:
-            self.net = torch.compile(self.net)
+            mode = self.cfg.compile_mode
+            if self.dist.enabled:  # CUDA graphs do not capture DDP's gradient all-reduce
+                mode = _WITHOUT_CUDA_GRAPHS.get(mode, mode)
+            # a pruned model is a new program: compile it afresh rather than pile recompiled
+            # variants of the old shapes onto the cache until dynamo gives up and runs eagerly
+            torch._dynamo.reset()
+            # the pruner adds and removes forward hooks (the gates) on a model already compiled:
+            # without guards on the hooks, the compiled step would go on running without them
+            torch._dynamo.config.skip_nnmodule_hook_guards = False
+            self.net = torch.compile(self.net, mode=mode)
 
     def _call(self, event: str, *args) -> None:
         for cb in self.callbacks:
