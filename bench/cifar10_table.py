@@ -44,9 +44,11 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,11 +165,36 @@ def _relative_log(path: Path) -> None:
     path.write_text(text.replace(str(ROOT) + "/", ""))
 
 
-def run_all(jobs: list[Job], parallel: int, device: str = "") -> None:
+def stop_running(jobs: list[Job], grace_s: float = 120.0) -> None:
+    """Interrupt every running run as Ctrl-C does (its ``last.pt`` keeps the last finished
+    epoch) and wait for it; it is pending again, and the next start resumes it."""
+    running = [j for j in jobs if j.state == "running"]
+    for j in running:
+        j.proc.send_signal(signal.SIGINT)
+    for j in running:
+        try:
+            j.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            j.proc.kill()
+            j.proc.wait()
+        j.proc.log.close()
+        _relative_log(j.out / "table.log")
+        j.state = "pending"
+        print(f"[{time.strftime('%H:%M:%S')}] stop  {j.out.name} (resumes next time)", flush=True)
+
+
+def run_all(
+    jobs: list[Job], parallel: int, device: str = "", stop: Callable[[], bool] | None = None
+) -> None:
+    """Run the jobs, ``parallel`` at once, until all are done or failed, or until ``stop()``
+    (polled every 2 s) says the window is over: then the running ones are interrupted."""
     for j in jobs:
         if j.done_file.exists():
             j.state = "done"
     while True:
+        if stop is not None and stop():
+            stop_running(jobs)
+            return
         running = [j for j in jobs if j.state == "running"]
         for j in running:
             rc = j.proc.poll()

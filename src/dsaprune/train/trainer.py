@@ -364,7 +364,11 @@ class Trainer:
             if self.eval_loader is not None:
                 ev = evaluate(self.net, self.eval_loader, self.amp, self.device, self.user_loss)
                 rec.update(test_loss=ev["loss"], test_acc=ev["acc"])
-            rec.update(epoch=self.epoch, step=self.step)
+            # epoch counts passes over the loader; schedule_epoch, how far the schedule is (a
+            # DSA run's passes over its 90% split are shorter than the epochs it counts)
+            rec.update(
+                epoch=self.epoch, step=self.step, schedule_epoch=self.step / self.steps_per_epoch
+            )
             self._call("after_epoch", rec)
             self.history.append(rec)
             self.save()
