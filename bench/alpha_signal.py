@@ -137,9 +137,11 @@ def measure(model, G, cost, batches, bn_batches, alpha: float, a) -> dict:
     if se:  # None: a --truth-from output made before errors were recorded
         print("  standard error per group:", " ".join(f"{v:.2f}" for v in se), flush=True)
 
-    # the signals, at the base masks' re-estimated BN statistics, BN in eval mode (the Θ-step's)
+    # the signals, at the base masks' re-estimated BN statistics, BN in eval mode (the Θ-step's);
+    # with --disjoint those statistics come from other training batches than the truth's
     hooks.set(topn_masks(imp, valid, al))
-    recalibrate_bn(model, bn_batches, len(bn_batches))
+    signal_bn = a.signal_bn_batches or bn_batches
+    recalibrate_bn(model, signal_bn, len(signal_bn))
     hooks.clear()
     model.eval()
     out = {"alpha": alpha, "base_loss": base, "truth": truth, "truth_se": se, "signals": {}}
@@ -217,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         "validation split",
     )
     p.add_argument(
+        "--disjoint",
+        action="store_true",
+        help="the signal on other images than the truth (the --batches validation batches "
+        "after the truth's) and with BN re-estimated on other training batches: no noise "
+        "shared between the two can raise rho",
+    )
+    p.add_argument(
         "--truth-bn",
         choices=["reestimated", "fixed"],
         default="reestimated",
@@ -248,9 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     train, val = split_train_val(splits.train)
     vl = make_loader(class_mixed(val), splits, 128, train=False)
     n_truth = a.batches * (2 if a.halves else 1)
+    if a.disjoint and a.truth_data != "val":
+        p.error("--disjoint takes the signal's batches after the truth's validation batches")
     if a.truth_data == "val":
-        batches = [b for _, b in zip(range(n_truth), vl, strict=False)]
-        a.truth_batches = batches
+        n = n_truth + (a.batches if a.disjoint else 0)
+        batches = [b for _, b in zip(range(n), vl, strict=False)]
+        a.truth_batches = batches[:n_truth]
+        if a.disjoint:
+            batches = batches[n_truth:]
+            if len(batches) < a.batches:
+                p.error(f"the validation split holds {n_truth + len(batches)} batches of 128, "
+                        f"not {n}; lower --batches")  # fmt: skip
     else:  # the truth on unaugmented training images, the signals on the validation split
         batches = [b for b in vl if len(b[1]) == 128]
         tr = make_loader(class_mixed(train), splits, 128, train=False)
@@ -263,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.halves:  # the second half's BN statistics come from other training batches
         tl_b = make_loader(train, splits, 128, train=True, seed=2)
         a.bn_batches_b = [b for _, b in zip(range(a.bn_batches), tl_b, strict=False)]
+    a.signal_bn_batches = None
+    if a.disjoint:  # the signal's BN statistics from training batches the truth does not use
+        tl_s = make_loader(train, splits, 128, train=True, seed=3)
+        a.signal_bn_batches = [b for _, b in zip(range(a.bn_batches), tl_s, strict=False)]
     G = find_groups(model, batches[0][0][:1])
     cost = flops_model(G)
     res = {
@@ -272,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "batches": a.batches,
         "bn_batches": a.bn_batches,
         "halves": a.halves,
+        "disjoint": a.disjoint,
         "val_order": VAL_ORDER,
         "truth_bn": a.truth_bn,
         "truth_data": a.truth_data,
