@@ -4,8 +4,9 @@ all on one shared schedule, on the real CIFAR-10 archive.
 Each row is one ``dsaprune`` command run in its own process (the row records the command):
 
 - ``unpruned``: ``dsaprune train`` for ``--epochs``;
-- ``dsa``, ``group_fisher``, ``uniform``, ``ssl``, ``morphnet``: ``dsaprune prune --model M`` from scratch for
-  ``--epochs`` (one training run each: allocation or penalty, pruning and the rest of the schedule);
+- ``dsa``, ``group_fisher``, ``uniform``, ``ssl``, ``morphnet``: ``dsaprune prune --model M``
+  from scratch for ``--epochs`` (one training run each: allocation or penalty, pruning and the
+  rest of the schedule);
 - ``magnitude``: ``dsaprune prune --checkpoint`` of the unpruned run, fine-tuned for
   ``--finetune-epochs`` at ``--finetune-lr``; its pipeline cost includes the unpruned run;
 - ``dsa_ckpt``: DSA on magnitude's pipeline (``--method dsa`` from the same checkpoint, on the
