@@ -28,35 +28,43 @@ from common import RESULTS, ROOT, budget_tag, commit, paired, test_halves
 METHODS = ("dsa", "group_fisher", "magnitude", "uniform")
 
 
-def final_accuracy(model_file: Path, data: str) -> float:
+def half_accuracy(model_file: Path, data: str, split: str) -> float:
+    """Accuracy on the ``split`` ("dev" or "final") half of the test images."""
     from dsaprune import load
     from dsaprune.data import load_splits, make_loader
     from dsaprune.train import evaluate
 
     splits = load_splits("cifar10", data)
-    _, final = test_halves(splits.test.labels)
-    loader = make_loader(splits.test.subset(final, "[final]"), splits, 500, train=False)
+    half = dict(zip(("dev", "final"), test_halves(splits.test.labels), strict=True))[split]
+    loader = make_loader(splits.test.subset(half, f"[{split}]"), splits, 500, train=False)
     return evaluate(load(str(model_file)), loader)["acc"]
 
 
+def results_name(a: argparse.Namespace) -> str:
+    return f"end_to_end_{a.name}" + ("" if a.split == "final" else f"_{a.split}")
+
+
 def run(a: argparse.Namespace) -> dict:
-    out_path = RESULTS / f"end_to_end_{a.name}.json"
+    out_path = RESULTS / f"{results_name(a)}.json"
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
     out.update(name=a.name, reference=Path(a.checkpoint).as_posix(), epochs=a.epochs,
-               split="final")  # fmt: skip
+               split=a.split)  # fmt: skip
     rows = out.setdefault("rows", [])
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
     made_at = commit()  # the code this process runs
     for b in a.budgets:
         for seed in a.seeds:
             for method in a.methods:
-                if (method, b, seed) in done:
+                label = a.label if a.label and method == "dsa" else method
+                if (label, b, seed) in done:
                     continue
-                run_dir = Path(a.runs) / f"{a.name}_{method}_f{budget_tag(b)}_e{a.epochs:g}_s{seed}"
+                run_dir = Path(a.runs) / f"{a.name}_{label}_f{budget_tag(b)}_e{a.epochs:g}_s{seed}"
                 argv = ["prune", "--checkpoint", a.checkpoint, "--dataset", "cifar10", "--data",
                         a.data, "--budget", f"flops={b:g}", "--method", method, "--epochs",
                         f"{a.epochs:g}", "--seed", str(seed), "--out", str(run_dir),
                         "--quiet"]  # fmt: skip
+                if label != method:  # a variant: its DSA settings from a file
+                    argv += ["--config", a.dsa_config]
                 if (run_dir / "last.pt").exists() and not (run_dir / "model.pt").exists():
                     argv.append("--resume")
                 t0 = time.perf_counter()
@@ -67,10 +75,10 @@ def run(a: argparse.Namespace) -> dict:
                     raise SystemExit(f"{run_dir.name} failed (exit {proc.returncode})")
                 rep = json.loads((run_dir / "report.json").read_text())
                 r = {
-                    "method": method,
+                    "method": label,
                     "budget": b,
                     "seed": seed,
-                    "acc_final": final_accuracy(run_dir / "model.pt", a.data),
+                    f"acc_{a.split}": half_accuracy(run_dir / "model.pt", a.data, a.split),
                     "flops_ratio": rep["flops_ratio"],
                     "keep_ratios": [g["keep_ratio"] for g in rep["groups"]],
                     "wall_s": time.perf_counter() - t0,
@@ -78,8 +86,8 @@ def run(a: argparse.Namespace) -> dict:
                     "command": "dsaprune " + shlex.join(argv),
                 }
                 rows.append(r)
-                print(f"{method:12s} flops={b:<5g} seed {seed}: final-half accuracy "
-                      f"{100 * r['acc_final']:.2f} (ratio {r['flops_ratio']:.4f}, "
+                print(f"{label:12s} flops={b:<5g} seed {seed}: {a.split}-half accuracy "
+                      f"{100 * r[f'acc_{a.split}']:.2f} (ratio {r['flops_ratio']:.4f}, "
                       f"{r['wall_s']:.0f} s)", flush=True)  # fmt: skip
                 from dsaprune.io import atomic_write_json
 
@@ -88,18 +96,19 @@ def run(a: argparse.Namespace) -> dict:
 
 
 def markdown(out: dict) -> str:
-    rows = out["rows"]
+    rows, split = out["rows"], out.get("split", "final")
     lines = [
         f"# End to end from a trained {out['name']}: `dsaprune prune --checkpoint`, "
         f"{out['epochs']:g} epochs",
         "",
         f"Reference: `{out['reference']}`. Each row: one `dsaprune prune --checkpoint` with the "
-        "library's defaults, its pruned `model.pt` scored on the final half of the CIFAR-10 "
-        "test images (5,000, class-balanced; settings are chosen on the other half). Commands "
-        "and commits per row: `end_to_end_" + out["name"] + ".json`. Made by "
+        f"library's defaults, its pruned `model.pt` scored on the {split} half of the CIFAR-10 "
+        "test images (5,000, class-balanced; settings are chosen on the dev half, the final "
+        "half measures them once). Commands and commits per row: in the `.json` beside this "
+        "file. Made by "
         "`python bench/end_to_end.py` (see its docstring).",
         "",
-        "| budget | method | seeds | final-half acc % (mean) | per seed | DSA − method "
+        f"| budget | method | seeds | {split}-half acc % (mean) | per seed | DSA − method "
         "(paired, ± SE) |",
         "|---|---|---|---|---|---|",
     ]
@@ -107,8 +116,8 @@ def markdown(out: dict) -> str:
         by = {}
         for r in rows:
             if r["budget"] == b:
-                by.setdefault(r["method"], {})[r["seed"]] = 100 * r["acc_final"]
-        for m in [m for m in METHODS if m in by]:
+                by.setdefault(r["method"], {})[r["seed"]] = 100 * r[f"acc_{split}"]
+        for m in [*[m for m in METHODS if m in by], *sorted(set(by) - set(METHODS))]:
             accs = by[m]
             mean = sum(accs.values()) / len(accs)
             d = paired(by.get("dsa", {}), accs) if m != "dsa" else None
@@ -128,15 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--runs", default="runs/end_to_end", help="run folders (not committed)")
+    p.add_argument("--split", choices=("final", "dev"), default="final")
+    p.add_argument("--dsa-config", help="YAML of DSA settings for a variant's rows; with --label")
+    p.add_argument("--label", default="", help="record the variant's DSA rows under this name")
     p.add_argument("--tables-only", action="store_true")
     a = p.parse_args(argv)
-    if a.tables_only:
-        out = json.loads((RESULTS / f"end_to_end_{a.name}.json").read_text())
-    else:
-        out = run(a)
+    if bool(a.label) != bool(a.dsa_config):
+        p.error("a variant needs both --dsa-config and --label")
+    if a.label and a.split == "final":
+        p.error("variants are compared on the dev half; the final half measures the defaults")
+    path = RESULTS / f"{results_name(a)}.json"
+    out = json.loads(path.read_text()) if a.tables_only else run(a)
     from dsaprune.io import atomic_write_text
 
-    atomic_write_text(markdown(out), RESULTS / f"end_to_end_{a.name}.md")
+    atomic_write_text(markdown(out), RESULTS / f"{results_name(a)}.md")
     return 0
 
 
