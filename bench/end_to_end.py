@@ -65,14 +65,16 @@ def run(a: argparse.Namespace) -> dict:
                         "--quiet"]  # fmt: skip
                 if label != method:  # a variant: its DSA settings from a file
                     argv += ["--config", a.dsa_config]
-                if (run_dir / "last.pt").exists() and not (run_dir / "model.pt").exists():
-                    argv.append("--resume")
                 t0 = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-m", "dsaprune", *argv], cwd=ROOT,
-                                      capture_output=True, text=True)  # fmt: skip
-                if proc.returncode != 0:
-                    print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n")
-                    raise SystemExit(f"{run_dir.name} failed (exit {proc.returncode})")
+                finished = (run_dir / "model.pt").exists() and (run_dir / "report.json").exists()
+                if not finished:  # a finished run is scored again (on the other half), not rerun
+                    if (run_dir / "last.pt").exists():
+                        argv.append("--resume")
+                    proc = subprocess.run([sys.executable, "-m", "dsaprune", *argv], cwd=ROOT,
+                                          capture_output=True, text=True)  # fmt: skip
+                    if proc.returncode != 0:
+                        print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n")
+                        raise SystemExit(f"{run_dir.name} failed (exit {proc.returncode})")
                 rep = json.loads((run_dir / "report.json").read_text())
                 r = {
                     "method": label,
