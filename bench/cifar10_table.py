@@ -568,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(stale)} finished runs differ from what their command gives today (‡ in the "
             "table); delete a run's folder to run it again with today's defaults"
         )
+    return exit_code(jobs)
+
+
+def exit_code(jobs: list[Job]) -> int:
+    """1, naming them, if any run failed; else 0."""
     failed = [j.out.name for j in jobs if j.state == "failed"]
     if failed:
         print(f"failed runs: {failed} (logs: <run>/table.log)")

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from cifar10_table import PAPER, PAPER_BASE, Job, run_all  # noqa: E402 (the bench's scripts)
+from cifar10_table import PAPER, PAPER_BASE, Job, exit_code, run_all  # noqa: E402 (the bench's scripts)
 from common import ROOT, budget_tag  # noqa: E402
 
 BUDGETS = (0.75, 0.5, 0.333)
@@ -273,10 +273,7 @@ def main(argv: list[str] | None = None, stop=None) -> int:
     shown = [x for x in argv if x not in ("--plan",)]
     atomic_write_json(rs, res / "paper_table.json")
     atomic_write_text(markdown(rs, a, shown, _device(a)), res / "paper_table.md")
-    failed = [j.out.name for j in jobs if j.state == "failed"]
-    if failed:
-        print(f"failed runs: {failed} (logs: <run>/table.log)")
-    return 1 if failed else 0
+    return exit_code(jobs)
 
 
 if __name__ == "__main__":

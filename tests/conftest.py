@@ -61,3 +61,23 @@ def bench_script():
     yield load
     for name in loaded:
         sys.modules.pop(name, None)
+
+
+def write_image_folder(root: Path, n: int) -> None:
+    """An image folder of ``n`` random 32x32 PNGs per class ("a", "b") in train/ and test/."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / c / f"{i}.png")
+
+
+@pytest.fixture
+def image_folder():
+    """``image_folder(root, n)``: see :func:`write_image_folder`."""
+    return write_image_folder

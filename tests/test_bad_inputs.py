@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_image_folder
 from PIL import Image
 
 import dsaprune
@@ -40,16 +41,6 @@ def _finished_run(d: Path) -> None:
     d.mkdir(parents=True)
     for name in ("model.pt", "report.json", "report.md"):
         (d / name).write_text(f"another run's {name}\n")
-
-
-def _image_folder(root: Path, n: int) -> None:
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in ("a", "b"):
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                arr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(arr).save(root / split / c / f"{i}.png")
 
 
 @dataclass
@@ -221,7 +212,7 @@ CASES = [
         ["prune", "--out", "{t}/small", "--dataset", "imagefolder", "--data", "{t}/imgs", *FAST],
         2,
         "holds no batch",
-        lambda t: _image_folder(t / "imgs", 20),
+        lambda t: write_image_folder(t / "imgs", 20),
     ),
 ]
 
@@ -264,7 +255,7 @@ def test_cli_bad_input(case: Case, tmp_path, capsys, pruned_model_file, monkeypa
 def test_force_overwrites_and_a_stale_lock_is_taken_over(tmp_path, capsys):
     _finished_run(tmp_path / "other")
     (tmp_path / "other" / ".dsaprune.lock").write_text("999999999\n")  # no such process
-    _image_folder(tmp_path / "imgs", 40)  # a small data set: the run takes seconds
+    write_image_folder(tmp_path / "imgs", 40)  # a small data set: the run takes seconds
     data = ["--dataset", "imagefolder", "--data", str(tmp_path / "imgs"), "--batch-size", "32"]
     assert main(["prune", "--out", str(tmp_path / "other"), "--force", *data, *FAST]) == 0
     assert (tmp_path / "other" / "model.pt").read_bytes() != b"another run's model.pt\n"
@@ -283,7 +274,7 @@ def test_ctrl_c_ends_with_one_line_and_an_intact_checkpoint(tmp_path, capsys, mo
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted)
     out = tmp_path / "run"
-    _image_folder(tmp_path / "imgs", 80)  # epochs of 2 steps: the test takes seconds
+    write_image_folder(tmp_path / "imgs", 80)  # epochs of 2 steps: the test takes seconds
     data = ["--dataset", "imagefolder", "--data", str(tmp_path / "imgs"), "--batch-size", "64"]
     argv = ["prune", "--out", str(out), *data, "--epochs", "2", "--no-latency-report", "--quiet"]
     assert main(argv) == 130
@@ -357,7 +348,7 @@ def test_data_dependent_branch_is_refused_before_training():
 def test_image_folder_cache_sees_added_and_deleted_files(tmp_path):
     from dsaprune.data import load_splits
 
-    _image_folder(tmp_path / "f", 3)
+    write_image_folder(tmp_path / "f", 3)
     assert len(load_splits("imagefolder", tmp_path / "f").train) == 6
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "f/train/a/new.png")
     assert len(load_splits("imagefolder", tmp_path / "f").train) == 7

@@ -4,20 +4,8 @@ and the same command continues it from them."""
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-
-def _image_folder(root: Path, n: int) -> None:
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in ("a", "b"):
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                arr = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(arr).save(root / split / c / f"{i}.png")
 
 
 def _lines(path: Path) -> list[dict]:
@@ -27,9 +15,11 @@ def _lines(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_window_ends_mid_run_and_the_next_one_continues_the_table(tmp_path, bench_script):
+def test_a_window_ends_mid_run_and_the_next_one_continues_the_table(
+    tmp_path, bench_script, image_folder
+):
     table = bench_script("paper_table", "paper_table.py")
-    _image_folder(tmp_path / "imgs", 80)  # one step per epoch: the runs take seconds
+    image_folder(tmp_path / "imgs", 80)  # one step per epoch: the runs take seconds
     runs, results = tmp_path / "runs", tmp_path / "results"
     argv = [
         "--models", "resnet20", "--budgets", "0.5", "--epochs", "15", "--dataset",
