@@ -376,10 +376,31 @@ def test_load_weights_fits_the_architecture_or_says_why(tmp_path):
         load_weights(create("resnet18_imagenet"), path)
 
 
-def test_demo_runs_end_to_end_on_a_short_schedule(tmp_path, capsys):
-    assert (
-        main(["demo", "--epochs", "0.05", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
-    )
+def test_demo_prunes_the_shipped_network_with_each_method_and_seed(tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    argv = ["demo", "--epochs", "0.05", "--seeds", "2", "--out", str(out_dir), "--device", "cpu"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "DSA 50%" in out and "CPU latency, batch 1 (ms)" in out
-    assert "budget flops=0.5 met by the" in out and (tmp_path / "demo" / "model.pt").exists()
+    before = float(out.split("before pruning: test accuracy ")[1].split("%")[0])
+    assert before > 95  # the shipped network is trained, not a fresh one
+    for m in ("dsa", "group_fisher", "uniform"):
+        assert f"{m:<13} seed 1:" in out
+        for seed in (0, 1):
+            rep = json.loads((out_dir / f"{m}_s{seed}" / "report.json").read_text())
+            assert rep["flops_ratio"] <= 0.3 and rep["dsa_config"]["method"] == m
+    assert "dsa − method (paired ± SE)" in out and "CPU latency, batch 1 (ms)" in out
+    assert dsaprune.load(str(out_dir / "dsa_s0" / "model.pt")) is not None
+
+
+def test_the_shipped_demo_network_scores_what_its_record_says():
+    from dsaprune.data import load_splits, make_loader
+    from dsaprune.models import create, load_weights
+    from dsaprune.models.pretrained import DEMO_WEIGHTS
+    from dsaprune.train import evaluate
+
+    info = json.loads(DEMO_WEIGHTS.with_suffix(".json").read_text())
+    model = create(info["model"])
+    load_weights(model, DEMO_WEIGHTS)
+    splits = load_splits("shapes")
+    acc = evaluate(model, make_loader(splits.test, splits, 500, train=False))["acc"]
+    assert abs(acc - info["test_acc"]) < 0.005  # half precision changes no more than that

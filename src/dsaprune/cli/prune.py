@@ -1,4 +1,4 @@
-"""``dsaprune prune``, ``dsaprune inspect`` and the DSA demo."""
+"""``dsaprune prune``, ``dsaprune inspect`` and ``dsaprune export``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import torch
 
 from .. import models, surgery
 from ..api import prune
-from ..cost import COSTS, count_flops, count_params, make_cost, measure_latency
+from ..cost import COSTS, make_cost
 from ..export import export_onnx
 from ..grouping import find_groups
 from ..reports import write_report
-from ..train import TrainConfig, distributed
-from .commands import run_training
+from ..train import distributed
 from .files import open_model
 from .prepare import prepare, run_folder
 from .spec import RunSpec
@@ -161,73 +160,4 @@ def cmd_export(args: argparse.Namespace) -> int:
     size = tuple(args.input_size) if args.input_size else models.input_size(name)
     out = export_onnx(model, args.onnx, size, opset=args.opset)
     print(f"wrote {out} ({name}, input [batch, {', '.join(map(str, size))}])")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """DSA at 50% FLOPs on the built-in data set beside uniform pruning and an unpruned run,
-    all on the same schedule."""
-    epochs = args.epochs
-    print(
-        f"dsaprune demo: resnet20 on the built-in 'shapes' data set (10 classes, 32x32), "
-        f"{epochs:g} epochs each: an unpruned reference, then DSA and uniform pruning at 50% of "
-        "the FLOPs"
-    )
-    base_ns = argparse.Namespace(
-        dataset="shapes",
-        data=None,
-        download=False,
-        image_size=32,
-        workers=0,
-        device=args.device,
-        model="resnet20",
-        out=str(Path(args.out) / "unpruned"),
-        resume=False,
-        force=True,  # the demo's own folders: a second demo replaces the first
-    )
-    cfg = TrainConfig(epochs=epochs, lr=0.1, weight_decay=5e-4)
-    ref = run_training(base_ns, cfg, progress=False)
-    ref_model, ref_acc = ref["trainer"].model.cpu(), ref["last"]["test_acc"]
-    print(f"unpruned: test accuracy {100 * ref_acc:.2f}% ({ref['last']['wall_time_s']:.0f} s)")
-    ns = argparse.Namespace(
-        dataset="shapes",
-        data=None,
-        download=False,
-        device=args.device,
-        model="resnet20",
-        checkpoint=None,
-        out=args.out,
-        budget="flops=0.5",
-        epochs_default=epochs,
-        config=None,
-        force=True,
-        argv=["demo"],
-        lr=0.1,
-        weight_decay=5e-4,
-        latency_report=False,  # the demo times all three networks together below
-    )
-    out = run_prune(ns, progress=False)
-    r, pruned = out["result"].report, out["result"].model.cpu()
-    print(f"DSA: test accuracy {100 * r['acc_after']:.2f}% ({r['wall_time_s']:.0f} s)")
-    uns = argparse.Namespace(**{**vars(ns), "out": str(Path(args.out) / "uniform")})
-    uns.method = "uniform"
-    u = run_prune(uns, progress=False)["result"]
-    print(f"uniform: test accuracy {100 * u.report['acc_after']:.2f}%")
-    nets = (ref_model, pruned, u.model.cpu())
-    accs = (ref_acc, r["acc_after"], u.report["acc_after"])
-    size = (3, 32, 32)
-    rows = [
-        ("FLOPs (M, 2 per MAC)", [count_flops(m) / 1e6 for m in nets], ".2f"),
-        ("parameters (K)", [count_params(m) / 1e3 for m in nets], ".1f"),
-        ("test accuracy (%)", [100 * a for a in accs], ".2f"),
-        ("CPU latency, batch 1 (ms)", [1e3 * t for t in measure_latency(nets, size)], ".2f"),
-    ]
-    print(f"\n{'':<26} {'unpruned':>10} {'DSA 50%':>10} {'uniform':>10}")
-    for label, vals, fmt in rows:
-        print(f"{label:<26}" + "".join(f" {v:>10{fmt}}" for v in vals))
-    print(
-        f"\nbudget flops=0.5 met by the {r['met_by']} (FLOPs ratio {r['flops_ratio']:.4f} on "
-        f"the pruned network); DSA run {r['wall_time_s']:.0f} s"
-    )
-    print(f"pruned model: {args.out}/model.pt (dsaprune.load), report: {args.out}/report.md")
     return 0
