@@ -16,6 +16,7 @@ from its ``last.pt``), and the table, with DSA minus each method paired by seed,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import subprocess
@@ -28,13 +29,20 @@ from common import RESULTS, ROOT, budget_tag, commit, paired, test_halves
 METHODS = ("dsa", "group_fisher", "magnitude", "uniform")
 
 
+@functools.cache
+def _splits(data: str):
+    from dsaprune.data import load_splits
+
+    return load_splits("cifar10", data)  # decoded once per process, not once per row
+
+
 def half_accuracy(model_file: Path, data: str, split: str) -> float:
     """Accuracy on the ``split`` ("dev" or "final") half of the test images."""
     from dsaprune import load
-    from dsaprune.data import load_splits, make_loader
+    from dsaprune.data import make_loader
     from dsaprune.train import evaluate
 
-    splits = load_splits("cifar10", data)
+    splits = _splits(data)
     half = dict(zip(("dev", "final"), test_halves(splits.test.labels), strict=True))[split]
     loader = make_loader(splits.test.subset(half, f"[{split}]"), splits, 500, train=False)
     return evaluate(load(str(model_file)), loader)["acc"]

@@ -26,6 +26,7 @@ are left at ``--throughput`` (images/s summed over the packed runs, ResNet-20 eq
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import sys
@@ -72,12 +73,15 @@ def plan(a: argparse.Namespace) -> list[Job]:
     return jobs
 
 
-def _epochs_of(a: argparse.Namespace, j: Job) -> float:
-    if a.epochs:
-        return a.epochs
+@functools.cache
+def _config_epochs(model: str) -> float:
     import yaml
 
-    return float(yaml.safe_load((ROOT / config_file(j.model, 0.5)).read_text())["epochs"])
+    return float(yaml.safe_load((ROOT / config_file(model, 0.5)).read_text())["epochs"])
+
+
+def _epochs_of(a: argparse.Namespace, j: Job) -> float:
+    return a.epochs or _config_epochs(j.model)
 
 
 def progress(j: Job) -> tuple[float, float | None]:
