@@ -11,16 +11,15 @@ user starts); training it inside the demo would spend most of its five minutes.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
 
-import torch
 from common import ROOT, commit
 
-from dsaprune.io import atomic_write_json
+from dsaprune.io import atomic_torch_save, atomic_write_json
 from dsaprune.models.pretrained import DEMO_WEIGHTS
+from dsaprune.train import read_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,25 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     train = ["train", "--model", "resnet20", "--dataset", "shapes", "--epochs", f"{a.epochs:g}",
              "--seed", str(a.seed), "--out", a.runs, "--force", "--quiet"]  # fmt: skip
     subprocess.run([sys.executable, "-m", "dsaprune", *train], cwd=ROOT, check=True)
-    ckpt = torch.load(ROOT / a.runs / "last.pt", map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(ROOT / a.runs / "last.pt")
     state = {
         k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()
     }  # half precision: 0.5 MB in the package, no measurable change in accuracy
-    DEMO_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DEMO_WEIGHTS.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(DEMO_WEIGHTS)
-    metrics = [
-        json.loads(line)
-        for line in (ROOT / a.runs / "metrics.jsonl").read_text().split("\n")
-        if line
-    ]
+    atomic_torch_save(state, DEMO_WEIGHTS)
     info = {
         "model": "resnet20",
         "dataset": "shapes",
         "epochs": a.epochs,
         "seed": a.seed,
-        "test_acc": metrics[-1]["test_acc"],
+        "test_acc": ckpt["history"][-1]["test_acc"],
         "commit": commit(),
         "command": "dsaprune " + shlex.join(train),
     }

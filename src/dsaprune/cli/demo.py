@@ -13,8 +13,6 @@ from ..cost import count_flops, count_params, measure_latency
 from ..models.pretrained import DEMO_WEIGHTS
 from .prune import run_prune
 
-METHODS = ("dsa", "group_fisher", "uniform")
-
 
 def _mean_se(xs: list[float]) -> tuple[float, float]:
     m = sum(xs) / len(xs)

@@ -25,6 +25,7 @@ STEADY_HELP = (
 FORCE_HELP = "write into RUN_DIR even if it holds another run's files (they are replaced)"
 # the demo's task: the methods differ there by more than the seeds' spread (docs/decisions.md)
 DEMO_BUDGET, DEMO_EPOCHS, DEMO_LR = "flops=0.3", 0.5, 0.01
+DEMO_METHODS = "dsa,group_fisher,uniform"
 
 
 def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -287,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=float, default=DEMO_LR, help=f"learning rate of the fine-tune [{DEMO_LR:g}]"
     )
     d.add_argument("--seeds", type=int, default=3, help="seeds per method [3]")
-    d.add_argument("--methods", default="dsa,group_fisher,uniform", help="[%(default)s]")
+    d.add_argument("--methods", default=DEMO_METHODS, help="[%(default)s]")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda")
     return p
 
