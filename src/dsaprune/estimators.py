@@ -41,6 +41,9 @@ from .grouping import Groups
 from .registry import create
 from .train.outputs import as_float, to_device
 
+# samples per per-sample pass on the CPU (GroupFisher._chunk)
+CPU_CHUNK = 64
+
 
 @dataclass
 class GateState:
@@ -97,18 +100,41 @@ class GroupFisher(Estimator):
 
     def mask_grads(self, model, hooks, x, y, loss_fn, alpha, gates):
         """(per-sample mask gradients ∂L_n/∂m_ni [N, K, C_max], the batch's loss) at the
-        top-n mask."""
+        top-n mask. Samples are independent here (BN reads running statistics), so the pass may
+        run in chunks (``_chunk``) with the same result."""
         m0 = topn_masks(gates.importance, gates.valid, alpha.detach())
         n = x.shape[0]
-        masks = m0.to(x.device).expand(n, *m0.shape).clone().requires_grad_(True)
-        hooks.set(masks, centre=self.centre)
-        try:
-            loss = loss_fn(as_float(model(x)), y)
-            # the sum of per-sample losses: its gradient on sample n's mask is ∂L_n/∂m_n
-            (g,) = torch.autograd.grad(loss * n, masks)
-        finally:
-            hooks.clear()
-        return g.detach().double(), float(loss.detach())
+        size = max(1, self._chunk(model, x, y))
+        grads, total = [], 0.0
+        for s in range(0, n, size):
+            xs, ys = (x, y) if size >= n else (x[s : s + size], y[s : s + size])
+            k = xs.shape[0]
+            masks = m0.to(x.device).expand(k, *m0.shape).clone().requires_grad_(True)
+            hooks.set(masks, centre=self.centre)
+            try:
+                loss = loss_fn(as_float(model(xs)), ys)
+                # the sum of per-sample losses: its gradient on sample n's mask is ∂L_n/∂m_n
+                (g,) = torch.autograd.grad(loss * k, masks)
+            finally:
+                hooks.clear()
+            grads.append(g.detach().double())
+            total += float(loss.detach()) * k
+        return torch.cat(grads), total / n
+
+    def _chunk(self, model, x, y) -> int:
+        """Samples per pass: ``CPU_CHUNK`` on the CPU, where a 128-sample pass costs more than
+        two of 64 (docs/decisions.md, "The Θ-step's cost"), the whole batch elsewhere. Only a
+        plain module on batch-first tensors is split (a wrapper may bind the whole batch's
+        targets), and never ``fisher_centred``, whose removed channel reads the batch mean."""
+        n = x.shape[0]
+        splittable = (
+            isinstance(model, nn.Module)
+            and isinstance(x, torch.Tensor)
+            and isinstance(y, torch.Tensor)
+            and y.shape[:1] == (n,)
+            and not self.centre
+        )
+        return CPU_CHUNK if splittable and x.device.type == "cpu" else n
 
     def channel_costs(self, model, hooks, x, y, loss_fn, alpha, gates):
         """(½·mean_n g_ni² per channel [K, C_max], the batch's loss) at the top-n mask."""

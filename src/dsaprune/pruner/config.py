@@ -33,6 +33,9 @@ class DSAConfig:
     window_end_fraction: float = 100 / 300
     alloc_every: int = 20  # weight steps per α update (fewer when the window is short)
     min_updates: int = 100  # the window holds at least this many α updates where it can
+    # held-out samples each Θ-step reads: the first this many of its batch (the held-out loader
+    # reshuffles every pass); None reads the whole batch
+    alloc_samples: int | None = None
     beta2_init: float = 0.05
     beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
     prob_floor: float = 0.01
@@ -71,6 +74,15 @@ class DSAConfig:
             or self.round_to < 1
         ):
             raise ValueError(f"round_to is a whole number of channels >= 1, got {self.round_to!r}")
+        if self.alloc_samples is not None and (
+            isinstance(self.alloc_samples, bool)
+            or not isinstance(self.alloc_samples, int)
+            or self.alloc_samples < 1
+        ):
+            raise ValueError(
+                f"alloc_samples is a whole number of samples >= 1 (or None for the whole "
+                f"held-out batch), got {self.alloc_samples!r}"
+            )
         make_method(self.method)  # an unknown name fails here, not mid-run
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")

@@ -457,6 +457,8 @@ class Pruner:
 
     def _alpha_update(self) -> None:
         x, y = self._next_val()
+        if self.cfg.alloc_samples is not None:
+            x, y = _first(x, self.cfg.alloc_samples), _first(y, self.cfg.alloc_samples)
         x, y = to_device(x, self.device), to_device(y, self.device)
         theta = self.allocator.theta.float().to(self.device)
         I, V = self._gate_inputs()
@@ -686,3 +688,13 @@ def _order(fisher: torch.Tensor) -> torch.Tensor:
     top = f.max()
     f = f / top if top > 0 else torch.ones_like(f)
     return f.float().clamp_min(1e-30)
+
+
+def _first(batch, n: int):
+    """The first ``n`` samples of a batch-first tensor or of a list of per-sample items."""
+    if isinstance(batch, (torch.Tensor, list)):
+        return batch[:n]
+    raise TypeError(
+        f"alloc_samples slices held-out inputs and targets that are batch-first tensors or "
+        f"lists, not {type(batch).__name__}: leave alloc_samples unset for this data"
+    )
