@@ -56,6 +56,56 @@ def test_fisher_costs_are_per_sample_gradients_summed_over_a_groups_producers():
     hooks.remove()
 
 
+def test_fisher_mask_gradients_are_the_same_when_the_cpu_pass_is_chunked():
+    """On the CPU a batch wider than ``CPU_CHUNK`` runs in chunks: each sample's mask gradient
+    and the batch loss must not change (BN reads running statistics: samples are independent)."""
+    from dsaprune.estimators import CPU_CHUNK
+
+    m, G, imp, valid, hooks = _resnet20_gates()
+    n = CPU_CHUNK + 6  # one full chunk and a partial one
+    x, y = torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,))
+    alpha = torch.full((len(G.prunable),), 0.75, dtype=torch.float64)
+    gates = GateState(imp, valid, lambda a, i: None)
+    est = GroupFisher()
+    assert est._chunk(m, x, y) == CPU_CHUNK
+    chunked, loss_c = est.mask_grads(m, hooks, x, y, nn.functional.cross_entropy, alpha, gates)
+
+    def wrapped(inputs):  # not a module: never split (a wrapper may bind the batch's targets)
+        return m(inputs)
+
+    assert est._chunk(wrapped, x, y) == n
+    whole, loss_w = est.mask_grads(wrapped, hooks, x, y, nn.functional.cross_entropy, alpha, gates)
+    assert chunked.shape == whole.shape == (n, len(G.prunable), imp.shape[1])
+    assert torch.allclose(chunked, whole, rtol=1e-4, atol=1e-5 * float(whole.abs().max()))
+    assert loss_c == pytest.approx(loss_w, rel=1e-5)
+    hooks.remove()
+
+
+def test_training_masks_applied_in_place_give_the_same_loss_and_gradients():
+    """A training mask (no gradient of its own) multiplies the outputs in place; a mask that
+    needs its gradient does so out of place. Both must train the network alike."""
+    m, G, imp, valid, hooks = _resnet20_gates()
+    m.train()
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    mask = topn_masks(imp, valid, torch.full((len(G.prunable),), 0.6))
+    grads = []
+    for needs_grad in (False, True):
+        m.zero_grad()
+        hooks.set(mask.clone().requires_grad_(needs_grad))
+        loss = nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        hooks.clear()
+        grads.append((float(loss), [p.grad.clone() for p in m.parameters()]))
+    (l0, g0), (l1, g1) = grads
+    assert l0 == pytest.approx(l1, rel=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(g0, g1, strict=True))
+    conv = G.prunable[1].masked[0]  # a masked channel's producer gets no gradient
+    w = dict(m.named_parameters())[f"{conv}.weight"].grad
+    dropped = (mask[1, : G.prunable[1].channels] == 0).nonzero().flatten()
+    assert dropped.numel() > 0 and float(w[dropped].abs().max()) == 0.0
+    hooks.remove()
+
+
 def test_joint_fisher_keeps_the_cross_terms_of_removing_channels_together():
     m, G, imp, valid, hooks = _resnet20_gates()
     x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
@@ -166,6 +216,9 @@ def test_registries_name_what_they_know():
         make_estimator("reinforce")
     with pytest.raises(ValueError, match="unknown estimator"):
         dsaprune.DSAConfig(estimator="reinforce")
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="alloc_samples is a whole number of samples"):
+            dsaprune.DSAConfig(alloc_samples=bad)
     assert list(METHODS) == ["dsa", "uniform", "magnitude", "ssl", "morphnet", "group_fisher"]
     assert [n for n, c in METHODS.items() if c.reads_validation] == ["dsa"]
     assert [n for n, c in METHODS.items() if c.penalised] == ["ssl", "morphnet"]
@@ -194,6 +247,7 @@ def test_recalibrate_bn_sets_running_stats_to_the_average_batch_statistics():
     [
         {"estimator": "fisher"},
         {"estimator": "fisher_joint"},
+        {"estimator": "fisher", "alloc_samples": 8},  # a Θ-step reads 8 held-out samples
         {"estimator": "ste", "sample_train_masks": True},  # the paper's mechanics
     ],
 )
@@ -209,3 +263,4 @@ def test_dsa_allocates_to_budget_with_each_estimator(tiny_net, settings):
     assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
     assert r["allocation_updates"] > 0 and r["met_by"] in ("allocator", "shift")
     assert r["dsa_config"]["estimator"] == settings["estimator"]
+    assert r["dsa_config"]["alloc_samples"] == settings.get("alloc_samples", 64)

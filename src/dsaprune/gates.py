@@ -184,7 +184,12 @@ class GateHooks:
                 dims = [d for d in range(out.dim()) if d != (out.dim() - 1 if last else 1)]
                 mu = out.detach().mean(dims, keepdim=True)
                 return mu + (out - mu) * m.view(shape)
-            return out * m.view(shape)
+            if self.masks.requires_grad:  # the mask's gradient reads the unmasked output
+                return out * m.view(shape)
+            # in place: no second activation-sized tensor per masked module (on the CPU that
+            # allocation was most of a masked step's extra time); the masked modules (LAYERS,
+            # NORMS) do not keep their output for their own backward, so autograd allows it
+            return out.mul_(m.view(shape))
 
         return hook
 
