@@ -226,6 +226,20 @@ def test_registries_name_what_they_know():
         make_method("l1")
 
 
+def test_a_theta_step_reads_the_first_alloc_samples_of_tensor_batches_only():
+    from dsaprune.pruner.pruner import _theta_samples
+
+    x, y = torch.randn(10, 3), torch.arange(10)
+    xs, ys = _theta_samples(x, y, 4)
+    assert torch.equal(xs, x[:4]) and torch.equal(ys, y[:4])
+    assert _theta_samples(x, y, None) == (x, y)
+    assert _theta_samples(x, y, 64)[0].shape[0] == 10  # a smaller batch is read whole
+    targets = [{"boxes": torch.zeros(2, 4)} for _ in range(10)]  # the user's layout: kept
+    assert _theta_samples(x, targets, 4) == (x, targets)
+    short = y[:5]
+    assert _theta_samples(x, short, 4) == (x, short)  # not batch-first alike: kept
+
+
 def test_recalibrate_bn_sets_running_stats_to_the_average_batch_statistics():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))

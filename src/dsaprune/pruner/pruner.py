@@ -456,9 +456,7 @@ class Pruner:
             return next(self.val_iter)
 
     def _alpha_update(self) -> None:
-        x, y = self._next_val()
-        if self.cfg.alloc_samples is not None:
-            x, y = _first(x, self.cfg.alloc_samples), _first(y, self.cfg.alloc_samples)
+        x, y = _theta_samples(*self._next_val(), self.cfg.alloc_samples)
         x, y = to_device(x, self.device), to_device(y, self.device)
         theta = self.allocator.theta.float().to(self.device)
         I, V = self._gate_inputs()
@@ -690,11 +688,12 @@ def _order(fisher: torch.Tensor) -> torch.Tensor:
     return f.float().clamp_min(1e-30)
 
 
-def _first(batch, n: int):
-    """The first ``n`` samples of a batch-first tensor or of a list of per-sample items."""
-    if isinstance(batch, (torch.Tensor, list)):
-        return batch[:n]
-    raise TypeError(
-        f"alloc_samples slices held-out inputs and targets that are batch-first tensors or "
-        f"lists, not {type(batch).__name__}: leave alloc_samples unset for this data"
-    )
+def _theta_samples(x, y, n: int | None):
+    """The held-out samples a Θ-step reads: the first ``n`` of the batch where inputs and
+    targets are batch-first tensors; otherwise (``n`` None, or lists, tuples, dicts, whose
+    layout is the user's) the whole batch."""
+    if n is None or not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        return x, y
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+        return x, y
+    return x[:n], y[:n]
