@@ -277,4 +277,4 @@ def test_dsa_allocates_to_budget_with_each_estimator(tiny_net, settings):
     assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
     assert r["allocation_updates"] > 0 and r["met_by"] in ("allocator", "shift")
     assert r["dsa_config"]["estimator"] == settings["estimator"]
-    assert r["dsa_config"]["alloc_samples"] == settings.get("alloc_samples", 64)
+    assert r["dsa_config"]["alloc_samples"] == settings.get("alloc_samples")
