@@ -106,6 +106,29 @@ def test_training_masks_applied_in_place_give_the_same_loss_and_gradients():
     hooks.remove()
 
 
+def test_a_norm_subclass_with_a_fused_activation_is_masked_out_of_place():
+    """A BN subclass may end in its activation (timm's BatchNormAct2d), whose backward reads
+    the output: multiplying that in place would break autograd, so only exact types are."""
+
+    class BNAct(nn.BatchNorm2d):
+        def forward(self, x):
+            return torch.relu(super().forward(x))
+
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), BNAct(8), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    )  # fmt: skip
+    G = find_groups(m, torch.zeros(1, 3, 8, 8))
+    imp, valid = pad_groups(channel_importance(G))
+    hooks = GateHooks(G)
+    hooks.set(topn_masks(imp, valid, torch.full((len(G.prunable),), 0.5)))
+    loss = nn.functional.cross_entropy(m(torch.randn(4, 3, 8, 8)), torch.arange(4))
+    loss.backward()  # raised "modified by an inplace operation" with in-place masking
+    assert m[0].weight.grad is not None
+    hooks.remove()
+
+
 def test_joint_fisher_keeps_the_cross_terms_of_removing_channels_together():
     m, G, imp, valid, hooks = _resnet20_gates()
     x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))

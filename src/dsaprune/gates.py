@@ -134,6 +134,10 @@ def beta2_at(
     return init * growth ** (max(0.0, epochs_since_start) * time_scale)
 
 
+# the masked modules whose outputs the training masks may multiply in place (exact types)
+IN_PLACE = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
+
+
 class GateHooks:
     """Multiplies each group's masked modules' outputs by that group's current mask.
 
@@ -155,10 +159,13 @@ class GateHooks:
                 # a linear layer's channels are its last dimension ([N, ..., C]: channels-last
                 # blocks such as ConvNeXt's), everything else's the second ([N, C, H, W])
                 last = isinstance(module, nn.Linear)
-                hook = self._hook(k, g.channels, last, g.at(name))
+                # in place only on the plain layer kinds, which keep no output for their own
+                # backward; a subclass may (timm's BatchNormAct2d ends in its activation)
+                in_place = type(module) in IN_PLACE
+                hook = self._hook(k, g.channels, last, g.at(name), in_place)
                 self.handles.append(module.register_forward_hook(hook))
 
-    def _hook(self, k: int, channels: int, last: bool, at: list[int] | None):
+    def _hook(self, k: int, channels: int, last: bool, at: list[int] | None, in_place: bool):
         where = None if at is None else torch.tensor(at)
 
         def hook(_m, _inp, out):
@@ -184,11 +191,10 @@ class GateHooks:
                 dims = [d for d in range(out.dim()) if d != (out.dim() - 1 if last else 1)]
                 mu = out.detach().mean(dims, keepdim=True)
                 return mu + (out - mu) * m.view(shape)
-            if self.masks.requires_grad:  # the mask's gradient reads the unmasked output
-                return out * m.view(shape)
+            if self.masks.requires_grad or not in_place:  # a mask's gradient reads the
+                return out * m.view(shape)  # unmasked output
             # in place: no second activation-sized tensor per masked module (on the CPU that
-            # allocation was most of a masked step's extra time); the masked modules (LAYERS,
-            # NORMS) do not keep their output for their own backward, so autograd allows it
+            # allocation was most of a masked step's extra time)
             return out.mul_(m.view(shape))
 
         return hook
