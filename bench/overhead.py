@@ -38,8 +38,7 @@ def every_for(epochs: float) -> int:
 
 def window_for(epochs: float) -> int:
     """Weight steps in the allocation window of a CIFAR-10 schedule of ``epochs``."""
-    cfg = DSAConfig().for_epochs(epochs)
-    w0, w1 = window_bounds(cfg, epochs, round(epochs * CIFAR_STEPS_PER_EPOCH))
+    w0, w1 = window_bounds(DSAConfig(), epochs, round(epochs * CIFAR_STEPS_PER_EPOCH))
     return w1 - w0
 
 

@@ -39,7 +39,7 @@ from torch import nn
 from .gates import GateHooks, marginal_channels, pad_groups, sample_masks, topn_masks
 from .grouping import Groups
 from .registry import create
-from .train.outputs import as_float, to_device
+from .train.outputs import as_float, same_batch, to_device
 
 # samples per per-sample pass on the CPU (GroupFisher._chunk)
 CPU_CHUNK = 64
@@ -126,15 +126,8 @@ class GroupFisher(Estimator):
         two of 64 (docs/decisions.md, "The Θ-step's cost"), the whole batch elsewhere. Only a
         plain module on batch-first tensors is split (a wrapper may bind the whole batch's
         targets), and never ``fisher_centred``, whose removed channel reads the batch mean."""
-        n = x.shape[0]
-        splittable = (
-            isinstance(model, nn.Module)
-            and isinstance(x, torch.Tensor)
-            and isinstance(y, torch.Tensor)
-            and y.shape[:1] == (n,)
-            and not self.centre
-        )
-        return CPU_CHUNK if splittable and x.device.type == "cpu" else n
+        splittable = isinstance(model, nn.Module) and same_batch(x, y) and not self.centre
+        return CPU_CHUNK if splittable and x.device.type == "cpu" else x.shape[0]
 
     def channel_costs(self, model, hooks, x, y, loss_fn, alpha, gates):
         """(½·mean_n g_ni² per channel [K, C_max], the batch's loss) at the top-n mask."""

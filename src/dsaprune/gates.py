@@ -134,7 +134,8 @@ def beta2_at(
     return init * growth ** (max(0.0, epochs_since_start) * time_scale)
 
 
-# the masked modules whose outputs the training masks may multiply in place (exact types)
+# the masked modules whose outputs the training masks may multiply in place (exact types): the
+# grouping's LAYERS and NORMS, spelled out because the gates do not import the grouping code
 IN_PLACE = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
 
 

@@ -27,6 +27,11 @@ def default_warmup_fraction(epochs: float) -> float:
     return min(PAPER_WARMUP_EPOCHS / epochs, SHORT_RUN_WARMUP)
 
 
+def is_whole(value, minimum: int = 1) -> bool:
+    """Whether ``value`` is an int (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 @dataclass
 class DSAConfig:
     warmup_fraction: float | None = None  # None: default_warmup_fraction(epochs)
@@ -70,17 +75,9 @@ class DSAConfig:
                 f"(window_end_fraction {self.window_end_fraction:.4g}); lower the first or "
                 "raise the second"
             )
-        if (
-            isinstance(self.round_to, bool)
-            or not isinstance(self.round_to, int)
-            or self.round_to < 1
-        ):
+        if not is_whole(self.round_to):
             raise ValueError(f"round_to is a whole number of channels >= 1, got {self.round_to!r}")
-        if self.alloc_samples is not None and (
-            isinstance(self.alloc_samples, bool)
-            or not isinstance(self.alloc_samples, int)
-            or self.alloc_samples < 1
-        ):
+        if self.alloc_samples is not None and not is_whole(self.alloc_samples):
             raise ValueError(
                 f"alloc_samples is a whole number of samples >= 1 (or None for the whole "
                 f"held-out batch), got {self.alloc_samples!r}"

@@ -49,9 +49,9 @@ from ..methods import Decision, make_method
 from ..progress import say
 from ..surgery import HardMasks, prune_groups, top_channels
 from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_main
-from ..train.outputs import to_device
+from ..train.outputs import same_batch, to_device
 from ..train.trainer import TrainingDiverged
-from .config import PAPER_EPOCHS, DSAConfig, alloc_interval, window_bounds
+from .config import PAPER_EPOCHS, DSAConfig, alloc_interval, is_whole, window_bounds
 from .report import PruneResult, count_costs
 
 FISHER_BATCHES = 20  # training batches the channel order is measured on (as group_fisher's)
@@ -106,7 +106,7 @@ class Pruner:
         model_name: str = "",
         **settings,
     ) -> None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        if not is_whole(total_steps):
             raise ValueError(
                 f"total_steps is the number of optimizer steps (>= 1), got {total_steps!r}"
             )
@@ -692,8 +692,6 @@ def _theta_samples(x, y, n: int | None):
     """The held-out samples a Θ-step reads: the first ``n`` of the batch where inputs and
     targets are batch-first tensors; otherwise (``n`` None, or lists, tuples, dicts, whose
     layout is the user's) the whole batch."""
-    if n is None or not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-        return x, y
-    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+    if n is None or not same_batch(x, y):
         return x, y
     return x[:n], y[:n]

@@ -31,6 +31,18 @@ def as_float(obj: Any) -> Any:
     return obj
 
 
+def same_batch(x: Any, y: Any) -> bool:
+    """Whether inputs ``x`` and targets ``y`` are tensors with one batch dimension in common
+    (so that a slice of the samples cuts both alike)."""
+    return (
+        torch.is_tensor(x)
+        and torch.is_tensor(y)
+        and x.dim() > 0
+        and y.dim() > 0
+        and x.shape[0] == y.shape[0]
+    )
+
+
 def is_class_logits(out: Any, targets: Any) -> bool:
     """Whether ``out`` [N, classes] scores classes for the class indices ``targets`` [N]."""
     return (
