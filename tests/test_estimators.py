@@ -81,28 +81,56 @@ def test_fisher_mask_gradients_are_the_same_when_the_cpu_pass_is_chunked():
     hooks.remove()
 
 
-def test_training_masks_applied_in_place_give_the_same_loss_and_gradients():
-    """A training mask (no gradient of its own) multiplies the outputs in place; a mask that
-    needs its gradient does so out of place. Both must train the network alike."""
+def test_training_masks_in_the_norms_affine_give_the_same_loss_gradients_and_statistics():
+    """A training mask (no gradient of its own) scales the masked norms' γ and β (and multiplies
+    other masked outputs in place); a mask that needs its gradient multiplies the outputs out
+    of place. Both must train the network alike, running statistics included, and leave the
+    norms' parameters as they were."""
     m, G, imp, valid, hooks = _resnet20_gates()
     m.train()
+    for bn in m.modules():  # β ≠ 0: at init a near-constant channel sits on ReLU's kink, where
+        if isinstance(bn, nn.BatchNorm2d):  # rounding alone flips which side it falls
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.5, 0.5)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     mask = topn_masks(imp, valid, torch.full((len(G.prunable),), 0.6))
+    start = {k: v.clone() for k, v in m.state_dict().items()}
+    params = list(m.parameters())
     grads = []
     for needs_grad in (False, True):
+        m.load_state_dict(start)
         m.zero_grad()
         hooks.set(mask.clone().requires_grad_(needs_grad))
         loss = nn.functional.cross_entropy(m(x), y)
         loss.backward()
         hooks.clear()
-        grads.append((float(loss), [p.grad.clone() for p in m.parameters()]))
-    (l0, g0), (l1, g1) = grads
+        stats = [b.clone() for b in m.buffers()]
+        grads.append((float(loss), [p.grad.clone() for p in m.parameters()], stats))
+    (l0, g0, s0), (l1, g1, s1) = grads
     assert l0 == pytest.approx(l1, rel=1e-6)
-    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(g0, g1, strict=True))
+    # (γ·m)·x̂ and (γ·x̂)·m round differently: agreement to rounding, relative to each tensor
+    pairs = zip(g0, g1, strict=True)
+    assert all(torch.allclose(a, b, atol=1e-5 * float(b.abs().max())) for a, b in pairs)
+    assert all(torch.allclose(a.float(), b.float()) for a, b in zip(s0, s1, strict=True))
+    after = list(m.parameters())
+    assert len(after) == len(params) and all(a is b for a, b in zip(after, params, strict=True))
     conv = G.prunable[1].masked[0]  # a masked channel's producer gets no gradient
     w = dict(m.named_parameters())[f"{conv}.weight"].grad
     dropped = (mask[1, : G.prunable[1].channels] == 0).nonzero().flatten()
     assert dropped.numel() > 0 and float(w[dropped].abs().max()) == 0.0
+    hooks.remove()
+
+
+def test_a_failing_forward_leaves_the_norms_parameters_in_place():
+    m, G, imp, valid, hooks = _resnet20_gates()
+    params = dict(m.named_parameters())
+    hooks.set(topn_masks(imp, valid, torch.full((len(G.prunable),), 0.5)))
+    with pytest.raises(RuntimeError):
+        m(torch.randn(2, 5, 32, 32))  # wrong channel count: fails inside the first conv
+    with pytest.raises(RuntimeError):
+        m.layer1[0].bn1(torch.randn(2, 3, 4, 4))  # fails inside a masked norm's own forward
+    now = dict(m.named_parameters())
+    assert now.keys() == params.keys() and all(now[k] is params[k] for k in params)
     hooks.remove()
 
 

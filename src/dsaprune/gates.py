@@ -137,6 +137,9 @@ def beta2_at(
 # the masked modules whose outputs the training masks may multiply in place (exact types): the
 # grouping's LAYERS and NORMS, spelled out because the gates do not import the grouping code
 IN_PLACE = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
+# the norms whose training mask goes into their affine parameters instead: y·m = (γ·m)·x̂ + β·m,
+# so a masked training step does no activation-sized work for its masks at all
+AFFINE = (nn.BatchNorm2d, nn.BatchNorm1d)
 
 
 class GateHooks:
@@ -144,7 +147,10 @@ class GateHooks:
 
     ``set(masks)`` installs a [K, C_max] mask tensor (the same tensor for every producer of a
     group, so their gradients add up on it), or an [N, K, C_max] one with a mask per sample of
-    the batch; ``clear()`` makes the hooks pass outputs through.
+    the batch; ``clear()`` makes the hooks pass outputs through. A [K, C_max] mask that needs no
+    gradient of its own (the masks the weights train under) scales a plain affine BatchNorm's
+    γ and β for the duration of its forward instead of its output: the same values and the same
+    weight gradients, without a pass over the activations.
     """
 
     def __init__(self, groups: Groups) -> None:
@@ -154,35 +160,96 @@ class GateHooks:
         # a resume, once the weights they are read from are loaded)
         self.on_demand = None
         self.handles = []
+        # a module's channels may be split among several groups: one pair of hooks per module,
+        # with the product of its groups' masks
+        parts: dict[str, list] = {}
         for k, g in enumerate(groups.prunable):
             for name in g.masked:
-                module = groups.module(name)
-                # a linear layer's channels are its last dimension ([N, ..., C]: channels-last
-                # blocks such as ConvNeXt's), everything else's the second ([N, C, H, W])
-                last = isinstance(module, nn.Linear)
-                # in place only on the plain layer kinds, which keep no output for their own
-                # backward; a subclass may (timm's BatchNormAct2d ends in its activation)
-                in_place = type(module) in IN_PLACE
-                hook = self._hook(k, g.channels, last, g.at(name), in_place)
-                self.handles.append(module.register_forward_hook(hook))
+                where = None if g.at(name) is None else torch.tensor(g.at(name))
+                parts.setdefault(name, []).append(self._mask_fn(k, g.channels, where))
+        for name, fns in parts.items():
+            module = groups.module(name)
+            mask = self._product(fns)
+            # a linear layer's channels are its last dimension ([N, ..., C]: channels-last
+            # blocks such as ConvNeXt's), everything else's the second ([N, C, H, W])
+            last = isinstance(module, nn.Linear)
+            # in place only on the plain layer kinds, which keep no output for their own
+            # backward; a subclass may (timm's BatchNormAct2d ends in its activation)
+            in_place = type(module) in IN_PLACE
+            affine = type(module) in AFFINE and module.affine
+            if affine:
+                self.handles.append(module.register_forward_pre_hook(self._scale(mask)))
+            hook = self._hook(mask, last, in_place, affine)
+            # always_call: the affine parameters are put back even if the forward fails
+            self.handles.append(module.register_forward_hook(hook, always_call=affine))
 
-    def _hook(self, k: int, channels: int, last: bool, at: list[int] | None, in_place: bool):
-        where = None if at is None else torch.tensor(at)
+    def _current(self) -> torch.Tensor | None:
+        if self.masks is None and self.on_demand is not None:
+            fill, self.on_demand = self.on_demand, None
+            fill()
+        return self.masks
 
-        def hook(_m, _inp, out):
-            if self.masks is None and self.on_demand is not None:
-                fill, self.on_demand = self.on_demand, None
-                fill()
-            if self.masks is None:
-                return None
-            if self.masks.dim() == 3:  # [N, K, C_max]: one mask per sample (per-sample gradients)
-                m = self.masks[:, k, :channels].to(out.device, out.dtype)
+    def _by_affine(self) -> bool:
+        """Whether the current masks go into the norms' affine parameters: not while
+        ``torch.compile`` traces the step, which fuses an output product into the kernels anyway
+        and should not see parameters swapped under it."""
+        m = self.masks
+        if m is None or m.dim() != 2 or m.requires_grad or self.centre:
+            return False
+        return not torch.compiler.is_compiling()
+
+    @staticmethod
+    def _mask_fn(k: int, channels: int, where: torch.Tensor | None):
+        """The [N or 1, width] mask of group k on a module output of ``width`` channels."""
+
+        def mask(masks: torch.Tensor, width: int, like: torch.Tensor) -> torch.Tensor:
+            if masks.dim() == 3:  # [N, K, C_max]: one mask per sample (per-sample gradients)
+                m = masks[:, k, :channels].to(like.device, like.dtype)
             else:
-                m = self.masks[k, :channels].to(out.device, out.dtype).unsqueeze(0)
+                m = masks[k, :channels].to(like.device, like.dtype).unsqueeze(0)
             if where is not None:  # the group is a part of this module's channels
-                width = out.shape[-1] if last else out.shape[1]
-                full = torch.ones(m.shape[0], width, device=out.device, dtype=out.dtype)
-                m = full.index_copy(1, where.to(out.device), m)
+                full = torch.ones(m.shape[0], width, device=like.device, dtype=like.dtype)
+                m = full.index_copy(1, where.to(like.device), m)
+            return m
+
+        return mask
+
+    @staticmethod
+    def _product(fns):
+        if len(fns) == 1:
+            return fns[0]
+
+        def mask(masks: torch.Tensor, width: int, like: torch.Tensor) -> torch.Tensor:
+            m = fns[0](masks, width, like)
+            for f in fns[1:]:
+                m = m * f(masks, width, like)
+            return m
+
+        return mask
+
+    def _scale(self, mask):
+        def pre_hook(module, _inp):
+            if self._current() is None or not self._by_affine():
+                return
+            w, b = module._parameters["weight"], module._parameters["bias"]
+            m = mask(self.masks, w.shape[0], w)[0]
+            # plain tensors in the parameters' places for this one forward: BN reads them as
+            # its γ and β, and their gradients flow back to the parameters through the product
+            module._parameters["weight"] = w * m
+            module._parameters["bias"] = b * m
+            module.__dict__["_dsaprune_affine"] = (w, b)
+
+        return pre_hook
+
+    def _hook(self, mask, last: bool, in_place: bool, affine: bool):
+        def hook(module, _inp, out):
+            if affine and "_dsaprune_affine" in module.__dict__:
+                w, b = module.__dict__.pop("_dsaprune_affine")
+                module._parameters["weight"], module._parameters["bias"] = w, b
+                return None
+            if self._current() is None:
+                return None
+            m = mask(self.masks, out.shape[-1] if last else out.shape[1], out)
             n, c = m.shape
             ones = (1,) * (out.dim() - 2)
             shape = (n, *ones, c) if last else (n, c, *ones)
