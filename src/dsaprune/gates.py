@@ -165,7 +165,8 @@ class GateHooks:
         parts: dict[str, list] = {}
         for k, g in enumerate(groups.prunable):
             for name in g.masked:
-                where = None if g.at(name) is None else torch.tensor(g.at(name))
+                at = g.at(name)
+                where = None if at is None else torch.tensor(at)
                 parts.setdefault(name, []).append(self._mask_fn(k, g.channels, where))
         for name, fns in parts.items():
             module = groups.module(name)
@@ -178,10 +179,12 @@ class GateHooks:
             in_place = type(module) in IN_PLACE
             affine = type(module) in AFFINE and module.affine
             if affine:
-                self.handles.append(module.register_forward_pre_hook(self._scale(mask)))
+                scale, restore = self._scale(mask)
+                self.handles.append(module.register_forward_pre_hook(scale))
+                # always_call: the module's own γ and β are put back even if the forward fails
+                self.handles.append(module.register_forward_hook(restore, always_call=True))
             hook = self._hook(mask, last, in_place, affine)
-            # always_call: the affine parameters are put back even if the forward fails
-            self.handles.append(module.register_forward_hook(hook, always_call=affine))
+            self.handles.append(module.register_forward_hook(hook))
 
     def _current(self) -> torch.Tensor | None:
         if self.masks is None and self.on_demand is not None:
@@ -228,8 +231,13 @@ class GateHooks:
         return mask
 
     def _scale(self, mask):
-        def pre_hook(module, _inp):
-            if self._current() is None or not self._by_affine():
+        """A norm's (pre-hook, forward hook) pair that scales its γ and β by the mask for one
+        forward and then puts its own parameters back."""
+        saved: list[torch.Tensor] = []  # the module's own γ and β while scaled ones stand in
+
+        def scale(module, _inp):
+            self._current()
+            if not self._by_affine():
                 return
             w, b = module._parameters["weight"], module._parameters["bias"]
             m = mask(self.masks, w.shape[0], w)[0]
@@ -237,17 +245,20 @@ class GateHooks:
             # its γ and β, and their gradients flow back to the parameters through the product
             module._parameters["weight"] = w * m
             module._parameters["bias"] = b * m
-            module.__dict__["_dsaprune_affine"] = (w, b)
+            saved[:] = [w, b]
 
-        return pre_hook
+        def restore(module, _inp, _out):
+            if saved:
+                module._parameters["weight"], module._parameters["bias"] = saved
+                saved.clear()
+
+        return scale, restore
 
     def _hook(self, mask, last: bool, in_place: bool, affine: bool):
-        def hook(module, _inp, out):
-            if affine and "_dsaprune_affine" in module.__dict__:
-                w, b = module.__dict__.pop("_dsaprune_affine")
-                module._parameters["weight"], module._parameters["bias"] = w, b
-                return None
+        def hook(_m, _inp, out):
             if self._current() is None:
+                return None
+            if affine and self._by_affine():  # applied through γ and β already
                 return None
             m = mask(self.masks, out.shape[-1] if last else out.shape[1], out)
             n, c = m.shape
