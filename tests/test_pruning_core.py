@@ -136,6 +136,24 @@ def test_allocator_reaches_budget_by_itself():
         assert A.ratio() > budget - 0.01  # no overshoot
 
 
+def test_z_step_under_the_budget_moves_z_to_the_coupling_minimum():
+    """With the budget met the z-step's objective is the coupling u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
+    alone, whose minimum is z = Θ + u2 / ρ2; every group must move towards it, whichever keep
+    ratio it has (the keep-ratio rescaling applies to the budget's part only)."""
+    G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
+    F = flops_model(G)
+    theta = torch.tensor([0.0, 5.0, 5.0, 5.0, -3.0, 5.0, 5.0, 5.0, 2.0, 5.0, 5.0, 5.0]).double()
+    A = Allocator(F, 1.0, theta, updates_in_window=10)
+    A.u2 = 0.1 * torch.linspace(-1, 1, 12, dtype=torch.float64)
+    A.z = theta + 0.5
+    goal = theta + A.u2 / A.cfg.rho2
+    before = (A.z - goal).abs()
+    A._z_step()
+    after = (A.z - goal).abs()
+    assert bool((after < before).all()), (before, after)
+    assert float(A.u1) == 0.0
+
+
 @pytest.mark.parametrize("shape", ["streams_matter", "internals_matter"])
 def test_allocator_trades_loss_against_cost(shape):
     """A known loss L(A) = Σ s_k (1 − α_k)² on ResNet-20's real cost model, its gradient seen

@@ -118,9 +118,11 @@ class Allocator:
                 # factor α(1 − α) makes the projection cut ever harder into whichever group
                 # has started to shrink
                 a = torch.sigmoid(z)
-                gz = gz + (self.u2 + c.rho2 * (z - self.theta))  # the budget part alone
+                # ∂/∂z of the coupling terms u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
+                coupling = c.rho2 * (z - self.theta) - self.u2
+                gz = gz - coupling  # the budget part alone
                 gz = gz / (a * (1 - a)).clamp_min(1e-6) * (a * (1 - a)).mean()
-                gz = gz - (self.u2 + c.rho2 * (z - self.theta))
+                gz = gz + coupling
                 z -= c.z_lr * gz
                 z.clamp_(-12.0, 12.0)  # keep ratios in [6e-6, 1 − 6e-6]: finite logits
                 over = torch.relu(self.cost.ratio(torch.sigmoid(z)) - self.budget)
