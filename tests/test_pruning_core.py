@@ -136,22 +136,32 @@ def test_allocator_reaches_budget_by_itself():
         assert A.ratio() > budget - 0.01  # no overshoot
 
 
-def test_z_step_under_the_budget_moves_z_to_the_coupling_minimum():
+@pytest.mark.parametrize("coupling", ["constant", "rescaled"])
+def test_z_step_coupling_under_the_budget(coupling):
     """With the budget met the z-step's objective is the coupling u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
-    alone, whose minimum is z = Θ + u2 / ρ2; every group must move towards it, whichever keep
-    ratio it has (the keep-ratio rescaling applies to the budget's part only)."""
+    alone, whose minimum is z = Θ + u2 / ρ2. "constant" moves every group towards it whatever
+    its keep ratio; "rescaled" (stiffness (2s − 1) ρ2) does so for the groups at a bound and
+    pushes z away from it for a group far nearer half width than the rest (s < ½)."""
     G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
     F = flops_model(G)
-    theta = torch.tensor([0.0, 5.0, 5.0, 5.0, -3.0, 5.0, 5.0, 5.0, 2.0, 5.0, 5.0, 5.0]).double()
-    A = Allocator(F, 1.0, theta, updates_in_window=10)
+    theta = torch.tensor([0.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]).double()
+    A = Allocator(F, 1.0, theta, 10, AllocatorConfig(z_coupling=coupling))
     A.u2 = 0.1 * torch.linspace(-1, 1, 12, dtype=torch.float64)
     A.z = theta + 0.5
     goal = theta + A.u2 / A.cfg.rho2
     before = (A.z - goal).abs()
     A._z_step()
-    after = (A.z - goal).abs()
-    assert bool((after < before).all()), (before, after)
+    closer = (A.z - goal).abs() < before
     assert float(A.u1) == 0.0
+    if coupling == "constant":
+        assert bool(closer.all()), A.z - goal
+    else:
+        assert bool(closer[1:].all()) and not bool(closer[0]), A.z - goal
+
+
+def test_an_unknown_z_coupling_is_refused():
+    with pytest.raises(ValueError, match="z_coupling"):
+        AllocatorConfig(z_coupling="textbook")
 
 
 @pytest.mark.parametrize("shape", ["streams_matter", "internals_matter"])

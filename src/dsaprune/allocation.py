@@ -40,10 +40,22 @@ class AllocatorConfig:
     # larger p concentrates the step on the groups that are cheapest to cut now (p → ∞:
     # greedy); 2 was chosen on the dev half of the allocation-quality bench (docs/decisions.md)
     power: float = 2.0
+    # the z-step's Θ–z coupling (Allocator._z_step), one of Z_COUPLINGS: "constant" keeps the
+    # augmented Lagrangian's own stiffness ρ2; "rescaled" (the default) lets the budget's
+    # keep-ratio rescaling s reach it, stiffness (2s − 1) ρ2. Chosen on the dev half
+    # (docs/decisions.md, "The z-step's coupling")
+    z_coupling: str = "rescaled"
 
     def __post_init__(self) -> None:
         if not self.power > 0:
             raise ValueError(f"allocator power must be > 0, got {self.power}")
+        if self.z_coupling not in Z_COUPLINGS:
+            raise ValueError(
+                f"unknown z_coupling {self.z_coupling!r}; choose one of {', '.join(Z_COUPLINGS)}"
+            )
+
+
+Z_COUPLINGS = ("rescaled", "constant")
 
 
 class Allocator:
@@ -118,11 +130,18 @@ class Allocator:
                 # factor α(1 − α) makes the projection cut ever harder into whichever group
                 # has started to shrink
                 a = torch.sigmoid(z)
-                # ∂/∂z of the coupling terms u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
-                coupling = c.rho2 * (z - self.theta) - self.u2
-                gz = gz - coupling  # the budget part alone
-                gz = gz / (a * (1 - a)).clamp_min(1e-6) * (a * (1 - a)).mean()
-                gz = gz + coupling
+                w = (a * (1 - a)).clamp_min(1e-6)
+                if c.z_coupling == "constant":
+                    # ∂/∂z of the coupling terms u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
+                    coupling = c.rho2 * (z - self.theta) - self.u2
+                    gz = (gz - coupling) / w * (a * (1 - a)).mean() + coupling
+                else:
+                    # s·budget + (2s − 1) ρ2 (z − Θ) − u2: the coupling is stiff for groups at a
+                    # bound (s > 1) and repels z from Θ for groups nearer half width than most
+                    # (s < ½), so those are cut harder; it measured better than "constant"
+                    # (docs/decisions.md), with the power chosen under it
+                    k = self.u2 + c.rho2 * (z - self.theta)
+                    gz = (gz + k) / w * (a * (1 - a)).mean() - k
                 z -= c.z_lr * gz
                 z.clamp_(-12.0, 12.0)  # keep ratios in [6e-6, 1 − 6e-6]: finite logits
                 over = torch.relu(self.cost.ratio(torch.sigmoid(z)) - self.budget)
