@@ -142,10 +142,13 @@ def test_no_run_writes_the_finished_runs_and_names_the_missing_ones(table, tmp_p
 def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_path):
     from dsaprune.pruner import DSAConfig
 
-    a = _args(table, tmp_path, ("methods", ["dsa", "ssl"]), ("budgets", [0.5]))
+    a = _args(table, tmp_path, ("methods", ["dsa", "ssl", "uniform", "group_fisher"]),
+              ("budgets", [0.5]))  # fmt: skip
     jobs = [j for j in table.plan(a) if j.method != "unpruned"]
     hist = [{"epoch": e, "epoch_time_s": 360.0, "test_acc": 0.8} for e in range(1, 9)]
-    old = {**DSAConfig().for_epochs(8).to_dict(), "warmup_fraction": 20 / 300}
+    # an older warm-up, channel order and Θ-step signal
+    old = {**DSAConfig().for_epochs(8).to_dict(), "warmup_fraction": 20 / 300,
+           "importance": "bn_first", "estimator": "ste"}  # fmt: skip
     for j in jobs:
         j.out.mkdir(parents=True)
         cfg = {**old, "method": j.method}
@@ -154,8 +157,19 @@ def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_pat
         (j.out / "report.json").write_text(json.dumps(rep))
         j.state = "done"
     rows = {r["method"]: r for r in table.rows(jobs, a)}
-    assert rows["dsa"]["differs_from_defaults"] == {"warmup_fraction": [20 / 300, 0.2]}
-    assert "differs_from_defaults" not in rows["ssl"]  # its penalty starts at step 1 either way
+    assert rows["dsa"]["differs_from_defaults"] == {
+        "estimator": ["ste", "fisher"],
+        "importance": ["bn_first", "fisher"],
+        "warmup_fraction": [20 / 300, 0.2],
+    }
+    # uniform prunes when the warm-up ends, in the flow's channel order, and reads no Θ-step
+    assert rows["uniform"]["differs_from_defaults"] == {
+        "importance": ["bn_first", "fisher"],
+        "warmup_fraction": [20 / 300, 0.2],
+    }
+    assert rows["group_fisher"]["differs_from_defaults"] == {"warmup_fraction": [20 / 300, 0.2]}
+    # its penalty starts at step 1 and its own weight norms choose its channels
+    assert "differs_from_defaults" not in rows["ssl"]
     md = table.markdown(list(rows.values()), a, ["--epochs", "8"])
     assert "| resnet20 | 50.0% | dsa ‡ | 0 |" in md and "| ssl | 0 |" in md
     assert "warmup_fraction 0.06667 (now 0.2)" in md

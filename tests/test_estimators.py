@@ -273,6 +273,14 @@ def test_registries_name_what_they_know():
     assert list(METHODS) == ["dsa", "uniform", "magnitude", "ssl", "morphnet", "group_fisher"]
     assert [n for n, c in METHODS.items() if c.reads_validation] == ["dsa"]
     assert [n for n, c in METHODS.items() if c.penalised] == ["ssl", "morphnet"]
+    # the settings a method cannot read are real settings, and DSA reads every one
+    known = set(dsaprune.DSAConfig().to_dict())
+    for cls in METHODS.values():
+        assert cls.unread_settings() <= known
+    assert METHODS["dsa"].unread_settings() == frozenset()
+    assert "importance" in METHODS["magnitude"].unread_settings()
+    assert {"importance", "warmup_fraction"}.isdisjoint(METHODS["uniform"].unread_settings())
+    assert "estimator" in METHODS["group_fisher"].unread_settings()
     with pytest.raises(ValueError, match="unknown method 'l1'"):
         make_method("l1")
 

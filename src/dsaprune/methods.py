@@ -35,6 +35,23 @@ from .grouping import Groups, channel_importance
 from .penalties import GroupLasso, WeightedBNL1
 from .registry import create
 
+# the DSAConfig settings only DSA's allocation over the window reads
+THETA_STEP_SETTINGS = frozenset(
+    {
+        "allocator",
+        "alloc_every",
+        "alloc_samples",
+        "beta2_growth",
+        "beta2_init",
+        "estimator",
+        "hard_threshold",
+        "init_alpha",
+        "min_updates",
+        "prob_floor",
+        "sample_train_masks",
+    }
+)
+
 
 @dataclass
 class Decision:
@@ -61,6 +78,21 @@ class Method:
     own_order: ClassVar[bool] = False
     reads_validation: ClassVar[bool] = False
     penalised: ClassVar[bool] = False  # make_penalty returns a penalty
+
+    @classmethod
+    def unread_settings(cls) -> frozenset[str]:
+        """``DSAConfig`` settings (an allocator setting under ``allocator``) that cannot change
+        this method's run, so a run made before one of them changed still stands for today's
+        defaults: the flow's channel order for a method with its own, the warm-up for a penalty
+        that starts at the first step, and the Θ-step's settings for every method but DSA."""
+        out = set()
+        if cls.own_order:
+            out.add("importance")
+        if cls.penalised:
+            out.add("warmup_fraction")
+        if not cls.reads_validation:
+            out |= THETA_STEP_SETTINGS
+        return frozenset(out)
 
     def make_penalty(self, groups: Groups, cost: QuadraticCost, strength: float | None):
         return None
