@@ -5,12 +5,14 @@ forward/backward with the Θ-step's ``--estimator`` and one allocator step every
 and ResNet-56 at batch 128 on the current device. ``alloc_every`` is what the flow uses on the
 CIFAR-10 schedules of ``--schedules`` epochs (390 steps per epoch at batch 128): the default
 window needs at least 100 updates, so a short schedule updates more often (8 epochs: every 4
-steps; 300 epochs: every 20).
+steps; 300 epochs: every 20). A schedule written with a trailing ``c`` (``2c``) is a fine-tune
+from a checkpoint, as ``dsaprune prune --checkpoint`` runs it: no warm-up, so the window is the
+run's first third (2 epochs: a Θ-step every 2 steps).
 Plain and DSA epochs alternate in one run and the median of each is compared, so machine noise
 hits both alike. Targets: ≤ 1.15 on CPU, ≤ 1.3 on GPU.
 
     python bench/overhead.py [--models resnet20,resnet56] [--steps 40] [--repeats 3] \\
-        [--estimator ste] [--schedules 8,300] [--alloc-samples 64]
+        [--estimator ste] [--schedules 8,300,2c] [--alloc-samples 64]
 """
 
 from __future__ import annotations
@@ -31,15 +33,29 @@ from dsaprune.train import TrainConfig, Trainer, distributed
 CIFAR_STEPS_PER_EPOCH = 390  # 50,000 images at batch 128, the last partial batch dropped
 
 
-def every_for(epochs: float) -> int:
+def _config(checkpoint: bool) -> DSAConfig:
+    """The library defaults as the flow applies them: no warm-up from a checkpoint."""
+    return DSAConfig(warmup_fraction=0.0) if checkpoint else DSAConfig()
+
+
+def every_for(epochs: float, checkpoint: bool = False) -> int:
     """The flow's allocation interval on a CIFAR-10 schedule of ``epochs`` (library defaults)."""
-    return alloc_interval(DSAConfig(), epochs, round(epochs * CIFAR_STEPS_PER_EPOCH))
+    steps = round(epochs * CIFAR_STEPS_PER_EPOCH)
+    return alloc_interval(_config(checkpoint), epochs, steps)
 
 
-def window_for(epochs: float) -> int:
+def window_for(epochs: float, checkpoint: bool = False) -> int:
     """Weight steps in the allocation window of a CIFAR-10 schedule of ``epochs``."""
-    w0, w1 = window_bounds(DSAConfig(), epochs, round(epochs * CIFAR_STEPS_PER_EPOCH))
+    steps = round(epochs * CIFAR_STEPS_PER_EPOCH)
+    w0, w1 = window_bounds(_config(checkpoint), epochs, steps)
     return w1 - w0
+
+
+def parse_schedule(token: str) -> tuple[float, bool]:
+    """ "8" -> (8.0, False); "2c" -> (2.0, True): a fine-tune from a checkpoint."""
+    token = token.strip()
+    checkpoint = token.endswith("c")
+    return float(token[:-1] if checkpoint else token), checkpoint
 
 
 def trainers(
@@ -114,7 +130,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--estimator", default="fisher", help="the Θ-step's estimator [fisher]")
-    p.add_argument("--schedules", default="8,300", help="CIFAR-10 schedules, in epochs")
+    p.add_argument(
+        "--schedules",
+        default="8,300,2c",
+        help="CIFAR-10 schedules, in epochs; a trailing c: a fine-tune from a checkpoint",
+    )
     p.add_argument(
         "--alloc-samples",
         type=int,
@@ -125,11 +145,10 @@ def main() -> None:
     device = distributed.setup(a.device).device
     rows = []
     plan = [
-        (name, float(e), every_for(float(e)))
-        for name in a.models.split(",")
-        for e in a.schedules.split(",")
+        (name, *parse_schedule(e)) for name in a.models.split(",") for e in a.schedules.split(",")
     ]
-    for name, epochs, every in plan:
+    for name, epochs, checkpoint in plan:
+        every = every_for(epochs, checkpoint)
         plain, dsa = trainers(
             name, a.steps, a.batch_size, device, a.estimator, every, a.alloc_samples
         )
@@ -143,6 +162,7 @@ def main() -> None:
         row = {
             "model": name,
             "schedule_epochs": epochs,
+            "from_checkpoint": checkpoint,
             "alloc_every": every,
             "estimator": a.estimator,
             "alloc_samples": a.alloc_samples,
@@ -153,7 +173,7 @@ def main() -> None:
         }
         row["ratio"] = row["dsa_step_ms"] / row["plain_step_ms"]
         # over the whole allocation phase: the window's steps plus the one-off start
-        window = window_for(epochs)
+        window = window_for(epochs, checkpoint)
         row["window_steps"] = window
         row["window_start_s"] = pruner.events["window_start_s"]
         row["phase_ratio"] = (window * row["dsa_step_ms"] / 1e3 + row["window_start_s"]) / (
@@ -161,7 +181,8 @@ def main() -> None:
         )
         rows.append(row)
         print(
-            f"{name}, {epochs:g}-epoch schedule (one Θ-step per {every} steps): plain "
+            f"{name}, {epochs:g}-epoch schedule{' from a checkpoint' if checkpoint else ''} "
+            f"(one Θ-step per {every} steps): plain "
             f"{row['plain_step_ms']:.1f} ms/step, DSA {row['dsa_step_ms']:.1f} "
             f"ms/step ({updates} α updates): ratio {row['ratio']:.3f}; over the whole "
             f"{window}-step window with its {row['window_start_s']:.1f} s start: "
