@@ -26,6 +26,7 @@ import torch
 
 from dsaprune import models
 from dsaprune.allocation import AllocatorConfig
+from dsaprune.cli.spec import RunSpec
 from dsaprune.data import DeviceLoader, channel_stats, make_shapes
 from dsaprune.pruner import DSAConfig, Pruner, PrunerCallback, alloc_interval, window_bounds
 from dsaprune.train import TrainConfig, Trainer, distributed
@@ -34,8 +35,8 @@ CIFAR_STEPS_PER_EPOCH = 390  # 50,000 images at batch 128, the last partial batc
 
 
 def _config(checkpoint: bool) -> DSAConfig:
-    """The library defaults as the flow applies them: no warm-up from a checkpoint."""
-    return DSAConfig(warmup_fraction=0.0) if checkpoint else DSAConfig()
+    """The library defaults as ``dsaprune prune`` builds them (``--checkpoint``: no warm-up)."""
+    return RunSpec.from_args(argparse.Namespace(config=None), trained=checkpoint).dsa
 
 
 def every_for(epochs: float, checkpoint: bool = False) -> int:
