@@ -121,6 +121,43 @@ def test_training_masks_in_the_norms_affine_give_the_same_loss_gradients_and_sta
     hooks.remove()
 
 
+def test_a_gathering_step_trains_alike_and_leaves_each_samples_mask_gradients():
+    """``gather``: the step trains as under ``set`` (same loss, weight gradients and running
+    statistics) and its backward leaves ∂(loss)/∂m_n per sample: summed over the batch, the
+    gradient of one shared mask; an evaluation between steps gathers nothing."""
+    m, G, imp, valid, hooks = _resnet20_gates()
+    m.train()
+    x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    mask = topn_masks(imp, valid, torch.full((len(G.prunable),), 0.6))
+    start = {k: v.clone() for k, v in m.state_dict().items()}
+    out = []
+    for gather in (False, True):
+        m.load_state_dict(start)
+        m.zero_grad()
+        shared = mask.clone().requires_grad_(True)
+        if gather:
+            hooks.gather(mask)
+            with torch.no_grad():  # an evaluation forward first: no per-sample copy
+                m.eval()(x[:2])
+                m.train()
+            assert hooks.gathered() is None
+        else:
+            hooks.set(shared)
+        loss = nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        g = hooks.gathered() if gather else shared.grad
+        out.append((float(loss), [p.grad.clone() for p in m.parameters()], g))
+    (l0, w0, g_shared), (l1, w1, g_per_sample) = out
+    assert l0 == pytest.approx(l1, rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1, strict=True))
+    assert g_per_sample.shape == (6, *mask.shape)
+    assert torch.allclose(g_per_sample.sum(0), g_shared, atol=1e-6)
+    assert float(g_per_sample.std(0).max()) > 0  # the samples differ
+    hooks.set(mask)  # the next step trains under the plain mask again
+    assert hooks.gathered() is None
+    hooks.remove()
+
+
 def test_a_failing_forward_leaves_the_norms_parameters_in_place():
     m, G, imp, valid, hooks = _resnet20_gates()
     params = dict(m.named_parameters())
@@ -262,7 +299,9 @@ def test_straight_through_estimator_returns_the_gate_gradient():
 
 
 def test_registries_name_what_they_know():
-    assert set(ESTIMATORS) == {"fisher", "fisher_centred", "fisher_joint", "ste"}
+    assert set(ESTIMATORS) == {"fisher", "fisher_centred", "fisher_joint", "fisher_step", "ste"}
+    with pytest.raises(ValueError, match="fisher_step' reads its signal at the top-n mask"):
+        dsaprune.DSAConfig(estimator="fisher_step", sample_train_masks=True)
     with pytest.raises(ValueError, match="unknown estimator 'reinforce'; known: fisher, fisher_"):
         make_estimator("reinforce")
     with pytest.raises(ValueError, match="unknown estimator"):
@@ -320,6 +359,7 @@ def test_recalibrate_bn_sets_running_stats_to_the_average_batch_statistics():
     [
         {"estimator": "fisher"},
         {"estimator": "fisher_joint"},
+        {"estimator": "fisher_step"},  # read off the training steps' own backward
         {"estimator": "fisher", "alloc_samples": 8},  # a Θ-step reads 8 held-out samples
         {"estimator": "ste", "sample_train_masks": True},  # the paper's mechanics
     ],

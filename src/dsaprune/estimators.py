@@ -21,6 +21,9 @@ the allocator turns into the loss's resistance against the budget's pull.
   constant part is what BN statistics re-estimated after pruning absorb).
 - ``fisher_joint``: the second-order cost of removing a group's next channels together,
   ½·mean_n (Σ_S g_ni)² per channel of S, cross terms kept (``fisher`` sums the channels alone).
+- ``fisher_step``: ``fisher``'s cost read off the training step before each Θ-step (its
+  backward through a per-sample mask), not off a held-out pass of its own: training images,
+  BN batch statistics, no extra forward or backward.
 
 ``fisher`` is the default. How each signal ranks the groups' measured removal cost on the
 trained references (Spearman ρ), and why ``fisher`` was chosen, is in ``docs/decisions.md``
@@ -59,6 +62,10 @@ class GateState:
 class Estimator(ABC):
     """∂L_val/∂Θ from one validation batch; ``hooks`` are the model's gate hooks; ``model`` is
     the network or any callable that runs it on the inputs (a detector with its targets)."""
+
+    # whether the signal comes from the weight step's own backward (``StepFisher``) rather
+    # than from a pass over a held-out batch
+    from_training_step = False
 
     @abstractmethod
     def loss_grad(
@@ -143,11 +150,34 @@ class GroupFisher(Estimator):
     def loss_grad(self, model, hooks, x, y, loss_fn, theta, gates):
         alpha = torch.sigmoid(theta.detach().double()).to(gates.importance.device)
         g, loss = self.mask_grads(model, hooks, x, y, loss_fn, alpha, gates)
+        return self.theta_grad(g, theta, gates), loss
+
+    def theta_grad(self, g: torch.Tensor, theta: torch.Tensor, gates: GateState) -> torch.Tensor:
+        """∂L/∂Θ [K] from per-sample mask gradients ``g`` [N, K, C_max] at the top-n mask."""
+        alpha = torch.sigmoid(theta.detach().double()).to(gates.importance.device)
         w = marginal_channels(gates.importance.double(), gates.valid, alpha, self.fraction)
         C = gates.valid.sum(1).double()
         # keeping more of group k lowers the loss by what its next channels cost
-        g_alpha = -C * self.next_cost(g.to(w.device), w)
-        return (g_alpha * alpha * (1 - alpha)).to(theta.device, theta.dtype), loss
+        g_alpha = -C * self.next_cost(g.to(w.device).double(), w)
+        return (g_alpha * alpha * (1 - alpha)).to(theta.device, theta.dtype)
+
+
+class StepFisher(GroupFisher):
+    """``fisher`` read off the weight step's own backward instead of a pass of its own: the
+    step before each Θ-step trains under a per-sample copy of its top-n mask
+    (``GateHooks.gather``), so its backward leaves ∂L_n/∂m_ni for the training batch. The
+    signal then costs a product and a sum per masked activation on that step, not a forward
+    and a backward; it reads training images with BN's batch statistics, as Group Fisher
+    pruning accumulates its Fisher during fine-tuning, where ``fisher`` reads held-out images
+    with running statistics."""
+
+    from_training_step = True
+
+    def loss_grad(self, model, hooks, x, y, loss_fn, theta, gates):
+        raise RuntimeError(
+            "the fisher_step estimator reads the training step's backward (Pruner gathers it); "
+            "it runs no pass of its own"
+        )
 
 
 class CentredFisher(GroupFisher):
@@ -220,6 +250,7 @@ ESTIMATORS: dict[str, Callable[[], Estimator]] = {
     "fisher": GroupFisher,
     "fisher_centred": CentredFisher,
     "fisher_joint": JointFisher,
+    "fisher_step": StepFisher,
     "ste": StraightThrough,
 }
 

@@ -151,6 +151,11 @@ class GateHooks:
     gradient of its own (the masks the weights train under) scales a plain affine BatchNorm's
     γ and β for the duration of its forward instead of its output: the same values and the same
     weight gradients, without a pass over the activations.
+
+    ``gather(mask)``: the training step trains under ``mask`` as ``set`` would, but through a
+    per-sample copy made at its forward (whose batch size is known only then), so that the
+    step's own backward leaves the per-sample mask gradients in ``gathered()``: the
+    ``fisher_step`` estimator's signal, read at no extra forward or backward pass.
     """
 
     def __init__(self, groups: Groups) -> None:
@@ -159,6 +164,7 @@ class GateHooks:
         # called once, at the next forward, to set masks that can only be computed then (after
         # a resume, once the weights they are read from are loaded)
         self.on_demand = None
+        self.gather_from: torch.Tensor | None = None  # see ``gather``
         self.handles = []
         # a module's channels may be split among several groups: one pair of hooks per module,
         # with the product of its groups' masks
@@ -186,17 +192,25 @@ class GateHooks:
             hook = self._hook(mask, last, in_place, affine)
             self.handles.append(module.register_forward_hook(hook))
 
-    def _current(self) -> torch.Tensor | None:
+    def _current(self, n: int) -> torch.Tensor | None:
+        """The masks for a forward on a batch of ``n``."""
         if self.masks is None and self.on_demand is not None:
             fill, self.on_demand = self.on_demand, None
             fill()
+        base = self.gather_from
+        if base is None:
+            return self.masks
+        if not torch.is_grad_enabled():  # an evaluation between steps: nothing to gather
+            return base
+        m = self.masks
+        if m is None or m.dim() != 3 or m.shape[0] != n:
+            self.masks = base.expand(n, *base.shape).clone().requires_grad_(True)
         return self.masks
 
-    def _by_affine(self) -> bool:
-        """Whether the current masks go into the norms' affine parameters: not while
+    def _by_affine(self, m: torch.Tensor | None) -> bool:
+        """Whether masks ``m`` go into the norms' affine parameters: not while
         ``torch.compile`` traces the step, which fuses an output product into the kernels anyway
         and should not see parameters swapped under it."""
-        m = self.masks
         if m is None or m.dim() != 2 or m.requires_grad or self.centre:
             return False
         return not torch.compiler.is_compiling()
@@ -235,12 +249,12 @@ class GateHooks:
         forward and then puts its own parameters back."""
         saved: list[torch.Tensor] = []  # the module's own γ and β while scaled ones stand in
 
-        def scale(module, _inp):
-            self._current()
-            if not self._by_affine():
+        def scale(module, inp):
+            masks = self._current(inp[0].shape[0])
+            if not self._by_affine(masks):
                 return
             w, b = module._parameters["weight"], module._parameters["bias"]
-            m = mask(self.masks, w.shape[0], w)[0]
+            m = mask(masks, w.shape[0], w)[0]
             # plain tensors in the parameters' places for this one forward: BN reads them as
             # its γ and β, and their gradients flow back to the parameters through the product
             module._parameters["weight"] = w * m
@@ -256,11 +270,12 @@ class GateHooks:
 
     def _hook(self, mask, last: bool, in_place: bool, affine: bool):
         def hook(_m, _inp, out):
-            if self._current() is None:
+            masks = self._current(out.shape[0])
+            if masks is None:
                 return None
-            if affine and self._by_affine():  # applied through γ and β already
+            if affine and self._by_affine(masks):  # applied through γ and β already
                 return None
-            m = mask(self.masks, out.shape[-1] if last else out.shape[1], out)
+            m = mask(masks, out.shape[-1] if last else out.shape[1], out)
             n, c = m.shape
             ones = (1,) * (out.dim() - 2)
             shape = (n, *ones, c) if last else (n, c, *ones)
@@ -270,7 +285,7 @@ class GateHooks:
                 dims = [d for d in range(out.dim()) if d != (out.dim() - 1 if last else 1)]
                 mu = out.detach().mean(dims, keepdim=True)
                 return mu + (out - mu) * m.view(shape)
-            if self.masks.requires_grad or not in_place:  # a mask's gradient reads the
+            if masks.requires_grad or not in_place:  # a mask's gradient reads the
                 return out * m.view(shape)  # unmasked output
             # in place: no second activation-sized tensor per masked module (on the CPU that
             # allocation was most of a masked step's extra time)
@@ -281,10 +296,23 @@ class GateHooks:
     def set(self, masks: torch.Tensor | None, centre: bool = False) -> None:
         """``centre``: a mask of 0 replaces a channel by its mean over the batch (and positions)
         instead of 0."""
-        self.masks, self.centre = masks, centre
+        self.masks, self.centre, self.gather_from = masks, centre, None
+
+    def gather(self, masks: torch.Tensor) -> None:
+        """Train the next step under the [K, C_max] ``masks`` and keep its per-sample mask
+        gradients (``gathered``)."""
+        self.masks, self.centre, self.gather_from = None, False, masks
+
+    def gathered(self) -> torch.Tensor | None:
+        """The per-sample mask gradients [N, K, C_max] that the last backward through a
+        ``gather`` step left (each sample's of the loss as the caller reduced it), or None."""
+        m = self.masks
+        if self.gather_from is None or m is None or m.dim() != 3:
+            return None
+        return m.grad
 
     def clear(self) -> None:
-        self.masks, self.centre = None, False
+        self.masks, self.centre, self.gather_from = None, False, None
 
     def remove(self) -> None:
         for h in self.handles:

@@ -85,7 +85,13 @@ class DSAConfig:
         make_method(self.method)  # an unknown name fails here, not mid-run
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
-        make_estimator(self.estimator)  # an unknown name fails here, not mid-run
+        est = make_estimator(self.estimator)  # an unknown name fails here, not mid-run
+        if est.from_training_step and self.sample_train_masks:
+            raise ValueError(
+                f"estimator {self.estimator!r} reads its signal at the top-n mask the weights "
+                "train under; with sample_train_masks=True they train under sampled masks: "
+                "choose another estimator or sample_train_masks=False"
+            )
         if self.importance not in ("fisher", "bn_first", "bn_sum", "l1"):
             raise ValueError(
                 f"importance must be fisher, bn_first, bn_sum or l1, got {self.importance!r}"

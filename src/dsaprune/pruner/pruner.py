@@ -348,6 +348,10 @@ class Pruner:
             self._start_allocation(w1 - w0)
         if self.phase in ("allocate", "settle"):
             self._set_masks()
+            if self.phase == "allocate" and self.estimator.from_training_step:
+                if (self.step_count + 1 - w0) % self._alloc_every() == 0:
+                    # the next step is a Θ-step's: its backward gives the signal
+                    self.hooks.gather(self.train_mask)
 
     def _set_masks(self) -> None:
         with torch.no_grad():
@@ -456,6 +460,8 @@ class Pruner:
             return next(self.val_iter)
 
     def _alpha_update(self) -> None:
+        if self.estimator.from_training_step:
+            return self._alpha_update_from_step()
         x, y = _theta_samples(*self._next_val(), self.cfg.alloc_samples)
         x, y = to_device(x, self.device), to_device(y, self.device)
         theta = self.allocator.theta.float().to(self.device)
@@ -478,12 +484,34 @@ class Pruner:
                 )
         finally:
             self.model.train(was)
+        self._allocator_step(g, {"val_loss": loss})
+
+    def _alpha_update_from_step(self) -> None:
+        """``fisher_step``: the signal is the per-sample mask gradients the step just taken
+        left in the gathering hooks."""
+        g = self.hooks.gathered()
+        if g is None:
+            raise RuntimeError(
+                f"estimator {self.cfg.estimator!r} reads the mask gradients of the training "
+                f"step before each Θ-step, but step {self.step_count} left none: call "
+                "pruner.step() after loss.backward() and optimizer.step(), with the model's "
+                "forward under gradients (not inside torch.compile)"
+            )
+        n = g.shape[0]  # the caller's loss is a batch mean: sample n's own gradient is N×
+        theta = self.allocator.theta.float().to(self.device)
+        I, V = self._gate_inputs()
+        gates = GateState(I, V, None, self.cfg.prob_floor)
+        self.hooks.set(self.train_mask)
+        g_theta = self.estimator.theta_grad(g.detach().double() * n, theta, gates)
+        self._allocator_step(g_theta, {"train_samples": n})
+
+    def _allocator_step(self, g: torch.Tensor, record: dict) -> None:
         g = all_reduce_sum(g.detach().clone()) / self.dist.world_size
         if bool(torch.isfinite(g).all()):  # a diverging run is stopped by the loss check, with
             self.allocator.step(g)  # the allocation of its last good state kept
         self.train_mask = None
         self.history.append(
-            {"step": self.step_count, "val_loss": loss, "cost_ratio": self.allocator.ratio()}
+            {"step": self.step_count, **record, "cost_ratio": self.allocator.ratio()}
         )
 
     def _network(self, targets) -> Callable:
