@@ -242,6 +242,8 @@ def run(a: argparse.Namespace) -> dict:
     )
     out_path = RESULTS / f"allocation_quality_{a.name}_{a.split}.json"
     out = json.loads(out_path.read_text()) if out_path.exists() and a.resume else {}
+    # a run without the FT2 column leaves the length the file's FT2 rows were made with
+    ft2 = a.long_finetune_epochs or out.get("settings", {}).get("long_finetune_epochs", 0.0)
     out.update(
         {
             "name": a.name,
@@ -257,10 +259,10 @@ def run(a: argparse.Namespace) -> dict:
                     "alloc_lr",
                     "finetune_steps",
                     "finetune_lr",
-                    "long_finetune_epochs",
                     "random",
                 )
-            },
+            }
+            | {"long_finetune_epochs": ft2},
         }
     )
     command = "python bench/allocation_quality.py " + " ".join(a.argv)
