@@ -348,10 +348,10 @@ class Pruner:
             self._start_allocation(w1 - w0)
         if self.phase in ("allocate", "settle"):
             self._set_masks()
-            if self.phase == "allocate" and self.estimator.from_training_step:
-                if (self.step_count + 1 - w0) % self._alloc_every() == 0:
-                    # the next step is a Θ-step's: its backward gives the signal
-                    self.hooks.gather(self.train_mask)
+            gathers = self.phase == "allocate" and self.estimator.from_training_step
+            # the next step is a Θ-step's: its backward gives the signal
+            if gathers and (self.step_count + 1 - w0) % self._alloc_every() == 0:
+                self.hooks.gather(self.train_mask)
 
     def _set_masks(self) -> None:
         with torch.no_grad():
