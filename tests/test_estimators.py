@@ -146,10 +146,12 @@ def test_a_gathering_step_trains_alike_and_leaves_each_samples_mask_gradients():
         loss = nn.functional.cross_entropy(m(x), y)
         loss.backward()
         g = hooks.gathered() if gather else shared.grad
-        out.append((float(loss), [p.grad.clone() for p in m.parameters()], g))
-    (l0, w0, g_shared), (l1, w1, g_per_sample) = out
+        stats = [b.clone() for b in m.buffers()]
+        out.append((float(loss), [p.grad.clone() for p in m.parameters()], g, stats))
+    (l0, w0, g_shared, s0), (l1, w1, g_per_sample, s1) = out
     assert l0 == pytest.approx(l1, rel=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1, strict=True))
+    assert all(torch.allclose(a.float(), b.float()) for a, b in zip(s0, s1, strict=True))
     assert g_per_sample.shape == (6, *mask.shape)
     assert torch.allclose(g_per_sample.sum(0), g_shared, atol=1e-6)
     assert float(g_per_sample.std(0).max()) > 0  # the samples differ

@@ -24,7 +24,12 @@ EPOCHS = 2
 SETTINGS = dict(window_end_fraction=0.6, lr=0.05)
 
 
-def _own_loop(model: nn.Module, stop_after: int | None = None, state: dict | None = None):
+def _own_loop(
+    model: nn.Module,
+    stop_after: int | None = None,
+    state: dict | None = None,
+    estimator: str = "fisher",
+):
     """The loop a user writes: their optimizer and schedule, ``pruner.step()`` after each
     optimizer step. ``stop_after``: return a checkpoint after that many steps; ``state``: go on
     from one."""
@@ -39,6 +44,7 @@ def _own_loop(model: nn.Module, stop_after: int | None = None, state: dict | Non
         train_data=TRAIN,
         steps_per_epoch=len(TRAIN),
         window_end_fraction=SETTINGS["window_end_fraction"],
+        estimator=estimator,
     )
     optimizer = make_optimizer(model, cfg)
     step = 0
@@ -94,13 +100,15 @@ def test_own_loop_gives_the_same_allocation_and_model_as_prune(tiny_net):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
-def test_own_loop_resumes_exactly_in_the_middle_of_the_allocation(tiny_net):
+@pytest.mark.parametrize("estimator", ["fisher", "fisher_step"])
+def test_own_loop_resumes_exactly_in_the_middle_of_the_allocation(tiny_net, estimator):
+    """``fisher_step``: the first step after the resume is a Θ-step's, so it must gather."""
     torch.manual_seed(0)
-    whole = _own_loop(tiny_net())
+    whole = _own_loop(tiny_net(), estimator=estimator)
     torch.manual_seed(0)
-    saved = _own_loop(tiny_net(), stop_after=5)
+    saved = _own_loop(tiny_net(), stop_after=5, estimator=estimator)
     assert saved["phase"] == "allocate"  # the masks of the next step come from loaded weights
-    resumed = _own_loop(tiny_net(), state=saved)
+    resumed = _own_loop(tiny_net(), state=saved, estimator=estimator)
     assert resumed.report["keep_counts"] == whole.report["keep_counts"]
     for k, v in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)

@@ -348,10 +348,6 @@ class Pruner:
             self._start_allocation(w1 - w0)
         if self.phase in ("allocate", "settle"):
             self._set_masks()
-            gathers = self.phase == "allocate" and self.estimator.from_training_step
-            # the next step is a Θ-step's: its backward gives the signal
-            if gathers and (self.step_count + 1 - w0) % self._alloc_every() == 0:
-                self.hooks.gather(self.train_mask)
 
     def _set_masks(self) -> None:
         with torch.no_grad():
@@ -363,7 +359,18 @@ class Pruner:
                 if self.train_mask is None:
                     I, V = self._gate_inputs()
                     self.train_mask = topn_masks(I, V, self._alpha())
-                self.hooks.set(self.train_mask)
+                if self._gathers_next():
+                    self.hooks.gather(self.train_mask)
+                else:
+                    self.hooks.set(self.train_mask)
+
+    def _gathers_next(self) -> bool:
+        """Whether the next step's own backward is the Θ-step's signal (``fisher_step``): it
+        is decided with the next step's masks, so that a resumed run gathers too."""
+        if self.phase != "allocate" or not self.estimator.from_training_step:
+            return False
+        w0, _ = self._bounds()
+        return (self.step_count + 1 - w0) % self._alloc_every() == 0
 
     def _after_step(self, lr: float | None) -> None:
         w0, w1 = self._bounds()
@@ -501,8 +508,7 @@ class Pruner:
         theta = self.allocator.theta.float().to(self.device)
         I, V = self._gate_inputs()
         gates = GateState(I, V, None, self.cfg.prob_floor)
-        self.hooks.set(self.train_mask)
-        g_theta = self.estimator.theta_grad(g.detach().double() * n, theta, gates)
+        g_theta = self.estimator.theta_grad(g.detach() * n, theta, gates)
         self._allocator_step(g_theta, {"train_samples": n})
 
     def _allocator_step(self, g: torch.Tensor, record: dict) -> None:
