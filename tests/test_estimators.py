@@ -1,5 +1,7 @@
 """The Θ-step's estimators, the top-n training masks, BN re-estimation and the method registry."""
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -379,3 +381,36 @@ def test_dsa_allocates_to_budget_with_each_estimator(tiny_net, settings):
     assert r["allocation_updates"] > 0 and r["met_by"] in ("allocator", "shift")
     assert r["dsa_config"]["estimator"] == settings["estimator"]
     assert r["dsa_config"]["alloc_samples"] == settings.get("alloc_samples")
+
+
+def test_fisher_step_holds_out_no_batches_so_the_weights_train_on_all(tiny_net, monkeypatch):
+    """``fisher_step`` reads the weight step's own backward: no batch is held out of training,
+    and the Pruner needs no val_data; a held-out estimator still requires it."""
+    assert dsaprune.DSAConfig().reads_held_out
+    assert not dsaprune.DSAConfig(estimator="fisher_step").reads_held_out
+    assert not dsaprune.DSAConfig(method="uniform").reads_held_out
+    net = tiny_net()
+    x = torch.randn(4, 3, 16, 16)
+    with pytest.raises(ValueError, match="'fisher' reads held-out batches.*pass val_data"):
+        dsaprune.Pruner(net, x[:1], "flops=0.5", total_steps=10, train_data=[(x, None)])
+    p = dsaprune.Pruner(
+        net, x[:1], "flops=0.5", total_steps=10, train_data=[(x, None)], estimator="fisher_step"
+    )
+    assert p.phase in ("warmup", "allocate") and not p.holds_out
+
+    from test_prune import _loaders
+
+    api = importlib.import_module("dsaprune.api")  # the module, not the prune() re-export
+    split = []
+    real = api.hold_out
+    monkeypatch.setattr(api, "hold_out", lambda d: split.append(d) or real(d))
+    tr, _ = _loaders()
+    for estimator, holds in (("fisher_step", False), ("fisher", True)):
+        torch.manual_seed(0)
+        split.clear()
+        res = dsaprune.prune(
+            tiny_net(), tr, budget="flops=0.5", epochs=1, progress=False, device="cpu",
+            warmup_fraction=0.0, window_end_fraction=1.0, estimator=estimator,
+        )  # fmt: skip
+        assert res.report["allocation_updates"] > 0 and res.report["flops_ratio"] <= 0.5
+        assert bool(split) == holds

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from .data.holdout import hold_out
-from .methods import make_method
 from .pruner import DSAConfig, Pruner, PrunerCallback, PruneResult, split_settings
 from .train import TrainConfig, Trainer, evaluate
 from .train.distributed import DistInfo, setup
@@ -44,16 +43,16 @@ def prune(
 ) -> PruneResult:
     """Prune ``model`` to ``budget`` with DSA while it trains for ``epochs`` (may be fractional).
 
-    ``train_data`` is any re-iterable of (inputs, targets) batches with a length, e.g. a
-    DataLoader; without ``val_data`` 10% of it is held out for DSA's allocation
-    (:func:`dsaprune.data.hold_out`). With ``val_data``, ``train_data`` trains the weights
-    during allocation and ``full_train_data`` (default: ``train_data``) once the allocation is
-    frozen. The model's outputs may be a tensor, a tuple or a dict: ``loss_fn(outputs,
-    targets)`` (default cross-entropy) reads them, and accuracy is reported only for class
-    logits. Settings are any field of :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig`
-    (warmup_fraction, round_to, physical, ``method``: ``dsa`` or a baseline ``uniform``,
-    ``magnitude``, ``group_fisher``, ``ssl``, ``morphnet``, ``penalty``: their strength, …) or
-    :class:`AllocatorConfig` (rho1, …).
+    ``train_data`` is any re-iterable of (inputs, targets) batches with a length, e.g. a DataLoader;
+    without ``val_data`` 10% of it is held out for DSA's allocation (:func:`dsaprune.data.hold_out`)
+    where its estimator reads held-out batches (``fisher_step`` and the baselines read none and
+    train on all of it). With ``val_data``, ``train_data`` trains the weights during allocation and
+    ``full_train_data`` (default: ``train_data``) once the allocation is frozen. The model's outputs
+    may be a tensor, a tuple or a dict: ``loss_fn(outputs, targets)`` (default cross-entropy) reads
+    them, and accuracy is reported only for class logits. Settings are any field of
+    :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig` (warmup_fraction, round_to,
+    physical, ``method``: ``dsa`` or a baseline ``uniform``, ``magnitude``, ``group_fisher``,
+    ``ssl``, ``morphnet``, ``penalty``: their strength, …) or :class:`AllocatorConfig` (rho1, …).
     ``pretrained=True`` also measures the accuracy of the network as given (``acc_before``).
     A ``latency=F`` budget is a fraction of the network's latency on ``device`` at
     ``latency_batch``, predicted by per-layer fits measured there (cached per device);
@@ -77,14 +76,14 @@ def prune(
     dcfg = DSAConfig.from_dict(dset).for_epochs(epochs)
     dist = dist or setup(device)
     model = model.to(dist.device)
-    if val_data is None:
+    full = full_train_data if full_train_data is not None else train_data
+    if not dcfg.reads_held_out:  # a baseline, or DSA reading the weight step's own backward
+        train_part = full
+    elif val_data is None:
         train_part, val_data = hold_out(train_data)
     else:
         train_part = train_data
-    full = full_train_data if full_train_data is not None else train_data
-    if not make_method(dcfg.method).reads_validation:
-        train_part = full  # only DSA's allocation reads the validation split
-    elif len(val_data) < 1:
+    if dcfg.reads_held_out and len(val_data) < 1:
         raise ValueError(
             "the validation split that DSA's allocation reads holds no batch (it is smaller "
             "than one batch): use a smaller batch size or more data"

@@ -58,7 +58,7 @@ def _run_prune(args: argparse.Namespace, spec: RunSpec, progress: bool) -> dict:
         te = run.loader(splits.test, 256, train=False)
         res = prune(
             model,
-            full,  # prune() holds out 10% of each class for DSA's allocation
+            full,  # prune() holds out 10% of each class where DSA reads held-out batches
             budget=budget,
             epochs=spec.epochs,
             test_data=te,

@@ -121,6 +121,17 @@ class DSAConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def reads_held_out(self) -> bool:
+        """Whether the run reads held-out batches (and so trains the weights on the rest until
+        the allocation is decided): DSA with an estimator that measures on a held-out pass of
+        its own; ``fisher_step`` reads the weight step's backward, so its weights train on
+        every image, as a baseline's do."""
+        return (
+            make_method(self.method).reads_validation
+            and not make_estimator(self.estimator).from_training_step
+        )
+
     def warmup_for(self, epochs: float) -> float:
         """The warm-up's share of a run of ``epochs``: the one given, else the default (never
         past the allocation window's end)."""

@@ -124,9 +124,10 @@ class Pruner:
         self.loss_fn = loss_fn or nn.CrossEntropyLoss()
         self.forward = forward
         self.method = make_method(cfg.method)
-        if self.method.reads_validation and val_data is None:
+        if cfg.reads_held_out and val_data is None:
             raise ValueError(
-                f"method {cfg.method!r} reads held-out batches during allocation: pass val_data "
+                f"method {cfg.method!r} with estimator {cfg.estimator!r} reads held-out batches "
+                "during allocation: pass val_data "
                 "(a list or DataLoader of (inputs, targets) batches the weights do not train on)"
             )
         self.val_batches, self.val_iter = val_data, None
@@ -203,7 +204,7 @@ class Pruner:
     def holds_out(self) -> bool:
         """Whether the weights should still train without the held-out batches: until DSA's
         allocation is decided (a baseline reads none, so its caller may train on everything)."""
-        return self.method.reads_validation and self.phase in ("warmup", "allocate")
+        return self.cfg.reads_held_out and self.phase in ("warmup", "allocate")
 
     @property
     def pruned(self) -> bool:
