@@ -52,6 +52,10 @@ def results_name(a: argparse.Namespace) -> str:
     return f"end_to_end_{a.name}" + ("" if a.split == "final" else f"_{a.split}")
 
 
+def _other(split: str) -> str:
+    return "final" if split == "dev" else "dev"
+
+
 def run(a: argparse.Namespace) -> dict:
     out_path = RESULTS / f"{results_name(a)}.json"
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
@@ -60,6 +64,10 @@ def run(a: argparse.Namespace) -> dict:
     rows = out.setdefault("rows", [])
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
     made_at = commit()  # the code this process runs
+    # A finished run scored again on the other half was made by the commit that row records.
+    other = RESULTS / f"{results_name(argparse.Namespace(name=a.name, split=_other(a.split)))}.json"
+    other_rows = json.loads(other.read_text())["rows"] if other.exists() else []
+    made_by = {(r["method"], r["budget"], r["seed"]): r["commit"] for r in other_rows}
     for b in a.budgets:
         for seed in a.seeds:
             for method in a.methods:
@@ -92,7 +100,7 @@ def run(a: argparse.Namespace) -> dict:
                     "flops_ratio": rep["flops_ratio"],
                     "keep_ratios": [g["keep_ratio"] for g in rep["groups"]],
                     "wall_s": time.perf_counter() - t0,
-                    "commit": made_at,
+                    "commit": made_by.get((label, b, seed), "unknown") if finished else made_at,
                     "command": "dsaprune " + shlex.join(argv),
                 }
                 rows.append(r)
