@@ -23,7 +23,9 @@ the allocator turns into the loss's resistance against the budget's pull.
   ½·mean_n (Σ_S g_ni)² per channel of S, cross terms kept (``fisher`` sums the channels alone).
 - ``fisher_step``: ``fisher``'s cost read off the training step before each Θ-step (its
   backward through a per-sample mask), not off a held-out pass of its own: training images,
-  BN batch statistics, no extra forward or backward.
+  BN batch statistics, no extra forward or backward. It expects one backward per weight step
+  (under gradient accumulation the micro-batches' per-sample gradients mix); cheaper than
+  ``fisher`` but behind it at 50% FLOPs after longer fine-tunes on the dev half, so an option.
 
 ``fisher`` is the default. How each signal ranks the groups' measured removal cost on the
 trained references (Spearman ρ), and why ``fisher`` was chosen, is in ``docs/decisions.md``
