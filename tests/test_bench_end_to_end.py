@@ -19,3 +19,32 @@ def test_table_pairs_dsa_with_each_method_by_seed(bench_script):
     assert md.count("\n| 0.5 |") == 2
     with pytest.raises(StopIteration):
         next(line for line in md.splitlines() if "| magnitude |" in line)
+
+
+def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
+    bench_script, tmp_path, monkeypatch
+):
+    import argparse
+    import json
+
+    e2e = bench_script("end_to_end_bench", "end_to_end.py")
+    monkeypatch.setattr(e2e, "RESULTS", tmp_path)
+    monkeypatch.setattr(e2e, "commit", lambda: "scoring")
+    monkeypatch.setattr(e2e, "half_accuracy", lambda model, data, split: 0.8)
+    made = {"method": "dsa", "budget": 0.5, "seed": 0, "acc_final": 0.81, "commit": "maker"}
+    (tmp_path / "end_to_end_r.json").write_text(json.dumps({"rows": [made]}))
+    for seed in (0, 1):  # seed 1: finished, but no row records who made it
+        run = tmp_path / "runs" / f"r_dsa_f50_e2_s{seed}"
+        run.mkdir(parents=True)
+        (run / "model.pt").write_bytes(b"")
+        (run / "report.json").write_text(
+            json.dumps({"flops_ratio": 0.5, "groups": [{"keep_ratio": 0.5}]})
+        )
+    a = argparse.Namespace(name="r", split="dev", checkpoint="ref.pt", epochs=2.0,
+                           budgets=[0.5], seeds=[0, 1], methods=["dsa"], label=None,
+                           runs=str(tmp_path / "runs"), data="data", dsa_config=None)  # fmt: skip
+    rows = e2e.run(a)["rows"]
+    assert [(r["seed"], r["commit"], r["acc_dev"]) for r in rows] == [
+        (0, "maker", 0.8),
+        (1, "unknown", 0.8),
+    ]
