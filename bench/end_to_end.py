@@ -48,16 +48,12 @@ def half_accuracy(model_file: Path, data: str, split: str) -> float:
     return evaluate(load(str(model_file)), loader)["acc"]
 
 
-def results_name(a: argparse.Namespace) -> str:
-    return f"end_to_end_{a.name}" + ("" if a.split == "final" else f"_{a.split}")
-
-
-def _other(split: str) -> str:
-    return "final" if split == "dev" else "dev"
+def results_name(name: str, split: str) -> str:
+    return f"end_to_end_{name}" + ("" if split == "final" else f"_{split}")
 
 
 def run(a: argparse.Namespace) -> dict:
-    out_path = RESULTS / f"{results_name(a)}.json"
+    out_path = RESULTS / f"{results_name(a.name, a.split)}.json"
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
     out.update(name=a.name, reference=Path(a.checkpoint).as_posix(), epochs=a.epochs,
                split=a.split)  # fmt: skip
@@ -65,7 +61,7 @@ def run(a: argparse.Namespace) -> dict:
     done = {(r["method"], r["budget"], r["seed"]) for r in rows}
     made_at = commit()  # the code this process runs
     # A finished run scored again on the other half was made by the commit that row records.
-    other = RESULTS / f"{results_name(argparse.Namespace(name=a.name, split=_other(a.split)))}.json"
+    other = RESULTS / f"{results_name(a.name, 'final' if a.split == 'dev' else 'dev')}.json"
     other_rows = json.loads(other.read_text())["rows"] if other.exists() else []
     made_by = {(r["method"], r["budget"], r["seed"]): r["commit"] for r in other_rows}
     for b in a.budgets:
@@ -164,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("a variant needs both --dsa-config and --label")
     if a.label and a.split == "final":
         p.error("variants are compared on the dev half; the final half measures the defaults")
-    path = RESULTS / f"{results_name(a)}.json"
+    path = RESULTS / f"{results_name(a.name, a.split)}.json"
     out = json.loads(path.read_text()) if a.tables_only else run(a)
     from dsaprune.io import atomic_write_text
 
-    atomic_write_text(markdown(out), RESULTS / f"{results_name(a)}.md")
+    atomic_write_text(markdown(out), RESULTS / f"{results_name(a.name, a.split)}.md")
     return 0
 
 
