@@ -9,6 +9,9 @@ budget, every method decides the keep ratios:
 - ``dsa`` (``dsa_ste``: with the paper's straight-through estimator): a DSA allocation run from
   the reference weights (``--alloc-epochs`` on the 90% training split, the allocation window the
   whole run, lr ``--alloc-lr``), once per seed; only its keep ratios are taken;
+- ``group_fisher``: one-shot Group Fisher on the reference weights;
+  ``group_fisher_iterative``: its rounds over the same allocation run as DSA's (on the whole
+  training set, as the method trains), only its keep ratios taken;
 - ``random``: ``--random`` allocations, each group's keep ratio drawn uniformly in [0.05, 1],
   then all logits shifted together to the budget;
 - ``run_<method>`` (e.g. ``run_dsa``): the channel counts a finished run of that method ended
@@ -59,7 +62,8 @@ from dsaprune.surgery import prune_groups, top_channels
 from dsaprune.train import evaluate, recalibrate_bn
 
 SPLITS = ("dev", "final")
-NAMED = ("dsa", "group_fisher", "magnitude", "uniform")  # the methods with a long fine-tune
+# the methods with a long fine-tune
+NAMED = ("dsa", "group_fisher", "group_fisher_iterative", "magnitude", "uniform")
 
 
 class Bench:
@@ -124,9 +128,17 @@ class Bench:
         return self.orders[seed]
 
     def dsa(self, budget: float, seed: int, estimator: str = "fisher") -> list[int]:
-        a = self.a
-        settings = dict(a.dsa_settings)
+        settings = dict(self.a.dsa_settings)
         estimator = settings.pop("estimator", estimator)  # --dsa-set estimator=NAME
+        return self.allocation_run(budget, seed, estimator=estimator, **settings)
+
+    def group_fisher_iterative(self, budget: float, seed: int) -> list[int]:
+        return self.allocation_run(budget, seed, method="group_fisher_iterative")
+
+    def allocation_run(self, budget: float, seed: int, **settings) -> list[int]:
+        """The channel counts a run of the library from the reference weights ends with: the
+        allocation window the whole run, the budget met 90% of the way through it."""
+        a = self.a
         kw = dict(device="cpu", seed=seed)
         bs = 128
         res = dsaprune.prune(
@@ -143,7 +155,6 @@ class Bench:
             warmup_fraction=0.0,
             window_end_fraction=1.0,
             target_fraction=0.9,
-            estimator=estimator,
             progress=False,
             **settings,
             report_latency=False,  # only the keep ratios are taken
@@ -301,7 +312,7 @@ def run(a: argparse.Namespace) -> dict:
             channels_by = bench.fisher_imp[(b, seed)]
         elif method in ("dsa", "dsa_ste") and "importance" in a.dsa_settings:
             channels_by = a.dsa_settings["importance"]  # a variant's own order
-        elif method in ("dsa", "dsa_ste", "uniform", "random"):
+        elif method in ("dsa", "dsa_ste", "uniform", "random", "group_fisher_iterative"):
             # the library's channel order for these (importance: fisher), measured on the
             # reference weights with the training batches of the fine-tune's seed
             channels_by = bench.fisher_order(ft_seed)

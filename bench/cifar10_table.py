@@ -4,7 +4,8 @@ all on one shared schedule, on the real CIFAR-10 archive.
 Each row is one ``dsaprune`` command run in its own process (the row records the command):
 
 - ``unpruned``: ``dsaprune train`` for ``--epochs``;
-- ``dsa``, ``group_fisher``, ``uniform``, ``ssl``, ``morphnet``: ``dsaprune prune --model M``
+- ``dsa``, ``group_fisher``, ``group_fisher_iterative``, ``uniform``, ``ssl``, ``morphnet``:
+  ``dsaprune prune --model M``
   from scratch for ``--epochs`` (one training run each: allocation or penalty, pruning and the
   rest of the schedule);
 - ``magnitude``: ``dsaprune prune --checkpoint`` of the unpruned run, fine-tuned for
@@ -55,7 +56,10 @@ from pathlib import Path
 
 from common import ROOT, budget_tag  # noqa: E402  (the bench's shared helpers)
 
-METHODS = ["unpruned", "dsa", "group_fisher", "uniform", "magnitude", "dsa_ckpt", "ssl", "morphnet"]
+METHODS = [
+    "unpruned", "dsa", "group_fisher", "group_fisher_iterative", "uniform", "magnitude",
+    "dsa_ckpt", "ssl", "morphnet",
+]  # fmt: skip
 # rows that prune the unpruned run's checkpoint and fine-tune it: row name -> dsaprune --method
 FROM_CHECKPOINT = {"magnitude": "magnitude", "dsa_ckpt": "dsa"}
 # ../shared/docs/dsa-method.md §7: (FLOPs ratio %, accuracy %, drop) per (model, budget, method);

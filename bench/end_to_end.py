@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common import RESULTS, ROOT, budget_tag, commit, paired, test_halves
 
-METHODS = ("dsa", "group_fisher", "magnitude", "uniform")
+METHODS = ("dsa", "group_fisher", "group_fisher_iterative", "magnitude", "uniform")
 
 
 @functools.cache

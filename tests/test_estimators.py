@@ -313,7 +313,12 @@ def test_registries_name_what_they_know():
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="alloc_samples is a whole number of samples"):
             dsaprune.DSAConfig(alloc_samples=bad)
-    assert list(METHODS) == ["dsa", "uniform", "magnitude", "ssl", "morphnet", "group_fisher"]
+    assert list(METHODS) == [
+        "dsa", "uniform", "magnitude", "ssl", "morphnet", "group_fisher", "group_fisher_iterative"
+    ]  # fmt: skip
+    assert [n for n, c in METHODS.items() if c.iterative] == ["group_fisher_iterative"]
+    with pytest.raises(ValueError, match="sample_train_masks=True .* is DSA's alone"):
+        dsaprune.DSAConfig(method="group_fisher_iterative", sample_train_masks=True)
     assert [n for n, c in METHODS.items() if c.reads_validation] == ["dsa"]
     assert [n for n, c in METHODS.items() if c.penalised] == ["ssl", "morphnet"]
     # the settings a method cannot read are real settings, and DSA reads every one
@@ -324,6 +329,8 @@ def test_registries_name_what_they_know():
     assert "importance" in METHODS["magnitude"].unread_settings()
     assert {"importance", "warmup_fraction"}.isdisjoint(METHODS["uniform"].unread_settings())
     assert "estimator" in METHODS["group_fisher"].unread_settings()
+    # the iterative rounds keep the allocator's pace (target_fraction)
+    assert "allocator" not in METHODS["group_fisher_iterative"].unread_settings()
     with pytest.raises(ValueError, match="unknown method 'l1'"):
         make_method("l1")
 

@@ -67,3 +67,52 @@ def test_channel_fisher_is_half_the_mean_squared_per_sample_mask_gradient(tiny_n
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-12)
     assert not model.training  # the mode it was in
     assert not model.fc._forward_hooks and not any(m._forward_hooks for m in model.modules())
+
+
+def test_greedy_from_a_cut_network_continues_the_greedy_from_the_full_one(tiny_net):
+    """Group Fisher's rounds: stopping at 0.7 and going on from there to 0.4 with the kept
+    channels' importances is the greedy from the full network to 0.4."""
+    torch.manual_seed(1)
+    G = find_groups(tiny_net(), torch.randn(1, 3, 16, 16))
+    F = flops_model(G)
+    chans = [g.channels for g in G.prunable]
+    imp = [torch.rand(c) for c in chans]
+    first = greedy_keep_counts(imp, F, 0.7)
+    kept = [i.sort(descending=True)[0][:n] for i, n in zip(imp, first, strict=True)]
+    assert greedy_keep_counts(kept, F, 0.4, channels=chans) == greedy_keep_counts(imp, F, 0.4)
+    with pytest.raises(ValueError, match="channel levels"):
+        greedy_keep_counts(kept, F, 0.4, round_to=4, channels=chans)  # 4-channel levels
+
+
+def test_fisher_rounds_remove_the_least_fisher_per_cost_and_never_take_a_channel_back():
+    from dsaprune.pruner.rounds import FisherRounds
+
+    class _G:  # the two fields FisherRounds reads of a group
+        def __init__(self, c):
+            self.channels, self.unit = c, 1
+
+    class _Groups:
+        prunable = [_G(4), _G(4)]
+
+    cost = _linear_cost([1.0, 1.0], [4, 4])
+    rounds = FisherRounds(_Groups(), cost, budget=0.5, round_to=1, steps=10, rounds=4)
+    assert [rounds.due(i) for i in (1, 2, 3, 5, 8, 10, 12)] == [0, 0, 1, 2, 3, 4, 4]
+    g = torch.zeros(2, 2, 4)  # two samples' mask gradients; their Fisher is ½·mean (N·g)²
+    g[:, 0] = torch.tensor([0.1, 0.4, 0.2, 0.3])
+    g[:, 1] = torch.tensor([0.5, 0.6, 0.05, 0.7])
+    rounds.add(g)
+    torch.testing.assert_close(rounds.fisher(), 0.5 * (2 * g[0].double()).pow(2))
+    before = rounds.keep.clone()
+    rounds.cut(rounds.fisher(), 2)  # to 0.75: the two cheapest channels of all go first
+    assert rounds.keep.tolist() == [[False, True, True, True], [True, True, False, True]]
+    assert rounds.samples == 0 and rounds.done == 2 and not rounds.met()
+    # a new Fisher that ranks group 0's removed channel highest cannot bring it back
+    g2 = torch.full((1, 2, 4), 0.3)
+    g2[0, 0, 0] = 9.0
+    rounds.add(g2)
+    rounds.cut(rounds.fisher(), 4)
+    assert rounds.met() and sum(rounds.counts) == 4
+    assert not (rounds.keep & ~before).any() and not rounds.keep[0, 0] and not rounds.keep[1, 2]
+    # the final order: kept channels above removed ones
+    for k, order in enumerate(rounds.importance()):
+        assert order[rounds.keep[k]].min() > order[~rounds.keep[k]].max()

@@ -17,7 +17,9 @@ def _loaders(n=640, batch=64):
     return DeviceLoader(tr, batch, train=True, **kw), DeviceLoader(te, 100, train=False, **kw)
 
 
-@pytest.mark.parametrize("method", ["dsa", "uniform", "magnitude", "group_fisher"])
+@pytest.mark.parametrize(
+    "method", ["dsa", "uniform", "magnitude", "group_fisher", "group_fisher_iterative"]
+)
 def test_prune_api_meets_budget_and_removes_channels(tiny_net, method):
     torch.manual_seed(0)
     tr, te = _loaders()
@@ -157,6 +159,7 @@ class _FailingLoss(torch.nn.CrossEntropyLoss):
         ("dsa", 62, "pruned"),
         ("ssl", 27, "penalty"),
         ("group_fisher", 20, "pruned"),
+        ("group_fisher_iterative", 12, "allocate"),
     ],
 )
 def test_prune_resumes_exactly_from_its_checkpoint(tmp_path, tiny_net, method, crash_at, phase):

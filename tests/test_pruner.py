@@ -29,6 +29,7 @@ def _own_loop(
     stop_after: int | None = None,
     state: dict | None = None,
     estimator: str = "fisher",
+    method: str = "dsa",
 ):
     """The loop a user writes: their optimizer and schedule, ``pruner.step()`` after each
     optimizer step. ``stop_after``: return a checkpoint after that many steps; ``state``: go on
@@ -45,6 +46,7 @@ def _own_loop(
         steps_per_epoch=len(TRAIN),
         window_end_fraction=SETTINGS["window_end_fraction"],
         estimator=estimator,
+        method=method,
     )
     optimizer = make_optimizer(model, cfg)
     step = 0
@@ -100,15 +102,27 @@ def test_own_loop_gives_the_same_allocation_and_model_as_prune(tiny_net):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
-@pytest.mark.parametrize("estimator", ["fisher", "fisher_step"])
-def test_own_loop_resumes_exactly_in_the_middle_of_the_allocation(tiny_net, estimator):
-    """``fisher_step``: the first step after the resume is a Θ-step's, so it must gather."""
+@pytest.mark.parametrize(
+    "estimator,method",
+    [("fisher", "dsa"), ("fisher_step", "dsa"), ("fisher", "group_fisher_iterative")],
+)
+def test_own_loop_resumes_exactly_in_the_middle_of_the_allocation(
+    tiny_net, estimator, method, monkeypatch
+):
+    """``fisher_step``: the first step after the resume is a Θ-step's, so it must gather;
+    ``group_fisher_iterative`` (2 rounds over the window's first 5 steps, at its 3rd and 5th):
+    after its first round, with the Fisher of a step summed since."""
+    monkeypatch.setattr(dsaprune.methods.IterativeGroupFisher, "rounds", 2)
+    stop = 8 if method == "group_fisher_iterative" else 6
     torch.manual_seed(0)
-    whole = _own_loop(tiny_net(), estimator=estimator)
+    whole = _own_loop(tiny_net(), estimator=estimator, method=method)
     torch.manual_seed(0)
-    saved = _own_loop(tiny_net(), stop_after=5, estimator=estimator)
+    saved = _own_loop(tiny_net(), stop_after=stop, estimator=estimator, method=method)
     assert saved["phase"] == "allocate"  # the masks of the next step come from loaded weights
-    resumed = _own_loop(tiny_net(), state=saved, estimator=estimator)
+    if method == "group_fisher_iterative":
+        rounds = saved["pruner"]["rounds"]
+        assert rounds["done"] == 1 and rounds["samples"] > 0
+    resumed = _own_loop(tiny_net(), state=saved, estimator=estimator, method=method)
     assert resumed.report["keep_counts"] == whole.report["keep_counts"]
     for k, v in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
@@ -183,3 +197,21 @@ def test_models_with_dict_or_tuple_outputs_prune_with_a_user_loss(as_dict):
     out = res.model(VAL[0][0])
     logits = out["logits"] if as_dict else out[0]
     assert logits.shape == (32, 10)
+
+
+def test_iterative_group_fisher_cuts_in_rounds_to_the_budget_and_finishes_a_short_run(tiny_net):
+    torch.manual_seed(0)
+    res = _own_loop(tiny_net(), method="group_fisher_iterative")
+    r = res.report
+    assert r["met_by"] == "group_fisher_iterative" and r["flops_ratio"] <= 0.5
+    ratios = [h["cost_ratio"] for h in r["allocation_history"]]
+    assert [h["round"] for h in r["allocation_history"]] == list(range(1, len(ratios) + 1))
+    assert len(ratios) > 2 and ratios == sorted(ratios, reverse=True) and ratios[-1] <= 0.5
+    # a run that ends before its window opens takes every round at once, on a one-shot Fisher
+    model = tiny_net()
+    pruner = dsaprune.Pruner(
+        model, TRAIN[0][0][:1], "flops=0.5", total_steps=100, train_data=TRAIN,
+        method="group_fisher_iterative",
+    )  # fmt: skip
+    short = pruner.finish().report
+    assert short["flops_ratio"] <= 0.5 and len(short["allocation_history"]) == 1

@@ -351,16 +351,28 @@ def greedy_keep_counts(
     cost: QuadraticCost,
     budget: float,
     round_to: int = 1,
+    channels: list[int] | None = None,
 ) -> list[int]:
     """Whole channel counts by greedy removal: from the full network, repeatedly drop the one
     channel level (``channel_levels``: a channel, or ``round_to`` / a unit / a latency block)
     whose channels, the least important left in their group, cost the least importance per
     unit of the budget's cost saved, until the cost fits ``budget``. With per-channel Fisher
     removal costs as ``importance`` this is Group Fisher pruning's one-shot allocation; it
-    works in the units of whatever cost the budget is (FLOPs, parameters, latency)."""
-    chans = [int(i.numel()) for i in importance]
+    works in the units of whatever cost the budget is (FLOPs, parameters, latency).
+
+    ``channels``: the groups' full widths, when the greedy starts from a network already cut
+    (Group Fisher's iterative rounds): ``importance[k]`` then holds the importances of the
+    channels group k still keeps, and that count must be one of its channel levels."""
+    kept = [int(i.numel()) for i in importance]
+    chans = kept if channels is None else [int(c) for c in channels]
     C = torch.tensor(chans, dtype=torch.float64)
     levels = channel_levels(chans, round_to, cost.units, cost.block, cost.sub_block)
+    for k, (lv, n0) in enumerate(zip(levels, kept, strict=True)):
+        if n0 not in lv:
+            raise ValueError(
+                f"group {k} keeps {n0} channels, not one of its channel levels {lv[:6]}…: "
+                "a greedy start must be a count the rounding allows"
+            )
     # cum[k][r]: summed importance of group k's r least important channels
     cum = [
         torch.cat(
@@ -368,7 +380,7 @@ def greedy_keep_counts(
         )
         for i in importance
     ]
-    idx = [len(lv) - 1 for lv in levels]
+    idx = [lv.index(n0) for lv, n0 in zip(levels, kept, strict=True)]
     n = torch.tensor([lv[i] for lv, i in zip(levels, idx, strict=True)], dtype=torch.float64)
     Q, b = cost.Q.double(), cost.b.double()
 
@@ -387,7 +399,7 @@ def greedy_keep_counts(
         saved = float(cost.ratio(alpha)) - ratios(trial)
         lost = torch.tensor(
             [
-                float(cum[k][chans[k] - int(lower[k])] - cum[k][chans[k] - int(n[k])])
+                float(cum[k][kept[k] - int(lower[k])] - cum[k][kept[k] - int(n[k])])
                 for k in range(K)
             ],
             dtype=torch.float64,

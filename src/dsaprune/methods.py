@@ -16,7 +16,9 @@ A policy answers, at the flow's fixed points:
   by gradient steps over the window. It reads a :class:`Decision`: the groups, the budget's
   cost, and, for a method that measures (``group_fisher``), the model, training batches and
   loss;
-- ``importance``: the per-channel importances the final channels are chosen by.
+- ``importance``: the per-channel importances the final channels are chosen by;
+- ``iterative``: whether, instead, it removes channels in rounds over the window while the
+  weights train (``group_fisher_iterative``; the flow runs its rounds, ``pruner.rounds``).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Method:
     own_order: ClassVar[bool] = False
     reads_validation: ClassVar[bool] = False
     penalised: ClassVar[bool] = False  # make_penalty returns a penalty
+    iterative: ClassVar[bool] = False  # removes channels in rounds over the window
 
     @classmethod
     def unread_settings(cls) -> frozenset[str]:
@@ -212,6 +215,29 @@ class GroupFisherMethod(Method):
         return torch.tensor(counts, dtype=torch.float64) / chans, fisher
 
 
+class IterativeGroupFisher(Method):
+    """Group Fisher pruning as its paper runs it: over the allocation window the training steps'
+    own backward accumulates each channel's coupled Fisher removal cost under the channels kept
+    so far, and at ``rounds`` evenly spaced rounds the greedy removes the channels with the
+    least Fisher per unit of the budget's cost saved, the network training on in between,
+    until the budget is met at the allocator's ``target_fraction`` of the window
+    (``pruner.rounds.FisherRounds``)."""
+
+    description = (
+        "iterative Group Fisher: each channel's Fisher read off the training steps' own "
+        "backward over the allocation window; 20 rounds each remove the channels with the least "
+        "Fisher per unit of budget cost saved while the network trains on, until the budget is met"
+    )
+    own_order = True
+    iterative = True
+    rounds: ClassVar[int] = 20
+
+    @classmethod
+    def unread_settings(cls) -> frozenset[str]:
+        # its pace is the allocator's target_fraction
+        return super().unread_settings() - {"allocator"}
+
+
 METHODS: dict[str, type[Method]] = {
     "dsa": DSAMethod,
     "uniform": Uniform,
@@ -219,6 +245,7 @@ METHODS: dict[str, type[Method]] = {
     "ssl": SSL,
     "morphnet": MorphNet,
     "group_fisher": GroupFisherMethod,
+    "group_fisher_iterative": IterativeGroupFisher,
 }
 
 

@@ -82,7 +82,12 @@ class DSAConfig:
                 f"alloc_samples is a whole number of samples >= 1 (or None for the whole "
                 f"held-out batch), got {self.alloc_samples!r}"
             )
-        make_method(self.method)  # an unknown name fails here, not mid-run
+        method = make_method(self.method)  # an unknown name fails here, not mid-run
+        if method.iterative and self.sample_train_masks:
+            raise ValueError(
+                f"method {self.method!r} trains under the channels it has kept so far; "
+                "sample_train_masks=True (sampled masks) is DSA's alone: leave it False"
+            )
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
         est = make_estimator(self.estimator)  # an unknown name fails here, not mid-run

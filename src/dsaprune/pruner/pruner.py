@@ -9,7 +9,8 @@ any length works:
 2. allocation: the weights train under the top-n mask of the current A (with
    ``sample_train_masks``, the paper's sampled masks); every few steps one held-out batch gives
    the estimator's ∂L_val/∂Θ (``dsaprune.estimators``) and the allocator takes one step, until
-   the cost of A is within the budget (a one-shot method decides at once instead);
+   the cost of A is within the budget (a one-shot method decides at once instead; the iterative
+   Group Fisher removes channels in rounds, ``pruner.rounds``);
 3. settling (sampled masks only): masks are sampled with A frozen until they are hard;
 4. finalising: A is calibrated to the budget (by a shift of all logits if the window ended
    first), rounded to whole channels, each group keeps its top channels, and the network is
@@ -53,6 +54,7 @@ from ..train.outputs import same_batch, to_device
 from ..train.trainer import TrainingDiverged
 from .config import PAPER_EPOCHS, DSAConfig, alloc_interval, is_whole, window_bounds
 from .report import PruneResult, count_costs
+from .rounds import FisherRounds
 
 FISHER_BATCHES = 20  # training batches the channel order is measured on (as group_fisher's)
 
@@ -178,6 +180,7 @@ class Pruner:
         self.estimator = make_estimator(cfg.estimator)
         self.train_mask: torch.Tensor | None = None  # the top-n mask the weights train under
         self.measured_order: list[torch.Tensor] | None = None  # importance "fisher", measured
+        self.rounds: FisherRounds | None = None  # group_fisher_iterative's state
         if self.method.penalised:  # from the first step to the end of the window
             self._enter("penalty")
             self.penalty = self._penalty()
@@ -229,6 +232,9 @@ class Pruner:
             self.events["met_by"] = self.events.get("met_by") or "shift"
             if self.allocator is None:
                 self._start_allocation(1)
+            if self.keep_counts is None and self.rounds is not None:
+                self._cut_round(self.rounds.rounds)  # the last round, at once
+                self._finalise_rounds()
             if self.keep_counts is None:  # a baseline finalises as it starts
                 self._finalise()
         self._enter("done")
@@ -357,7 +363,9 @@ class Pruner:
                 self._step_p = self._probabilities(self._alpha(), self._beta2(), 8, padded)
                 self.hooks.set(sample_masks(self._step_p[0], self.cfg.prob_floor))
             else:  # refreshed after each α update, not every step (its cost is per group)
-                if self.train_mask is None:
+                if self.train_mask is None and self.rounds is not None:
+                    self.train_mask = self.rounds.masks(self.device)
+                elif self.train_mask is None:
                     I, V = self._gate_inputs()
                     self.train_mask = topn_masks(I, V, self._alpha())
                 if self._gathers_next():
@@ -367,8 +375,13 @@ class Pruner:
 
     def _gathers_next(self) -> bool:
         """Whether the next step's own backward is the Θ-step's signal (``fisher_step``): it
-        is decided with the next step's masks, so that a resumed run gathers too."""
-        if self.phase != "allocate" or not self.estimator.from_training_step:
+        is decided with the next step's masks, so that a resumed run gathers too. The iterative
+        Group Fisher reads every step of the window."""
+        if self.phase != "allocate":
+            return False
+        if self.rounds is not None:
+            return True
+        if not self.estimator.from_training_step:
             return False
         w0, _ = self._bounds()
         return (self.step_count + 1 - w0) % self._alloc_every() == 0
@@ -384,6 +397,8 @@ class Pruner:
             self.penalty.step(lr)
             if self.step_count >= w1:
                 self._start_allocation(1)
+        if self.phase == "allocate" and self.rounds is not None:
+            return self._round_step(w0, w1)
         if self.phase == "allocate":
             if (self.step_count - w0) % self._alloc_every() == 0:
                 self._alpha_update()
@@ -411,7 +426,10 @@ class Pruner:
     def epoch_record(self) -> dict:
         """The allocation's state, for a per-epoch log line."""
         rec = {"phase": self.phase}
-        if self.allocator is not None:
+        if self.rounds is not None and self.alpha_final is None:
+            alpha = self.rounds.alpha()
+            rec.update(alpha=alpha.tolist(), cost_ratio=float(self.cost.ratio(alpha)))
+        elif self.allocator is not None:
             rec["alpha"] = torch.sigmoid(self.allocator.theta).tolist()
             rec["cost_ratio"] = self.allocator.ratio()
             rec["beta2"] = self._beta2()
@@ -445,14 +463,83 @@ class Pruner:
                 self.forward,
             )
         )
-        if decided is None:  # DSA: allocate by gradient steps over the window
+        if decided is None:  # DSA (gradient steps) or rounds of removals over the window
             self.hooks = GateHooks(self.groups)
+            if self.method.iterative:
+                self.rounds = self._make_rounds(window_steps)
             return
         # a baseline: its keep ratios are decided at once and the network is pruned now
         alpha, imp = decided
         self.allocator.theta = torch.logit(alpha.double().clamp(1e-6, 1 - 1e-6))
         self.events["met_by"] = self.cfg.method
         self._finalise(imp)
+
+    # -- the iterative Group Fisher's rounds -------------------------------------------------------
+    def _make_rounds(self, window_steps: int, rounds: int | None = None) -> FisherRounds:
+        steps = round(self.cfg.allocator.target_fraction * window_steps)
+        return FisherRounds(
+            self.groups,
+            self.cost,
+            self.budget.fraction,
+            self.cfg.round_to,
+            steps,
+            rounds or self.method.rounds,
+        )
+
+    def _round_step(self, w0: int, w1: int) -> None:
+        """Add the step's Fisher; take the round the schedule has reached (at the window's end,
+        the last); finalise once the budget is met."""
+        g = self.hooks.gathered()
+        if g is None:
+            raise RuntimeError(
+                f"method {self.cfg.method!r} reads the mask gradients of every training step in "
+                f"the allocation window, but step {self.step_count} left none: call "
+                "pruner.step() after loss.backward() and optimizer.step(), with the model's "
+                "forward under gradients (not inside torch.compile)"
+            )
+        self.rounds.add(g)
+        r = self.rounds.rounds if self.step_count >= w1 else self.rounds.due(self.step_count - w0)
+        if r > self.rounds.done:
+            self._cut_round(r)
+        if self.rounds.met():
+            self.events["met_by"] = self.cfg.method
+            self.events["met_at_epoch"] = self.step_count / self.steps_per_epoch
+            self._finalise_rounds()
+
+    def _cut_round(self, r: int) -> None:
+        """Round ``r`` on the Fisher every process has read since the last one (measured once
+        on training batches if no step was read: a run too short for its window)."""
+        total = torch.cat(
+            [self.rounds.fisher_sum.flatten(), torch.tensor([self.rounds.samples])]
+        ).to(self.device)
+        total = all_reduce_sum(total).cpu()
+        fisher, samples = total[:-1].view_as(self.rounds.fisher_sum), float(total[-1])
+        if samples > 0:
+            fisher = fisher / samples
+        elif self.train_batches is not None:
+            fisher = pad_groups(
+                channel_fisher(
+                    self.model,
+                    self.groups,
+                    self.train_batches,
+                    self.loss_fn,
+                    FISHER_BATCHES,
+                    self.device,
+                    self.amp,
+                    self.forward,
+                ),  # fmt: skip
+                fill=0.0,
+            )[0].double()
+        self.rounds.cut(fisher, r)
+        self.train_mask = None
+        alpha = self.rounds.alpha()
+        self.history.append(
+            {"step": self.step_count, "round": r, "cost_ratio": float(self.cost.ratio(alpha))}
+        )
+
+    def _finalise_rounds(self) -> None:
+        self.allocator.theta = torch.logit(self.rounds.alpha().clamp(1e-6, 1 - 1e-6))
+        self._finalise(self.rounds.importance())
 
     def _next_val(self):
         if self.val_iter is None:
@@ -598,6 +685,7 @@ class Pruner:
             "t_cache": self.t_cache,  # the β1 solve's warm start: exact resume
             "train_mask": self.train_mask,
             "measured_order": self.measured_order,
+            "rounds": self.rounds.state_dict() if self.rounds is not None else None,
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -619,6 +707,9 @@ class Pruner:
         self.t_cache = d["t_cache"]
         self.train_mask = d.get("train_mask")
         self.measured_order = d.get("measured_order")
+        if d.get("rounds") is not None:
+            self.rounds = self._make_rounds(1, 1)
+            self.rounds.load_state_dict(d["rounds"])
         self._phase_t0 = time.perf_counter()
         if d["allocator"] is not None:
             theta = d["allocator"]["theta"]
