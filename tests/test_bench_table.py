@@ -38,7 +38,7 @@ def _args(table, tmp_path, *extra):
 def test_plan_is_valid_commands_with_magnitude_after_the_unpruned_run(table, tmp_path):
     jobs = table.plan(_args(table, tmp_path))
     assert [j.method for j in jobs].count("unpruned") == 1
-    assert len(jobs) == 1 + 2 * 7
+    assert len(jobs) == 1 + 2 * 8
     parser = build_parser()
     for j in jobs:
         ns = parser.parse_args(j.argv)  # every row's command is one the CLI accepts
