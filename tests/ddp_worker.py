@@ -13,8 +13,9 @@ from dsaprune.data import DeviceLoader, channel_stats, make_shapes  # noqa: E402
 from dsaprune.train import TrainConfig, Trainer, distributed  # noqa: E402
 
 
-def prune_run(out: str) -> None:
-    """DSA under DDP: records what each rank gave to, and got from, the Θ-gradient all-reduce."""
+def prune_run(out: str, method: str) -> None:
+    """DSA (or another method that all-reduces, e.g. the iterative Group Fisher's rounds) under
+    DDP: records what each rank gave to, and got from, the all-reduce."""
     import dsaprune
     import dsaprune.pruner.pruner as dsa_mod
 
@@ -42,17 +43,18 @@ def prune_run(out: str) -> None:
         dist=dist,
         progress=False,
         window_end_fraction=0.6,
+        method=method,
     )
     torch.save(
         {"state": res.model.state_dict(), "report": res.report, "seen": seen},
-        Path(out) / f"dsa-rank{dist.rank}.pt",
+        Path(out) / f"{method}-rank{dist.rank}.pt",
     )
     distributed.cleanup()
 
 
 def main(out: str, bn: str) -> None:
-    if bn == "dsa":
-        return prune_run(out)
+    if bn in ("dsa", "group_fisher_iterative"):
+        return prune_run(out, bn)
     dist = distributed.setup("cpu")
     torch.manual_seed(0)
     model = TinyNet(bn=bn == "bn")

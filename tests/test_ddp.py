@@ -29,6 +29,7 @@ def runs(tmp_path_factory):
         _torchrun(out, bn)
         _run([sys.executable, str(WORKER), str(out), bn], out)
     _torchrun(out, "dsa")
+    _torchrun(out, "group_fisher_iterative")
     return out
 
 
@@ -73,5 +74,22 @@ def test_dsa_under_ddp_all_reduces_the_allocation_gradient(runs):
     assert a["report"]["flops_ratio"] <= 0.5
     for k, v in a["state"].items():
         # BN running statistics are per rank (DDP re-broadcasts rank 0's at each forward)
+        if "running_" not in k and "num_batches" not in k:
+            assert torch.equal(v, b["state"][k]), k
+
+
+def test_iterative_group_fisher_under_ddp_cuts_the_same_channels_on_every_rank(runs):
+    a, b = (
+        _load(runs, "group_fisher_iterative-rank0.pt"),
+        _load(runs, "group_fisher_iterative-rank1.pt"),
+    )
+    rounds = a["report"]["allocation_history"]
+    assert len(a["seen"]) == len(b["seen"]) == len(rounds) > 1  # one all-reduce per round
+    for (la, ta), (lb, tb) in zip(a["seen"], b["seen"], strict=True):
+        torch.testing.assert_close(ta, la + lb)  # each rank's own Fisher, summed
+        assert torch.equal(ta, tb)
+    assert a["report"]["keep_counts"] == b["report"]["keep_counts"]
+    assert a["report"]["met_by"] == "group_fisher_iterative" and a["report"]["flops_ratio"] <= 0.5
+    for k, v in a["state"].items():
         if "running_" not in k and "num_batches" not in k:
             assert torch.equal(v, b["state"][k]), k
