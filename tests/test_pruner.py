@@ -207,6 +207,7 @@ def test_iterative_group_fisher_cuts_in_rounds_to_the_budget_and_finishes_a_shor
     ratios = [h["cost_ratio"] for h in r["allocation_history"]]
     assert [h["round"] for h in r["allocation_history"]] == list(range(1, len(ratios) + 1))
     assert len(ratios) > 2 and ratios == sorted(ratios, reverse=True) and ratios[-1] <= 0.5
+    assert r["allocation_updates"] == len(ratios)  # its rounds
     # a run that ends before its window opens takes every round at once, on a one-shot Fisher
     model = tiny_net()
     pruner = dsaprune.Pruner(

@@ -740,8 +740,14 @@ class Pruner:
             "alpha": self.alpha_final,
             "cost_ratio_model": self.final_ratio,
             "measured_budget": self.events.get("measured_budget"),
-            "allocation_updates": self.allocator.updates if self.allocator else 0,
+            "allocation_updates": self._updates(),
         }
+
+    def _updates(self) -> int:
+        """Allocator steps taken, or the iterative Group Fisher's removal rounds."""
+        if self.rounds is not None:
+            return self.rounds.done
+        return self.allocator.updates if self.allocator else 0
 
     def report(self) -> dict:
         """The pruned network's costs against the budget, each group's channels, the decision:
