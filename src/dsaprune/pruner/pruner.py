@@ -527,7 +527,7 @@ class Pruner:
                     self.device,
                     self.amp,
                     self.forward,
-                ),  # fmt: skip
+                ),
                 fill=0.0,
             )[0].double()
         self.rounds.cut(fisher, r)
