@@ -515,7 +515,7 @@ def plot(nets: list[dict], results: Path) -> None:
     import matplotlib.pyplot as plt
 
     cells = [(n, b) for n in nets for b in n["summary"]]
-    colours_named = {"group_fisher": "C2"}
+    colours_named = {"group_fisher": "C2", "group_fisher_iterative": "C7"}
     fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 4), squeeze=False)
     colours = {"uniform": "C0", "magnitude": "C1", "dsa": "C3", "dsa_ste": "C4", "dsa_curv": "C3"}
     colours.update(run_dsa="C5", run_magnitude="C6", run_ssl="C9", run_morphnet="C8")
