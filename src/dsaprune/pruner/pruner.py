@@ -509,9 +509,8 @@ class Pruner:
     def _cut_round(self, r: int) -> None:
         """Round ``r`` on the Fisher every process has read since the last one (measured once
         on training batches if no step was read: a run too short for its window)."""
-        total = torch.cat(
-            [self.rounds.fisher_sum.flatten(), torch.tensor([self.rounds.samples])]
-        ).to(self.device)
+        part = self.rounds.fisher_sum.to(self.device).flatten()
+        total = torch.cat([part, part.new_tensor([self.rounds.samples])])
         total = all_reduce_sum(total).cpu()
         fisher, samples = total[:-1].view_as(self.rounds.fisher_sum), float(total[-1])
         if samples > 0:

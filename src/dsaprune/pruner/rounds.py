@@ -65,8 +65,10 @@ class FisherRounds:
         """Add one step's per-sample mask gradients [N, K, C_max] (of the loss as the caller
         reduced it: a batch mean, so sample n's own gradient is N times it)."""
         n = grads.shape[0]
-        g = grads.detach().double().cpu() * n
-        self.fisher_sum += 0.5 * g.pow(2).sum(0)
+        # summed where the gradients are: no copy to the host (and no GPU sync) per step
+        if self.fisher_sum.device != grads.device:
+            self.fisher_sum = self.fisher_sum.to(grads.device)
+        self.fisher_sum += 0.5 * (grads.detach().double() * n).pow(2).sum(0)
         self.samples += n
 
     def due(self, window_step: int) -> int:
@@ -79,7 +81,7 @@ class FisherRounds:
 
     def fisher(self) -> torch.Tensor:
         """The mean Fisher per channel since the last round (zero where nothing was read)."""
-        return self.fisher_sum / max(self.samples, 1.0)
+        return self.fisher_sum.cpu() / max(self.samples, 1.0)
 
     def cut(self, fisher: torch.Tensor, r: int) -> None:
         """Round ``r``: remove the kept channels that cost least Fisher per unit of cost saved
@@ -91,7 +93,7 @@ class FisherRounds:
             row = torch.zeros(self.keep.shape[1], dtype=torch.bool)
             row[top_channels(order[k], n, u)] = True
             self.keep[k] = row
-        self.done, self.last = r, fisher.clone()
+        self.done, self.last = r, fisher.detach().double().cpu().clone()
         self.fisher_sum.zero_()
         self.samples = 0.0
 
@@ -110,7 +112,7 @@ class FisherRounds:
 
     def importance(self) -> list[torch.Tensor]:
         """The order the final channels are chosen in (the kept channels first)."""
-        last = self.last if self.last is not None else torch.zeros_like(self.fisher_sum)
+        last = self.last if self.last is not None else torch.zeros(self.keep.shape).double()
         return self._order(last)
 
     def alpha(self) -> torch.Tensor:
@@ -122,7 +124,7 @@ class FisherRounds:
         return {
             "keep": self.keep.clone(),
             "done": self.done,
-            "fisher_sum": self.fisher_sum.clone(),
+            "fisher_sum": self.fisher_sum.cpu().clone(),
             "samples": self.samples,
             "last": self.last,
             "steps": self.steps,
