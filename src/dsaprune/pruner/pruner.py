@@ -497,9 +497,8 @@ class Pruner:
                 "pruner.step() after loss.backward() and optimizer.step(), with the model's "
                 "forward under gradients (not inside torch.compile)"
             )
-        self.rounds.add(g)
-        r = self.rounds.rounds if self.step_count >= w1 else self.rounds.due(self.step_count - w0)
-        if r > self.rounds.done:
+        r = self.rounds.step(g, self.step_count - w0, self.step_count >= w1)
+        if r is not None:
             self._cut_round(r)
         if self.rounds.met():
             self.events["met_by"] = self.cfg.method
@@ -509,32 +508,29 @@ class Pruner:
     def _cut_round(self, r: int) -> None:
         """Round ``r`` on the Fisher every process has read since the last one (measured once
         on training batches if no step was read: a run too short for its window)."""
-        part = self.rounds.fisher_sum.to(self.device).flatten()
-        total = torch.cat([part, part.new_tensor([self.rounds.samples])])
-        total = all_reduce_sum(total).cpu()
-        fisher, samples = total[:-1].view_as(self.rounds.fisher_sum), float(total[-1])
-        if samples > 0:
-            fisher = fisher / samples
-        elif self.train_batches is not None:
-            fisher = pad_groups(
-                channel_fisher(
-                    self.model,
-                    self.groups,
-                    self.train_batches,
-                    self.loss_fn,
-                    FISHER_BATCHES,
-                    self.device,
-                    self.amp,
-                    self.forward,
-                ),
-                fill=0.0,
-            )[0].double()
+        fisher = self.rounds.round_fisher(all_reduce_sum, self.device)
+        if fisher is None:
+            fisher = self._one_shot_fisher() if self.train_batches is not None else None
         self.rounds.cut(fisher, r)
         self.train_mask = None
         alpha = self.rounds.alpha()
         self.history.append(
             {"step": self.step_count, "round": r, "cost_ratio": float(self.cost.ratio(alpha))}
         )
+
+    def _one_shot_fisher(self) -> torch.Tensor:
+        """[K, C_max] Fisher of the network as it is, on ``FISHER_BATCHES`` training batches."""
+        fisher = channel_fisher(
+            self.model,
+            self.groups,
+            self.train_batches,
+            self.loss_fn,
+            FISHER_BATCHES,
+            self.device,
+            self.amp,
+            self.forward,
+        )
+        return pad_groups(fisher, fill=0.0)[0].double()
 
     def _finalise_rounds(self) -> None:
         self.allocator.theta = torch.logit(self.rounds.alpha().clamp(1e-6, 1 - 1e-6))

@@ -14,6 +14,7 @@ both methods meet the budget at the same step and train the rest of the run alik
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -71,6 +72,26 @@ class FisherRounds:
         self.fisher_sum += 0.5 * (grads.detach().double() * n).pow(2).sum(0)
         self.samples += n
 
+    def step(self, grads: torch.Tensor, window_step: int, window_over: bool) -> int | None:
+        """Add a window step's gradients (``add``); the round to take now, if one is due (all
+        that are left once the window is over)."""
+        self.add(grads)
+        r = self.rounds if window_over else self.due(window_step)
+        return r if r > self.done else None
+
+    def round_fisher(
+        self, reduce: Callable[[torch.Tensor], torch.Tensor], device
+    ) -> torch.Tensor | None:
+        """The mean Fisher since the last round over every process (``reduce`` sums a tensor
+        across them; one tensor so that there is one collective per round), on the host; None
+        where no process read a step."""
+        part = self.fisher_sum.to(device).flatten()
+        total = reduce(torch.cat([part, part.new_tensor([self.samples])])).cpu()
+        samples = float(total[-1])
+        if samples <= 0:
+            return None
+        return total[:-1].view(self.keep.shape) / samples
+
     def due(self, window_step: int) -> int:
         """The round the schedule has reached after ``window_step`` steps of the window."""
         return min(self.rounds, window_step * self.rounds // self.steps)
@@ -83,9 +104,12 @@ class FisherRounds:
         """The mean Fisher per channel since the last round (zero where nothing was read)."""
         return self.fisher_sum.cpu() / max(self.samples, 1.0)
 
-    def cut(self, fisher: torch.Tensor, r: int) -> None:
+    def cut(self, fisher: torch.Tensor | None, r: int) -> None:
         """Round ``r``: remove the kept channels that cost least Fisher per unit of cost saved
-        until the cost is within ``target(r)``; start the next round's Fisher from zero."""
+        until the cost is within ``target(r)`` (by cost alone where no Fisher was read: None);
+        start the next round's Fisher from zero."""
+        if fisher is None:
+            fisher = torch.zeros(self.keep.shape, dtype=torch.float64)
         kept = [fisher[k, :c][self.keep[k, :c]] for k, c in enumerate(self.channels)]
         counts = greedy_keep_counts(kept, self.cost, self.target(r), self.round_to, self.channels)
         order = self._order(fisher)
