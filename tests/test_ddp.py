@@ -11,9 +11,18 @@ import torch
 WORKER = Path(__file__).parent / "ddp_worker.py"
 
 
+# gloo's native threads now and then abort a process with this line (a std::thread left
+# running: seen once, on a CI run's first launch, and not in five reruns of the file); a
+# launch that dies that way runs once more, any other failure fails the test at once
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def _run(args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    for _ in range(2):
+        r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        if r.returncode == 0 or GLOO_ABORT not in r.stdout + r.stderr:
+            break
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
