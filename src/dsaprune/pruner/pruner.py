@@ -295,10 +295,7 @@ class Pruner:
         masks' log-importances stay finite)."""
         if self.cfg.importance != "fisher" or self.train_batches is None or self.method.own_order:
             return
-        fisher = channel_fisher(
-            self.model, self.groups, self.train_batches, self.loss_fn, FISHER_BATCHES,
-            self.device, self.amp, self.forward,
-        )  # fmt: skip
+        fisher = self._training_fisher()
         bad = [k for k, f in enumerate(fisher) if not bool(torch.isfinite(f).all())]
         order = [_order(f) for f in fisher]
         if bad:
@@ -312,6 +309,14 @@ class Pruner:
                 stacklevel=4,
             )
         self.measured_order = order
+
+    def _training_fisher(self) -> list[torch.Tensor]:
+        """Each group's coupled Fisher removal cost per channel, of the network as it is, on
+        ``FISHER_BATCHES`` training batches."""
+        return channel_fisher(
+            self.model, self.groups, self.train_batches, self.loss_fn, FISHER_BATCHES,
+            self.device, self.amp, self.forward,
+        )  # fmt: skip
 
     def _importance(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_groups([i.to(device) for i in self._channel_order()])
@@ -509,28 +514,14 @@ class Pruner:
         """Round ``r`` on the Fisher every process has read since the last one (measured once
         on training batches if no step was read: a run too short for its window)."""
         fisher = self.rounds.round_fisher(all_reduce_sum, self.device)
-        if fisher is None:
-            fisher = self._one_shot_fisher() if self.train_batches is not None else None
+        if fisher is None and self.train_batches is not None:
+            fisher = pad_groups(self._training_fisher(), fill=0.0)[0].double()
         self.rounds.cut(fisher, r)
         self.train_mask = None
         alpha = self.rounds.alpha()
         self.history.append(
             {"step": self.step_count, "round": r, "cost_ratio": float(self.cost.ratio(alpha))}
         )
-
-    def _one_shot_fisher(self) -> torch.Tensor:
-        """[K, C_max] Fisher of the network as it is, on ``FISHER_BATCHES`` training batches."""
-        fisher = channel_fisher(
-            self.model,
-            self.groups,
-            self.train_batches,
-            self.loss_fn,
-            FISHER_BATCHES,
-            self.device,
-            self.amp,
-            self.forward,
-        )
-        return pad_groups(fisher, fill=0.0)[0].double()
 
     def _finalise_rounds(self) -> None:
         self.allocator.theta = torch.logit(self.rounds.alpha().clamp(1e-6, 1 - 1e-6))

@@ -100,10 +100,6 @@ class FisherRounds:
         """The cost ratio after round ``r`` of ``rounds``."""
         return 1.0 - (1.0 - self.budget) * r / self.rounds
 
-    def fisher(self) -> torch.Tensor:
-        """The mean Fisher per channel since the last round (zero where nothing was read)."""
-        return self.fisher_sum.cpu() / max(self.samples, 1.0)
-
     def cut(self, fisher: torch.Tensor | None, r: int) -> None:
         """Round ``r``: remove the kept channels that cost least Fisher per unit of cost saved
         until the cost is within ``target(r)`` (by cost alone where no Fisher was read: None);
