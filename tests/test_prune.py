@@ -345,7 +345,10 @@ def test_cli_prune_imagenet_folder_end_to_end(tmp_path, capsys):
     argv = ["prune", "--model", "resnet18_imagenet", "--dataset", "imagenet", "--data"]
     argv += [str(root), "--image-size", "32", "--workers", "0", "--batch-size", "4"]
     argv += ["--budget", "flops=0.5", "--epochs", "1", "--out", str(out), "--quiet"]
-    argv += ["--no-latency-report", "--device", "cpu"]
+    # lr 0.1 (the default) at batch 4 on a random ResNet-18 reaches train losses near 10 and
+    # test losses in the thousands: whether it tips into nan then depends on the CPU's kernels
+    # (one CI machine did). This test is about the data path, so it trains at a stable rate.
+    argv += ["--no-latency-report", "--device", "cpu", "--lr", "0.01"]
     assert main(argv) == 0, capsys.readouterr().err
     r = json.loads((out / "report.json").read_text())
     assert r["flops_ratio"] <= 0.5 and r["num_classes"] == 2 and r["latency"] is None
