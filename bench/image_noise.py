@@ -30,6 +30,22 @@ def correct(model_file: Path, loader) -> torch.Tensor:
         return torch.cat([(model(x).argmax(1) == y).float() for x, y in loader])
 
 
+def half_noise(d: torch.Tensor, resamples: int, g: torch.Generator) -> dict:
+    """From per-image differences ``d`` [seeds, images] (points) on one half: the mean
+    difference, each seed's, the seed standard error, and the standard error of the mean under
+    resampling the images (the same resample for every seed, as the images are shared)."""
+    per_seed = d.mean(1)
+    k, n = d.shape
+    boot = torch.stack([d[:, torch.randint(n, (n,), generator=g)].mean() for _ in range(resamples)])
+    return {
+        "mean": float(per_seed.mean()),
+        "per_seed": per_seed.tolist(),
+        "seed_se": float(per_seed.std() / k**0.5) if k > 1 else float("nan"),
+        "image_se": float(boot.std()),
+        "discordant": float((d != 0).float().mean()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default="runs/end_to_end")
@@ -64,18 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             diffs.append(pair[0] - pair[1])
         d = 100 * torch.stack(diffs)  # [seeds, images]
         for half, idx in halves.items():
-            dh = d[:, idx]
-            per_seed = dh.mean(1)
-            seed_se = per_seed.std() / len(a.seeds) ** 0.5 if len(a.seeds) > 1 else float("nan")
-            n = dh.shape[1]
-            boot = torch.stack(
-                [dh[:, torch.randint(n, (n,), generator=g)].mean() for _ in range(a.resamples)]
-            )
+            r = half_noise(d[:, idx], a.resamples, g)
             print(
-                f"flops={b:g} {half:5s}: mean {per_seed.mean():+.2f} (per seed "
-                f"{' / '.join(f'{x:+.2f}' for x in per_seed.tolist())}), seed SE {seed_se:.2f}, "
-                f"image-resampling SE {boot.std():.2f}, images the two classify differently "
-                f"{100 * (dh != 0).float().mean():.1f}%"
+                f"flops={b:g} {half:5s}: mean {r['mean']:+.2f} (per seed "
+                f"{' / '.join(f'{x:+.2f}' for x in r['per_seed'])}), seed SE {r['seed_se']:.2f}, "
+                f"image-resampling SE {r['image_se']:.2f}, images the two classify differently "
+                f"{100 * r['discordant']:.1f}%"
             )
     return 0
 

@@ -48,3 +48,22 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
         (0, "maker", 0.8),
         (1, "unknown", 0.8),
     ]
+
+
+def test_image_noise_separates_the_test_images_share_from_the_seeds(bench_script):
+    """Every seed with the same per-image differences: no seed spread at all, yet resampling the
+    images moves the mean by about sd / sqrt(n), the binomial standard error."""
+    import torch
+
+    noise = bench_script("image_noise_bench", "image_noise.py")
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    one = torch.zeros(n)
+    one[:300], one[300:500] = 100.0, -100.0  # 7.5% won, 5% lost: mean +2.5 points
+    r = noise.half_noise(one.expand(3, n), 500, g)
+    assert r["mean"] == pytest.approx(2.5) and r["seed_se"] == 0.0
+    assert r["discordant"] == pytest.approx(0.125)
+    assert r["image_se"] == pytest.approx(float(one.std()) / n**0.5, rel=0.15)
+    # seeds that disagree: their spread is the seed SE, the images' share stays
+    r = noise.half_noise(torch.stack([one, -one, one]), 500, g)
+    assert r["per_seed"] == pytest.approx([2.5, -2.5, 2.5]) and r["seed_se"] > 1.0
