@@ -48,6 +48,12 @@ def half_accuracy(model_file: Path, data: str, split: str) -> float:
     return evaluate(load(str(model_file)), loader)["acc"]
 
 
+def run_folder(runs: str, name: str, method: str, budget: float, epochs: float, seed: int) -> Path:
+    """The run folder of one ``dsaprune prune`` of this bench (``bench/image_noise.py`` reads
+    the same folders)."""
+    return Path(runs) / f"{name}_{method}_f{budget_tag(budget)}_e{epochs:g}_s{seed}"
+
+
 def results_name(name: str, split: str) -> str:
     return f"end_to_end_{name}" + ("" if split == "final" else f"_{split}")
 
@@ -70,7 +76,7 @@ def run(a: argparse.Namespace) -> dict:
                 label = a.label if a.label and method == "dsa" else method
                 if (label, b, seed) in done:
                     continue
-                run_dir = Path(a.runs) / f"{a.name}_{label}_f{budget_tag(b)}_e{a.epochs:g}_s{seed}"
+                run_dir = run_folder(a.runs, a.name, label, b, a.epochs, seed)
                 argv = ["prune", "--checkpoint", a.checkpoint, "--dataset", "cifar10", "--data",
                         a.data, "--budget", f"flops={b:g}", "--method", method, "--epochs",
                         f"{a.epochs:g}", "--seed", str(seed), "--out", str(run_dir),

@@ -18,7 +18,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from common import budget_tag, test_halves
+from common import test_halves
+from end_to_end import run_folder
 
 
 def correct(model_file: Path, loader) -> torch.Tensor:
@@ -71,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         diffs = []
         for seed in a.seeds:
             pair = [
-                correct(
-                    Path(a.runs) / f"{a.name}_{m}_f{budget_tag(b)}_e{a.epochs:g}_s{seed}/model.pt",
-                    loader,
-                )
+                correct(run_folder(a.runs, a.name, m, b, a.epochs, seed) / "model.pt", loader)
                 for m in a.methods
             ]
             diffs.append(pair[0] - pair[1])
