@@ -1,6 +1,7 @@
 """What the bench scripts share: the repository's paths (and ``src`` on the import path, so a
 script runs from a clone without installing), run-folder names, the commit a row was made at,
-the dev / final halves of a test set, and paired differences with their standard errors."""
+the dev / final halves of a test set, paired differences with their standard errors, and the
+test images' own share of a difference (per-image results, resampled)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,44 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
         else math.nan
     )
     return {"mean": mean, "se": se, "n": len(d), "higher": sum(x > 0 for x in d)}
+
+
+def pack_correct(correct: torch.Tensor) -> dict:
+    """Per-image right / wrong (one per test image) as hex, 8 images a byte, so a row of a
+    result file carries them and a table can resample the images without the networks."""
+    bits = correct.flatten().bool().to(torch.uint8)
+    n = len(bits)
+    bits = torch.cat([bits, bits.new_zeros(-n % 8)]).view(-1, 8)
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+    return {"images": n, "hex": bytes((bits * weights).sum(1, dtype=torch.uint8).tolist()).hex()}
+
+
+def unpack_correct(packed: dict) -> torch.Tensor:
+    """``pack_correct``'s inverse, as bool."""
+    raw = torch.tensor(list(bytes.fromhex(packed["hex"])), dtype=torch.uint8)
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8)
+    return ((raw[:, None] >> shifts) & 1).flatten()[: packed["images"]].bool()
+
+
+def half_noise(d: torch.Tensor, resamples: int = 2000, seed: int = 0) -> dict:
+    """From per-image differences ``d`` [seeds, images] (points) on one test half: the mean
+    difference, each seed's, the seed standard error, the standard error of the mean under
+    resampling the images (a bootstrap; one resample shared by every seed, as the seeds see the
+    same images), and the share of images the two sides classify differently.
+
+    The seed standard error treats the images as fixed; another half of the same size would
+    move the mean by ``image_se`` even with the seeds held, so the two add in variance."""
+    g = torch.Generator().manual_seed(seed)
+    per_seed = d.mean(1)
+    k, n = d.shape
+    boot = torch.stack([d[:, torch.randint(n, (n,), generator=g)].mean() for _ in range(resamples)])
+    seed_se = float(per_seed.std() / k**0.5) if k > 1 else math.nan
+    image_se = float(boot.std())
+    return {
+        "mean": float(per_seed.mean()),
+        "per_seed": per_seed.tolist(),
+        "seed_se": seed_se,
+        "image_se": image_se,
+        "se": math.hypot(seed_se, image_se),
+        "discordant": float((d != 0).float().mean()),
+    }

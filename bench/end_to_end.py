@@ -8,6 +8,10 @@ CIFAR-10 test images (``common.test_halves``); the dev half is where settings ar
 reported number took part in a choice. Rows go to ``bench/results/end_to_end_<name>.json`` as
 they finish (a stopped run resumes: finished rows are kept, an interrupted process continues
 from its ``last.pt``), and the table, with DSA minus each method paired by seed, to the ``.md``.
+Each row also keeps which of the half's images its network classifies right, so the table gives
+the test images' own share of each difference beside the seeds' (``common.half_noise``);
+``--per-image`` adds them to older rows, making a gone run folder again from the row's command
+and checking that it scores what the row says.
 
     python bench/end_to_end.py --checkpoint bench/reference/cifar10_resnet20.pt \\
         --name resnet20 --budgets 0.5,0.33 --seeds 0,1,2 --epochs 2
@@ -24,7 +28,18 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, budget_tag, commit, paired, test_halves
+import torch
+from common import (
+    RESULTS,
+    ROOT,
+    budget_tag,
+    commit,
+    half_noise,
+    pack_correct,
+    paired,
+    test_halves,
+    unpack_correct,
+)
 
 METHODS = ("dsa", "group_fisher", "group_fisher_iterative", "magnitude", "uniform")
 
@@ -36,16 +51,58 @@ def _splits(data: str):
     return load_splits("cifar10", data)  # decoded once per process, not once per row
 
 
-def half_accuracy(model_file: Path, data: str, split: str) -> float:
-    """Accuracy on the ``split`` ("dev" or "final") half of the test images."""
+def half_correct(model_file: Path, data: str, split: str) -> torch.Tensor:
+    """Which images of the ``split`` ("dev" or "final") half of the test set the network
+    classifies right (bool, in the half's order); its mean is the half's accuracy."""
     from dsaprune import load
     from dsaprune.data import make_loader
-    from dsaprune.train import evaluate
 
     splits = _splits(data)
     half = dict(zip(("dev", "final"), test_halves(splits.test.labels), strict=True))[split]
     loader = make_loader(splits.test.subset(half, f"[{split}]"), splits, 500, train=False)
-    return evaluate(load(str(model_file)), loader)["acc"]
+    model = load(str(model_file)).eval()
+    with torch.no_grad():
+        return torch.cat([model(x).argmax(1) == y for x, y in loader])
+
+
+def accuracy(correct: torch.Tensor) -> float:
+    return int(correct.sum()) / correct.numel()  # in float64, as ``evaluate`` counts it
+
+
+def prune_once(argv: list[str], run_dir: Path) -> bool:
+    """One ``dsaprune`` process with ``argv`` into ``run_dir``, unless that run finished already
+    (continued from its ``last.pt`` if it was stopped); whether it ran."""
+    if (run_dir / "model.pt").exists() and (run_dir / "report.json").exists():
+        return False
+    if (run_dir / "last.pt").exists():
+        argv = [*argv, "--resume"]
+    proc = subprocess.run([sys.executable, "-m", "dsaprune", *argv], cwd=ROOT,
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n")
+        raise SystemExit(f"{run_dir.name} failed (exit {proc.returncode})")
+    return True
+
+
+def add_per_image(row: dict, a: argparse.Namespace, made_at: str) -> None:
+    """Give an older row its per-image results: its run folder, made again from the row's own
+    command where it is gone, must score exactly the row's accuracy (else nothing changes)."""
+    argv = shlex.split(row["command"])[1:]  # after "dsaprune"
+    run_dir = ROOT / argv[argv.index("--out") + 1]
+    remade = prune_once(argv, run_dir)
+    correct = half_correct(run_dir / "model.pt", a.data, a.split)
+    acc, published = accuracy(correct), row[f"acc_{a.split}"]
+    if acc != published:
+        raise SystemExit(
+            f"{run_dir.name}: made again at {made_at}, it scores {100 * acc:.2f} on the {a.split} "
+            f"half where its row (made at {row['commit']}) says {100 * published:.2f}; the row is "
+            "left as it is. Name the code change that moved it before replacing the row."
+        )
+    row[f"correct_{a.split}"] = pack_correct(correct)
+    if remade:
+        row["remade_at"] = made_at
+    print(f"{run_dir.name}: per-image results added ({a.split} half "
+          f"{100 * acc:.2f}{', made again' if remade else ''})", flush=True)  # fmt: skip
 
 
 def run_folder(runs: str, name: str, method: str, budget: float, epochs: float, seed: int) -> Path:
@@ -70,11 +127,19 @@ def run(a: argparse.Namespace) -> dict:
     other = RESULTS / f"{results_name(a.name, 'final' if a.split == 'dev' else 'dev')}.json"
     other_rows = json.loads(other.read_text())["rows"] if other.exists() else []
     made_by = {(r["method"], r["budget"], r["seed"]): r["commit"] for r in other_rows}
+    from dsaprune.io import atomic_write_json
+
     for b in a.budgets:
         for seed in a.seeds:
             for method in a.methods:
                 label = a.label if a.label and method == "dsa" else method
                 if (label, b, seed) in done:
+                    row = next(
+                        r for r in rows if (r["method"], r["budget"], r["seed"]) == (label, b, seed)
+                    )
+                    if a.per_image and f"correct_{a.split}" not in row:
+                        add_per_image(row, a, made_at)
+                        atomic_write_json(out, out_path)
                     continue
                 run_dir = run_folder(a.runs, a.name, label, b, a.epochs, seed)
                 argv = ["prune", "--checkpoint", a.checkpoint, "--dataset", "cifar10", "--data",
@@ -84,21 +149,16 @@ def run(a: argparse.Namespace) -> dict:
                 if label != method:  # a variant: its DSA settings from a file
                     argv += ["--config", a.dsa_config]
                 t0 = time.perf_counter()
-                finished = (run_dir / "model.pt").exists() and (run_dir / "report.json").exists()
-                if not finished:  # a finished run is scored again (on the other half), not rerun
-                    if (run_dir / "last.pt").exists():
-                        argv.append("--resume")
-                    proc = subprocess.run([sys.executable, "-m", "dsaprune", *argv], cwd=ROOT,
-                                          capture_output=True, text=True)  # fmt: skip
-                    if proc.returncode != 0:
-                        print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n")
-                        raise SystemExit(f"{run_dir.name} failed (exit {proc.returncode})")
+                # a finished run is scored again (on the other half), not rerun
+                finished = not prune_once(argv, run_dir)
                 rep = json.loads((run_dir / "report.json").read_text())
+                correct = half_correct(run_dir / "model.pt", a.data, a.split)
                 r = {
                     "method": label,
                     "budget": b,
                     "seed": seed,
-                    f"acc_{a.split}": half_accuracy(run_dir / "model.pt", a.data, a.split),
+                    f"acc_{a.split}": accuracy(correct),
+                    f"correct_{a.split}": pack_correct(correct),
                     "flops_ratio": rep["flops_ratio"],
                     "keep_ratios": [g["keep_ratio"] for g in rep["groups"]],
                     "wall_s": time.perf_counter() - t0,
@@ -109,10 +169,21 @@ def run(a: argparse.Namespace) -> dict:
                 print(f"{label:12s} flops={b:<5g} seed {seed}: {a.split}-half accuracy "
                       f"{100 * r[f'acc_{a.split}']:.2f} (ratio {r['flops_ratio']:.4f}, "
                       f"{r['wall_s']:.0f} s)", flush=True)  # fmt: skip
-                from dsaprune.io import atomic_write_json
-
                 atomic_write_json(out, out_path)  # after every row: a stopped run resumes
     return out
+
+
+def image_share(rows: list[dict], a: str, b: str, split: str) -> dict | None:
+    """``common.half_noise`` of a − b over the seeds both have, where every one of those rows
+    carries its per-image results; None otherwise."""
+    by = {(r["method"], r["seed"]): r.get(f"correct_{split}") for r in rows}
+    seeds = sorted({s for m, s in by if m == a} & {s for m, s in by if m == b})
+    if not seeds or any(by[(m, s)] is None for m in (a, b) for s in seeds):
+        return None
+    d = torch.stack(
+        [unpack_correct(by[(a, s)]).float() - unpack_correct(by[(b, s)]).float() for s in seeds]
+    )
+    return half_noise(100 * d)
 
 
 def markdown(out: dict) -> str:
@@ -128,22 +199,35 @@ def markdown(out: dict) -> str:
         "file. Made by "
         "`python bench/end_to_end.py` (see its docstring).",
         "",
+        "*DSA − method*: paired by seed, ± the standard error over seeds (which treats these "
+        "5,000 images as fixed). *± images*: the standard error of the same mean when the "
+        "half's images are resampled (2,000 bootstrap resamples, one shared by all seeds), the "
+        "share of the difference another 5,000 images could move; *± both*: the two added in "
+        "variance. *differ*: the share of images the two methods' networks classify "
+        "differently, averaged over seeds. A difference inside about twice *± both* is a tie.",
+        "",
         f"| budget | method | seeds | {split}-half acc % (mean) | per seed | DSA − method "
-        "(paired, ± SE) |",
-        "|---|---|---|---|---|---|",
+        "(± seeds) | ± images | ± both | differ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for b in sorted({r["budget"] for r in rows}, reverse=True):
+        at = [r for r in rows if r["budget"] == b]
         by = {}
-        for r in rows:
-            if r["budget"] == b:
-                by.setdefault(r["method"], {})[r["seed"]] = 100 * r[f"acc_{split}"]
+        for r in at:
+            by.setdefault(r["method"], {})[r["seed"]] = 100 * r[f"acc_{split}"]
         for m in [*[m for m in METHODS if m in by], *sorted(set(by) - set(METHODS))]:
             accs = by[m]
             mean = sum(accs.values()) / len(accs)
             d = paired(by.get("dsa", {}), accs) if m != "dsa" else None
             diff = f"{d['mean']:+.2f} ± {d['se']:.2f} ({d['n']} seeds)" if d else ""
+            img = image_share(at, "dsa", m, split) if d else None
+            extra = (
+                f"± {img['image_se']:.2f} | ± {img['se']:.2f} | {100 * img['discordant']:.1f}%"
+                if img
+                else ("– | – | –" if d else " |  | ")
+            )
             per = " / ".join(f"{accs[s]:.2f}" for s in sorted(accs))
-            lines.append(f"| {b:g} | {m} | {len(accs)} | {mean:.2f} | {per} | {diff} |")
+            lines.append(f"| {b:g} | {m} | {len(accs)} | {mean:.2f} | {per} | {diff} | {extra} |")
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("final", "dev"), default="final")
     p.add_argument("--dsa-config", help="YAML of DSA settings for a variant's rows; with --label")
     p.add_argument("--label", default="", help="record the variant's DSA rows under this name")
+    p.add_argument("--per-image", action="store_true",
+                   help="add per-image results to finished rows that lack them (their run folder "
+                   "made again from the row's command where it is gone)")  # fmt: skip
     p.add_argument("--tables-only", action="store_true")
     a = p.parse_args(argv)
     if bool(a.label) != bool(a.dsa_config):

@@ -27,10 +27,13 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
     import argparse
     import json
 
+    import torch
+
     e2e = bench_script("end_to_end_bench", "end_to_end.py")
     monkeypatch.setattr(e2e, "RESULTS", tmp_path)
     monkeypatch.setattr(e2e, "commit", lambda: "scoring")
-    monkeypatch.setattr(e2e, "half_accuracy", lambda model, data, split: 0.8)
+    correct = torch.tensor([True] * 4 + [False])
+    monkeypatch.setattr(e2e, "half_correct", lambda model, data, split: correct)
     made = {"method": "dsa", "budget": 0.5, "seed": 0, "acc_final": 0.81, "commit": "maker"}
     (tmp_path / "end_to_end_r.json").write_text(json.dumps({"rows": [made]}))
     for seed in (0, 1):  # seed 1: finished, but no row records who made it
@@ -42,28 +45,105 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
         )
     a = argparse.Namespace(name="r", split="dev", checkpoint="ref.pt", epochs=2.0,
                            budgets=[0.5], seeds=[0, 1], methods=["dsa"], label=None,
-                           runs=str(tmp_path / "runs"), data="data", dsa_config=None)  # fmt: skip
+                           runs=str(tmp_path / "runs"), data="data", dsa_config=None,
+                           per_image=False)  # fmt: skip
     rows = e2e.run(a)["rows"]
     assert [(r["seed"], r["commit"], r["acc_dev"]) for r in rows] == [
         (0, "maker", 0.8),
         (1, "unknown", 0.8),
     ]
+    assert all(e2e.unpack_correct(r["correct_dev"]).equal(correct) for r in rows)
 
 
-def test_image_noise_separates_the_test_images_share_from_the_seeds(bench_script):
+def test_half_noise_separates_the_test_images_share_from_the_seeds(bench_script):
     """Every seed with the same per-image differences: no seed spread at all, yet resampling the
     images moves the mean by about sd / sqrt(n), the binomial standard error."""
     import torch
 
-    noise = bench_script("image_noise_bench", "image_noise.py")
-    g = torch.Generator().manual_seed(0)
+    common = bench_script("bench_common", "common.py")
     n = 4000
     one = torch.zeros(n)
     one[:300], one[300:500] = 100.0, -100.0  # 7.5% won, 5% lost: mean +2.5 points
-    r = noise.half_noise(one.expand(3, n), 500, g)
+    r = common.half_noise(one.expand(3, n), 500)
     assert r["mean"] == pytest.approx(2.5) and r["seed_se"] == 0.0
     assert r["discordant"] == pytest.approx(0.125)
     assert r["image_se"] == pytest.approx(float(one.std()) / n**0.5, rel=0.15)
+    assert r["se"] == pytest.approx(r["image_se"])
     # seeds that disagree: their spread is the seed SE, the images' share stays
-    r = noise.half_noise(torch.stack([one, -one, one]), 500, g)
+    r = common.half_noise(torch.stack([one, -one, one]), 500)
     assert r["per_seed"] == pytest.approx([2.5, -2.5, 2.5]) and r["seed_se"] > 1.0
+    assert r["se"] == pytest.approx((r["seed_se"] ** 2 + r["image_se"] ** 2) ** 0.5)
+
+
+@pytest.mark.parametrize("n", [1, 8, 13, 5000])
+def test_per_image_results_pack_and_unpack_exactly(bench_script, n):
+    import torch
+
+    common = bench_script("bench_common", "common.py")
+    correct = torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.8
+    packed = common.pack_correct(correct)
+    assert len(packed["hex"]) == 2 * -(-n // 8)
+    assert common.unpack_correct(packed).equal(correct)
+
+
+def test_table_gives_the_images_share_where_every_paired_row_has_per_image_results(
+    bench_script,
+):
+    import torch
+
+    e2e = bench_script("end_to_end_bench", "end_to_end.py")
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    rows = []
+    for s in range(3):
+        base = torch.rand(n, generator=g) < 0.8
+        flip = torch.rand(n, generator=g) < 0.05  # the other method differs on ~5% of images
+        for m, c in {"dsa": base, "uniform": base ^ flip, "magnitude": base}.items():
+            row = {"method": m, "budget": 0.5, "seed": s, "acc_final": e2e.accuracy(c)}
+            if m != "magnitude":  # an older row without per-image results
+                row["correct_final"] = e2e.pack_correct(c)
+            rows.append(row)
+    md = e2e.markdown({"name": "r", "reference": "ref.pt", "epochs": 2, "rows": rows})
+    uni = next(line for line in md.splitlines() if "| uniform |" in line).rstrip(" |").split(" | ")
+    mag = next(line for line in md.splitlines() if "| magnitude |" in line)
+    img = e2e.image_share(rows, "dsa", "uniform", "final")
+    assert img["discordant"] == pytest.approx(0.05, abs=0.01)
+    # ~5% of each seed's images differ by ±100 points, other images per seed: an image's mean
+    # over the 3 seeds has variance 0.05 · 100² / 3, its mean over 2,000 images an SE of ≈ 0.29
+    assert img["image_se"] == pytest.approx((0.05 * 100**2 / 3 / n) ** 0.5, rel=0.2)
+    assert uni[6:9] == [
+        f"± {img['image_se']:.2f}",
+        f"± {img['se']:.2f}",
+        f"{100 * img['discordant']:.1f}%",
+    ]
+    assert mag.endswith("(3 seeds) | – | – | – |")
+    assert e2e.image_share(rows, "dsa", "magnitude", "final") is None
+
+
+def test_an_older_row_made_again_must_score_what_it_says(bench_script, tmp_path, monkeypatch):
+    import argparse
+
+    import torch
+
+    e2e = bench_script("end_to_end_bench", "end_to_end.py")
+    monkeypatch.setattr(e2e, "ROOT", tmp_path)
+    run = tmp_path / "runs" / "r_dsa_f50_e2_s0"
+    run.mkdir(parents=True)
+    (run / "model.pt").write_bytes(b"")
+    (run / "report.json").write_text("{}")
+    correct = torch.tensor([True, True, False, True])
+    monkeypatch.setattr(e2e, "half_correct", lambda model, data, split: correct)
+    a = argparse.Namespace(data="data", split="final")
+    row = {
+        "acc_final": 0.75,
+        "commit": "maker",
+        "command": "dsaprune prune --out runs/r_dsa_f50_e2_s0",
+    }
+    e2e.add_per_image(row, a, "now")
+    assert e2e.unpack_correct(row["correct_final"]).equal(correct)
+    assert "remade_at" not in row  # the folder was there: scored, not made again
+    other = {**row, "acc_final": 0.5}
+    del other["correct_final"]
+    with pytest.raises(SystemExit, match="scores 75.00 on the final half where its row"):
+        e2e.add_per_image(other, a, "now")
+    assert "correct_final" not in other
