@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import ROOT, budget_tag  # noqa: E402  (the bench's shared helpers)
+from common import ROOT, budget_tag, comma_list  # noqa: E402  (the bench's shared helpers)
 
 METHODS = [
     "unpruned", "dsa", "group_fisher", "group_fisher_iterative", "uniform", "magnitude",
@@ -499,13 +499,13 @@ def plot(rs: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", type=lambda s: s.split(","), default=["resnet20", "resnet56"])
-    p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")],
+    p.add_argument("--models", type=comma_list(), default=["resnet20", "resnet56"])
+    p.add_argument("--budgets", type=comma_list(float),
                    default=[0.75, 0.5, 0.333])  # fmt: skip
-    p.add_argument("--methods", type=lambda s: s.split(","), default=METHODS)
+    p.add_argument("--methods", type=comma_list(), default=METHODS)
     p.add_argument(
         "--seeds",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=comma_list(int),
         default=[0],
         help="one run of every method per seed; magnitude and dsa_ckpt prune their seed's "
         "unpruned run [0]",

@@ -43,6 +43,17 @@ def commit() -> str:
     return (head or "unknown") + ("+dirty" if dirty else "")
 
 
+def comma_list(kind: type = str):
+    """An argparse ``type``: "a,b" -> [kind("a"), kind("b")], empty items dropped; a bad item is
+    reported as an invalid "comma-separated <kind>" value."""
+
+    def parse(s: str) -> list:
+        return [kind(x) for x in s.split(",") if x]
+
+    parse.__name__ = f"comma-separated {kind.__name__}"
+    return parse
+
+
 def test_halves(labels: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(dev, final) indices: a fixed, class-balanced half of a test set each. Settings are
     chosen on dev; final gives one number per frozen configuration. Each class's images are

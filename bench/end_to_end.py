@@ -33,6 +33,7 @@ from common import (
     RESULTS,
     ROOT,
     budget_tag,
+    comma_list,
     commit,
     half_noise,
     pack_correct,
@@ -236,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="bench/reference/cifar10_resnet20.pt")
     p.add_argument("--name", default="resnet20")
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
-    p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")], default=[0.5])
-    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    p.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
+    p.add_argument("--budgets", type=comma_list(float), default=[0.5])
+    p.add_argument("--seeds", type=comma_list(int), default=[0, 1, 2])
+    p.add_argument("--methods", type=comma_list(), default=list(METHODS))
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--runs", default="runs/end_to_end", help="run folders (not committed)")
     p.add_argument("--split", choices=("final", "dev"), default="final")

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from cifar10_table import PAPER, PAPER_BASE, Job, exit_code, run_all  # noqa: E402 (the bench's scripts)
-from common import ROOT, budget_tag  # noqa: E402
+from common import ROOT, budget_tag, comma_list  # noqa: E402
 
 BUDGETS = (0.75, 0.5, 0.333)
 BASELINES = ("uniform", "ssl", "morphnet")
@@ -222,12 +222,12 @@ def main(argv: list[str] | None = None, stop=None) -> int:
     True (the default: ``--minutes`` have passed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", type=lambda s: s.split(","), default=["resnet20", "resnet56"])
-    p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")],
+    p.add_argument("--models", type=comma_list(), default=["resnet20", "resnet56"])
+    p.add_argument("--budgets", type=comma_list(float),
                    default=list(BUDGETS))  # fmt: skip
     p.add_argument(
         "--baselines",
-        type=lambda s: [x for x in s.split(",") if x],
+        type=comma_list(),
         default=[],
         help=f"methods also run at 50%% ({', '.join(BASELINES)}) [none]",
     )

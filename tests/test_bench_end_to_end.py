@@ -147,3 +147,17 @@ def test_an_older_row_made_again_must_score_what_it_says(bench_script, tmp_path,
     with pytest.raises(SystemExit, match="scores 75.00 on the final half where its row"):
         e2e.add_per_image(other, a, "now")
     assert "correct_final" not in other
+
+
+def test_comma_lists_parse_and_name_a_bad_item(bench_script, capsys):
+    import argparse
+
+    common = bench_script("bench_common", "common.py")
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=common.comma_list(int))
+    p.add_argument("--methods", type=common.comma_list())
+    a = p.parse_args(["--seeds", "0,1,2", "--methods", "dsa,,uniform"])
+    assert a.seeds == [0, 1, 2] and a.methods == ["dsa", "uniform"]
+    with pytest.raises(SystemExit):
+        p.parse_args(["--seeds", "0,x"])
+    assert "invalid comma-separated int value: '0,x'" in capsys.readouterr().err
