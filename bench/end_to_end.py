@@ -107,8 +107,7 @@ def add_per_image(row: dict, a: argparse.Namespace, made_at: str) -> None:
 
 
 def run_folder(runs: str, name: str, method: str, budget: float, epochs: float, seed: int) -> Path:
-    """The run folder of one ``dsaprune prune`` of this bench (``bench/image_noise.py`` reads
-    the same folders)."""
+    """The run folder of one ``dsaprune prune`` of this bench."""
     return Path(runs) / f"{name}_{method}_f{budget_tag(budget)}_e{epochs:g}_s{seed}"
 
 
