@@ -40,13 +40,25 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import re
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, budget_tag, commit, paired, test_halves
+from common import (
+    RESULTS,
+    accuracy,
+    budget_tag,
+    classified_right,
+    commit,
+    half_noise,
+    pack_correct,
+    paired,
+    test_halves,
+    unpack_correct,
+)
 from torch import nn
 
 import dsaprune
@@ -206,7 +218,8 @@ class Bench:
         kw = dict(device="cpu", seed=seed)
         train = make_loader(self.splits.train, self.splits, 128, train=True, **kw)
         recalibrate_bn(m, train, 20)
-        out = {"flops_ratio": flops, "acc_bn": evaluate(m, self.test)["acc"]}
+        out = {"flops_ratio": flops}
+        self.score(m, out, ["acc_bn"])
         opt = torch.optim.SGD(
             m.parameters(), lr=a.finetune_lr, momentum=0.9, nesterov=True, weight_decay=5e-4
         )
@@ -226,12 +239,19 @@ class Bench:
                 opt.step()
                 step += 1
                 if step in stops:
-                    acc = evaluate(m, self.test)["acc"]
-                    out.update(dict.fromkeys(stops[step], acc))
+                    self.score(m, out, stops[step])
                 if step >= max(stops):
                     break
             epoch += 1
         return out
+
+    def score(self, m: nn.Module, out: dict, columns: list[str]) -> None:
+        """Each column's accuracy on the test half, and which images were right
+        (``correct_<column>``, for the test images' share of a difference)."""
+        correct = classified_right(m, self.test)
+        for col in columns:
+            out[col] = accuracy(correct)
+            out[col.replace("acc_", "correct_", 1)] = pack_correct(correct)
 
 
 def percentile_rank(v: float, population: list[float]) -> float:
@@ -350,6 +370,23 @@ def run(a: argparse.Namespace) -> dict:
 COLUMNS = (("acc_bn", "BN"), ("acc_ft", "FT"), ("acc_ft2", "FT2"))
 
 
+def with_images(d: dict | None, rows: list[dict], method: str, col: str) -> dict | None:
+    """``d`` (DSA − ``method`` in ``col``, paired by seed) with the test images' share added
+    where every paired row has its per-image results: ``image_se`` (``common.half_noise``) and
+    ``se_both``, the two standard errors added in variance."""
+    key = col.replace("acc_", "correct_", 1)
+    by = {(r["method"], r["seed"]): r.get(key) for r in rows if r["method"] in ("dsa", method)}
+    seeds = sorted({s for m, s in by if m == "dsa"} & {s for m, s in by if m == method})
+    if not d or any(by[(m, s)] is None for m in ("dsa", method) for s in seeds):
+        return d
+    diff = torch.stack(
+        [unpack_correct(by[("dsa", s)]).float() - unpack_correct(by[(method, s)]).float()
+         for s in seeds]
+    )  # fmt: skip
+    image_se = half_noise(diff)["image_se"]
+    return {**d, "image_se": image_se, "se_both": math.hypot(d["se"], image_se)}
+
+
 def summarise(out: dict) -> None:
     """Per budget and method: mean accuracies over seeds, rank among the random allocations,
     and DSA minus each method paired by seed (mean ± standard error)."""
@@ -379,7 +416,7 @@ def summarise(out: dict) -> None:
         if "dsa" in per_seed:  # DSA minus each other method, paired by seed
             s["dsa_minus"] = {
                 m: {
-                    col: paired(per_seed["dsa"][col], per_seed[m][col])
+                    col: with_images(paired(per_seed["dsa"][col], per_seed[m][col]), rows, m, col)
                     for col, _ in COLUMNS
                     if col in per_seed["dsa"] and col in per_seed[m]
                 }
@@ -398,6 +435,8 @@ def _diff(d: dict | None) -> str:
     if not d:
         return "–"
     se = "" if d["se"] != d["se"] else f" ± {d['se'] * 100:.2f}"
+    if "se_both" in d and d["se_both"] == d["se_both"]:
+        se += f" / {d['se_both'] * 100:.2f}"
     return f"{d['mean'] * 100:+.2f}{se} ({d['higher']}/{d['n']})"
 
 
@@ -428,7 +467,9 @@ def write_tables(results: Path = RESULTS) -> None:
         "no weight update; *FT* = after the same short fine-tune; *FT2* = after a fine-tune of "
         "that many epochs (named methods only). Mean over seeds; *rank* = share of the random "
         "allocations below it; *DSA −* = DSA minus the method, paired by seed, ± standard "
-        "error, (seeds where DSA is higher / seeds).",
+        "error over seeds [/ with the test images' own noise added, where the rows carry "
+        "per-image results: the half's images resampled, as in the end-to-end table], "
+        "(seeds where DSA is higher / seeds).",
         "",
     ]
     for n in nets:

@@ -32,7 +32,9 @@ import torch
 from common import (
     RESULTS,
     ROOT,
+    accuracy,
     budget_tag,
+    classified_right,
     comma_list,
     commit,
     half_noise,
@@ -61,13 +63,7 @@ def half_correct(model_file: Path, data: str, split: str) -> torch.Tensor:
     splits = _splits(data)
     half = dict(zip(("dev", "final"), test_halves(splits.test.labels), strict=True))[split]
     loader = make_loader(splits.test.subset(half, f"[{split}]"), splits, 500, train=False)
-    model = load(str(model_file)).eval()
-    with torch.no_grad():
-        return torch.cat([model(x).argmax(1) == y for x, y in loader])
-
-
-def accuracy(correct: torch.Tensor) -> float:
-    return int(correct.sum()) / correct.numel()  # in float64, as ``evaluate`` counts it
+    return classified_right(load(str(model_file)), loader)
 
 
 def prune_once(argv: list[str], run_dir: Path) -> bool:

@@ -120,6 +120,9 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
         assert 0.97 * 0.5 <= float(bench.cost.ratio(alpha)) <= 0.5, method
     r = bench.measure(bench.random(0.33, 1), 0, "bn_first", long_ft=True)
     assert r["flops_ratio"] <= 0.33 and 0 <= r["acc_ft"] <= 1 and 0 <= r["acc_ft2"] <= 1
+    for col in ("bn", "ft", "ft2"):  # per-image results behind every accuracy, 100 images
+        right = aq.unpack_correct(r[f"correct_{col}"])
+        assert len(right) == 100 and aq.accuracy(right) == r[f"acc_{col}"]
     counts = bench.group_fisher(0.33, 0)
     r = bench.measure(counts, 0, bench.fisher_imp[(0.33, 0)], long_ft=False)
     assert r["flops_ratio"] <= 0.33 and "acc_ft2" not in r
@@ -138,3 +141,28 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
     (runs / "resnet20_dsa_f33p3_e8_s1" / "report.json").write_text(json.dumps({"groups": []}))
     with pytest.raises(SystemExit, match="not the same architecture"):
         bench.from_run("dsa", 0.333, 1)
+
+
+def test_dsa_minus_adds_the_test_images_share_where_the_rows_have_per_image_results(aq):
+    g = torch.Generator().manual_seed(0)
+    n, rows = 1000, []
+    for seed in range(3):
+        base = torch.rand(n, generator=g) < 0.7
+        flip = torch.rand(n, generator=g) < 0.1
+        for m, right in {"dsa": base, "uniform": base ^ flip, "magnitude": base}.items():
+            row = {"method": m, "budget": 0.5, "seed": seed, "keep_ratios": [0.5]}
+            for col in ("acc_bn", "acc_ft"):
+                row[col] = aq.accuracy(right)
+                if not (m == "magnitude" and col == "acc_ft"):  # one cell without them
+                    row[col.replace("acc_", "correct_")] = aq.pack_correct(right)
+            rows.append(row)
+    out = {"rows": rows}
+    aq.summarise(out)
+    minus = out["summary"]["0.5"]["dsa_minus"]
+    u = minus["uniform"]["acc_bn"]
+    # 10% of images flipped per seed, independently: the images' SE ≈ sqrt(0.1 / 3 / n)
+    assert u["image_se"] == pytest.approx((0.1 / 3 / n) ** 0.5, rel=0.2)
+    assert u["se_both"] == pytest.approx((u["se"] ** 2 + u["image_se"] ** 2) ** 0.5)
+    assert minus["magnitude"]["acc_bn"]["image_se"] == 0.0  # the same images right
+    assert "image_se" not in minus["magnitude"]["acc_ft"]
+    assert aq._diff(u).count(" / ") == 1 and " / " not in aq._diff(minus["magnitude"]["acc_ft"])
