@@ -56,8 +56,8 @@ from common import (
     half_noise,
     pack_correct,
     paired,
+    paired_images,
     test_halves,
-    unpack_correct,
 )
 from torch import nn
 
@@ -374,15 +374,9 @@ def with_images(d: dict | None, rows: list[dict], method: str, col: str) -> dict
     """``d`` (DSA − ``method`` in ``col``, paired by seed) with the test images' share added
     where every paired row has its per-image results: ``image_se`` (``common.half_noise``) and
     ``se_both``, the two standard errors added in variance."""
-    key = col.replace("acc_", "correct_", 1)
-    by = {(r["method"], r["seed"]): r.get(key) for r in rows if r["method"] in ("dsa", method)}
-    seeds = sorted({s for m, s in by if m == "dsa"} & {s for m, s in by if m == method})
-    if not d or any(by[(m, s)] is None for m in ("dsa", method) for s in seeds):
+    diff = paired_images(rows, "dsa", method, col.replace("acc_", "correct_", 1))
+    if not d or diff is None:
         return d
-    diff = torch.stack(
-        [unpack_correct(by[("dsa", s)]).float() - unpack_correct(by[(method, s)]).float()
-         for s in seeds]
-    )  # fmt: skip
     image_se = half_noise(diff)["image_se"]
     return {**d, "image_se": image_se, "se_both": math.hypot(d["se"], image_se)}
 

@@ -116,6 +116,19 @@ def unpack_correct(packed: dict) -> torch.Tensor:
     return ((raw[:, None] >> shifts) & 1).flatten()[: packed["images"]].bool()
 
 
+def paired_images(rows: list[dict], a: str, b: str, key: str) -> torch.Tensor | None:
+    """Per-image right-minus-right of method ``a`` against ``b`` (rows of one budget, ``key``
+    the rows' packed per-image results), [seeds both have, images] in -1 / 0 / 1; None where a
+    paired row lacks them."""
+    by = {(r["method"], r["seed"]): r.get(key) for r in rows if r["method"] in (a, b)}
+    seeds = sorted({s for m, s in by if m == a} & {s for m, s in by if m == b})
+    if not seeds or any(by[(m, s)] is None for m in (a, b) for s in seeds):
+        return None
+    return torch.stack(
+        [unpack_correct(by[(a, s)]).float() - unpack_correct(by[(b, s)]).float() for s in seeds]
+    )
+
+
 def half_noise(d: torch.Tensor, resamples: int = 2000, seed: int = 0) -> dict:
     """From per-image differences ``d`` [seeds, images] (points) on one test half: the mean
     difference, each seed's, the seed standard error, the standard error of the mean under

@@ -40,8 +40,8 @@ from common import (
     half_noise,
     pack_correct,
     paired,
+    paired_images,
     test_halves,
-    unpack_correct,
 )
 
 METHODS = ("dsa", "group_fisher", "group_fisher_iterative", "magnitude", "uniform")
@@ -170,16 +170,10 @@ def run(a: argparse.Namespace) -> dict:
 
 
 def image_share(rows: list[dict], a: str, b: str, split: str) -> dict | None:
-    """``common.half_noise`` of a − b over the seeds both have, where every one of those rows
-    carries its per-image results; None otherwise."""
-    by = {(r["method"], r["seed"]): r.get(f"correct_{split}") for r in rows}
-    seeds = sorted({s for m, s in by if m == a} & {s for m, s in by if m == b})
-    if not seeds or any(by[(m, s)] is None for m in (a, b) for s in seeds):
-        return None
-    d = torch.stack(
-        [unpack_correct(by[(a, s)]).float() - unpack_correct(by[(b, s)]).float() for s in seeds]
-    )
-    return half_noise(100 * d)
+    """``common.half_noise`` of a − b (points) over the seeds both have, where every one of
+    those rows carries its per-image results; None otherwise."""
+    d = paired_images(rows, a, b, f"correct_{split}")
+    return None if d is None else half_noise(100 * d)
 
 
 def markdown(out: dict) -> str:

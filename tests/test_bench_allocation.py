@@ -120,8 +120,10 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
         assert 0.97 * 0.5 <= float(bench.cost.ratio(alpha)) <= 0.5, method
     r = bench.measure(bench.random(0.33, 1), 0, "bn_first", long_ft=True)
     assert r["flops_ratio"] <= 0.33 and 0 <= r["acc_ft"] <= 1 and 0 <= r["acc_ft2"] <= 1
+    from common import unpack_correct
+
     for col in ("bn", "ft", "ft2"):  # per-image results behind every accuracy, 100 images
-        right = aq.unpack_correct(r[f"correct_{col}"])
+        right = unpack_correct(r[f"correct_{col}"])
         assert len(right) == 100 and aq.accuracy(right) == r[f"acc_{col}"]
     counts = bench.group_fisher(0.33, 0)
     r = bench.measure(counts, 0, bench.fisher_imp[(0.33, 0)], long_ft=False)

@@ -52,7 +52,9 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
         (0, "maker", 0.8),
         (1, "unknown", 0.8),
     ]
-    assert all(e2e.unpack_correct(r["correct_dev"]).equal(correct) for r in rows)
+    from common import unpack_correct
+
+    assert all(unpack_correct(r["correct_dev"]).equal(correct) for r in rows)
 
 
 def test_half_noise_separates_the_test_images_share_from_the_seeds(bench_script):
@@ -140,7 +142,9 @@ def test_an_older_row_made_again_must_score_what_it_says(bench_script, tmp_path,
         "command": "dsaprune prune --out runs/r_dsa_f50_e2_s0",
     }
     e2e.add_per_image(row, a, "now")
-    assert e2e.unpack_correct(row["correct_final"]).equal(correct)
+    from common import unpack_correct
+
+    assert unpack_correct(row["correct_final"]).equal(correct)
     assert "remade_at" not in row  # the folder was there: scored, not made again
     other = {**row, "acc_final": 0.5}
     del other["correct_final"]
