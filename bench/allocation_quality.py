@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import re
 import sys
 import time
@@ -249,9 +248,10 @@ class Bench:
         """Each column's accuracy on the test half, and which images were right
         (``correct_<column>``, for the test images' share of a difference)."""
         correct = classified_right(m, self.test)
+        acc, packed = accuracy(correct), pack_correct(correct)
         for col in columns:
-            out[col] = accuracy(correct)
-            out[col.replace("acc_", "correct_", 1)] = pack_correct(correct)
+            out[col] = acc
+            out[col.replace("acc_", "correct_", 1)] = packed
 
 
 def percentile_rank(v: float, population: list[float]) -> float:
@@ -377,8 +377,8 @@ def with_images(d: dict | None, rows: list[dict], method: str, col: str) -> dict
     diff = paired_images(rows, "dsa", method, col.replace("acc_", "correct_", 1))
     if not d or diff is None:
         return d
-    image_se = half_noise(diff)["image_se"]
-    return {**d, "image_se": image_se, "se_both": math.hypot(d["se"], image_se)}
+    noise = half_noise(diff)  # its seed SE is ``d``'s: the per-image means are the accuracies
+    return {**d, "image_se": noise["image_se"], "se_both": noise["se"]}
 
 
 def summarise(out: dict) -> None:

@@ -117,7 +117,7 @@ def run(a: argparse.Namespace) -> dict:
     out.update(name=a.name, reference=Path(a.checkpoint).as_posix(), epochs=a.epochs,
                split=a.split)  # fmt: skip
     rows = out.setdefault("rows", [])
-    done = {(r["method"], r["budget"], r["seed"]) for r in rows}
+    done = {(r["method"], r["budget"], r["seed"]): r for r in rows}
     made_at = commit()  # the code this process runs
     # A finished run scored again on the other half was made by the commit that row records.
     other = RESULTS / f"{results_name(a.name, 'final' if a.split == 'dev' else 'dev')}.json"
@@ -130,9 +130,7 @@ def run(a: argparse.Namespace) -> dict:
             for method in a.methods:
                 label = a.label if a.label and method == "dsa" else method
                 if (label, b, seed) in done:
-                    row = next(
-                        r for r in rows if (r["method"], r["budget"], r["seed"]) == (label, b, seed)
-                    )
+                    row = done[(label, b, seed)]
                     if a.per_image and f"correct_{a.split}" not in row:
                         add_per_image(row, a, made_at)
                         atomic_write_json(out, out_path)
