@@ -50,7 +50,6 @@ from common import (
     RESULTS,
     accuracy,
     budget_tag,
-    classified_right,
     commit,
     half_noise,
     pack_correct,
@@ -247,7 +246,7 @@ class Bench:
     def score(self, m: nn.Module, out: dict, columns: list[str]) -> None:
         """Each column's accuracy on the test half, and which images were right
         (``correct_<column>``, for the test images' share of a difference)."""
-        correct = classified_right(m, self.test)
+        correct = evaluate(m, self.test, per_sample=True)["correct"]
         acc, packed = accuracy(correct), pack_correct(correct)
         for col in columns:
             out[col] = acc

@@ -84,19 +84,8 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
     return {"mean": mean, "se": se, "n": len(d), "higher": sum(x > 0 for x in d)}
 
 
-@torch.no_grad()
-def classified_right(model: torch.nn.Module, loader) -> torch.Tensor:
-    """Which of ``loader``'s images the model classifies right (bool, in the loader's order),
-    in eval mode; the model's mode is restored."""
-    was = model.training
-    model.eval()
-    correct = torch.cat([model(x).argmax(1) == y for x, y in loader])
-    model.train(was)
-    return correct
-
-
 def accuracy(correct: torch.Tensor) -> float:
-    return int(correct.sum()) / correct.numel()  # in float64, as ``train.evaluate`` counts it
+    return int(correct.sum()) / correct.numel()  # in float64, as ``evaluate`` counts it
 
 
 def pack_correct(correct: torch.Tensor) -> dict:

@@ -34,7 +34,6 @@ from common import (
     ROOT,
     accuracy,
     budget_tag,
-    classified_right,
     comma_list,
     commit,
     half_noise,
@@ -57,13 +56,13 @@ def _splits(data: str):
 def half_correct(model_file: Path, data: str, split: str) -> torch.Tensor:
     """Which images of the ``split`` ("dev" or "final") half of the test set the network
     classifies right (bool, in the half's order); its mean is the half's accuracy."""
-    from dsaprune import load
+    from dsaprune import evaluate, load
     from dsaprune.data import make_loader
 
     splits = _splits(data)
     half = dict(zip(("dev", "final"), test_halves(splits.test.labels), strict=True))[split]
     loader = make_loader(splits.test.subset(half, f"[{split}]"), splits, 500, train=False)
-    return classified_right(load(str(model_file)), loader)
+    return evaluate(load(str(model_file)), loader, per_sample=True)["correct"]
 
 
 def prune_once(argv: list[str], run_dir: Path) -> bool:

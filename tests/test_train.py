@@ -59,6 +59,28 @@ def test_trainer_learns(tiny_net):
     assert len(t.history) == 8 and t.step == 8 * 16
 
 
+def test_evaluate_per_sample(tiny_net):
+    """``per_sample`` gives which images were right, in the loader's order, and its mean is the
+    accuracy; outputs that are not class logits have none."""
+    torch.manual_seed(0)
+    _, te = _loaders(n_test=250)
+    net = tiny_net()
+    ev = evaluate(net, te, per_sample=True)
+    right = ev["correct"]
+    assert right.dtype == torch.bool and right.shape == (250,)
+    assert right.sum().item() / 250 == ev["acc"]
+    expected = torch.cat([net.eval()(x).argmax(1) == y for x, y in te])
+    assert torch.equal(right, expected)
+    assert "correct" not in evaluate(net, te)  # only on request
+
+    class Embed(torch.nn.Module):  # not class logits: no accuracy, no per-sample results
+        def forward(self, x):
+            return x.flatten(1)[:, :3].unsqueeze(1)
+
+    ev = evaluate(Embed(), te, per_sample=True, device=torch.device("cpu"))
+    assert ev["acc"] is None and ev["correct"] is None
+
+
 def test_no_weight_decay_on_bn_and_bias(tiny_net):
     tr, te = _loaders()
     cfg = TrainConfig(epochs=1, no_wd_bn_bias=True)

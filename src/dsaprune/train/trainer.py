@@ -74,15 +74,19 @@ def evaluate(
     device: torch.device | None = None,
     loss_fn: Callable | None = None,
     progress: bool = False,
+    per_sample: bool = False,
 ) -> dict:
     """Mean loss (``loss_fn``, default cross-entropy on class logits) and top-1 accuracy over
     ``loader`` (summed over ranks under DDP). Either is None where the outputs are not class
-    logits and no loss is given."""
+    logits and no loss is given. ``per_sample``: also ``"correct"``, which of this process's
+    samples were classified right (bool, on the CPU, in the loader's order), so that two models'
+    accuracies can be compared image by image (paired tests, bootstrap over the test set)."""
     was = model.training
     model.eval()
     dev = device or next(model.parameters()).device
     acc = torch.zeros(4, dtype=torch.float64, device=dev)  # loss sum, correct, count, scored
     bar = Progress(len(loader) if hasattr(loader, "__len__") else 0, "evaluating", progress)
+    right = []
     for x, y in loader:
         bar.update(1)
         n = batch_size(x)
@@ -97,18 +101,24 @@ def evaluate(
         elif logits:
             acc[0] += nn.functional.cross_entropy(out.float(), y, reduction="sum")
         if logits:
-            acc[1] += (out.argmax(1) == y).sum()
+            hit = out.argmax(1) == y
+            acc[1] += hit.sum()
             acc[3] += n
+            if per_sample:
+                right.append(hit.cpu())
         acc[2] += n
     bar.close()
     model.train(was)
     loss, correct, n, scored = all_reduce_sum(acc).tolist()
     has_loss = loss_fn is not None or scored > 0
-    return {
+    res = {
         "loss": loss / max(n, 1) if has_loss else None,
         "acc": correct / scored if scored else None,
         "n": int(n),
     }
+    if per_sample:
+        res["correct"] = torch.cat(right) if right else None
+    return res
 
 
 @torch.no_grad()
