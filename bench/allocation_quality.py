@@ -626,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     a.dsa_settings = {}
     for kv in filter(None, a.dsa_set.split(",")):
         k, _, v = kv.partition("=")
+        if v.lower() in ("true", "false"):
+            a.dsa_settings[k] = v.lower() == "true"
+            continue
         try:
             a.dsa_settings[k] = float(v) if any(c in v for c in ".e") else int(v)
         except ValueError:

@@ -12,7 +12,7 @@ Plain and DSA epochs alternate in one run and the median of each is compared, so
 hits both alike. Targets: ≤ 1.15 on CPU, ≤ 1.3 on GPU.
 
     python bench/overhead.py [--models resnet20,resnet56] [--steps 40] [--repeats 3] \\
-        [--estimator ste] [--schedules 8,300,2c] [--alloc-samples 64]
+        [--estimator ste] [--schedules 8,300,2c] [--alloc-samples 64] [--signal-bf16]
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def trainers(
     estimator: str = "fisher",
     every: int = 20,
     alloc_samples: int | None = None,
+    signal_bf16: bool = False,
 ) -> tuple[Trainer, Trainer]:
     data = make_shapes(batch * steps, seed=0)
     mean, std = channel_stats(data.images)
@@ -90,6 +91,7 @@ def trainers(
                 min_updates=1,
                 estimator=estimator,
                 alloc_samples=alloc_samples,
+                signal_bf16=signal_bf16,
                 allocator=AllocatorConfig(target_fraction=1e6),
             )
             example = torch.randn(1, *models.input_size(name), device=device)
@@ -142,6 +144,11 @@ def main() -> None:
         default=DSAConfig().alloc_samples,
         help="held-out samples per Θ-step [the library default: %(default)s]",
     )
+    p.add_argument(
+        "--signal-bf16",
+        action="store_true",
+        help="the Θ-step's pass in bfloat16 on the CPU too (DSAConfig.signal_bf16)",
+    )
     a = p.parse_args()
     device = distributed.setup(a.device).device
     rows = []
@@ -151,8 +158,9 @@ def main() -> None:
     for name, epochs, checkpoint in plan:
         every = every_for(epochs, checkpoint)
         plain, dsa = trainers(
-            name, a.steps, a.batch_size, device, a.estimator, every, a.alloc_samples
-        )
+            name, a.steps, a.batch_size, device, a.estimator, every, a.alloc_samples,
+            a.signal_bf16,
+        )  # fmt: skip
         tp, td = [], []
         for _ in range(a.repeats):
             tp.append(plain.train_epoch()["epoch_time_s"] / a.steps)
@@ -167,6 +175,7 @@ def main() -> None:
             "alloc_every": every,
             "estimator": a.estimator,
             "alloc_samples": a.alloc_samples,
+            "signal_bf16": a.signal_bf16,
             "device": str(device),
             "plain_step_ms": 1e3 * statistics.median(tp),
             "dsa_step_ms": 1e3 * statistics.median(td),

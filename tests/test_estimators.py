@@ -372,6 +372,7 @@ def test_recalibrate_bn_sets_running_stats_to_the_average_batch_statistics():
         {"estimator": "fisher_joint"},
         {"estimator": "fisher_step"},  # read off the training steps' own backward
         {"estimator": "fisher", "alloc_samples": 8},  # a Θ-step reads 8 held-out samples
+        {"estimator": "fisher", "signal_bf16": True},  # the Θ-step's pass in bfloat16
         {"estimator": "ste", "sample_train_masks": True},  # the paper's mechanics
     ],
 )
@@ -388,6 +389,30 @@ def test_dsa_allocates_to_budget_with_each_estimator(tiny_net, settings):
     assert r["allocation_updates"] > 0 and r["met_by"] in ("allocator", "shift")
     assert r["dsa_config"]["estimator"] == settings["estimator"]
     assert r["dsa_config"]["alloc_samples"] == settings.get("alloc_samples")
+
+
+def test_signal_bf16_runs_the_theta_steps_alone_in_bfloat16_on_the_cpu(tiny_net):
+    """With ``signal_bf16`` the Θ-step's held-out pass (eval mode) runs under bfloat16
+    autocast on the CPU, and nothing else does: the weight steps and the channel order's Fisher
+    stay float32; without it every pass is float32."""
+    from test_prune import _loaders
+
+    with pytest.raises(ValueError, match="signal_bf16 is true or false"):
+        dsaprune.DSAConfig(signal_bf16="yes")
+    tr, _ = _loaders()
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        net = tiny_net()
+        seen = {True: set(), False: set()}  # training mode -> output dtypes of the first conv
+        conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+        conv.register_forward_hook(lambda m, i, o: seen[m.training].add(o.dtype))
+        res = dsaprune.prune(
+            net, tr, budget="flops=0.5", epochs=1, progress=False, device="cpu",
+            warmup_fraction=0.0, window_end_fraction=1.0, signal_bf16=bf16,
+        )  # fmt: skip
+        assert res.report["allocation_updates"] > 0 and res.report["flops_ratio"] <= 0.5
+        assert seen[True] == {torch.float32}
+        assert seen[False] == ({torch.float32, torch.bfloat16} if bf16 else {torch.float32})
 
 
 def test_fisher_step_holds_out_no_batches_so_the_weights_train_on_all(tiny_net, monkeypatch):

@@ -43,6 +43,11 @@ class DSAConfig:
     # read it whole. 64 of 128 cost 0.67 ± 0.33 points after the 2-epoch fine-tune at 33% on the
     # dev half (docs/decisions.md, "The Θ-step's cost")
     alloc_samples: int | None = None
+    # the Θ-step's held-out pass under bfloat16 autocast on the CPU as well (on a GPU it follows
+    # the run's ``amp``, bfloat16 by default). Off by default: on the 2-core CPU it took 0.6× the
+    # time and its channel costs matched float32's within 1.4% (docs/decisions.md, "The Θ-step's
+    # cost"), but the published CPU tables were measured without it
+    signal_bf16: bool = False
     beta2_init: float = 0.05
     beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
     prob_floor: float = 0.01
@@ -82,6 +87,8 @@ class DSAConfig:
                 f"alloc_samples is a whole number of samples >= 1 (or None for the whole "
                 f"held-out batch), got {self.alloc_samples!r}"
             )
+        if not isinstance(self.signal_bf16, bool):
+            raise ValueError(f"signal_bf16 is true or false, got {self.signal_bf16!r}")
         method = make_method(self.method)  # an unknown name fails here, not mid-run
         if method.iterative and self.sample_train_masks:
             raise ValueError(

@@ -559,7 +559,7 @@ class Pruner:
         was = self.model.training
         self.model.eval()
         try:
-            with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
+            with _signal_autocast(self.device, self.amp, self.cfg.signal_bf16):
                 g, loss = self.estimator.loss_grad(
                     self._network(y), self.hooks, x, y, self.loss_fn, theta, gates
                 )
@@ -804,6 +804,14 @@ def _order(fisher: torch.Tensor) -> torch.Tensor:
     top = f.max()
     f = f / top if top > 0 else torch.ones_like(f)
     return f.float().clamp_min(1e-30)
+
+
+def _signal_autocast(device: torch.device, amp: bool, cpu_bf16: bool):
+    """The Θ-step pass's precision: bfloat16 on CUDA under the run's ``amp``, on the CPU where
+    ``signal_bf16`` asks for it, float32 otherwise."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", torch.bfloat16, enabled=amp)
+    return torch.autocast("cpu", torch.bfloat16, enabled=cpu_bf16 and device.type == "cpu")
 
 
 def _theta_samples(x, y, n: int | None):
