@@ -405,7 +405,7 @@ def test_signal_bf16_runs_the_theta_steps_alone_in_bfloat16_on_the_cpu(tiny_net)
         net = tiny_net()
         seen = {True: set(), False: set()}  # training mode -> output dtypes of the first conv
         conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
-        conv.register_forward_hook(lambda m, i, o: seen[m.training].add(o.dtype))
+        conv.register_forward_hook(lambda m, i, o, seen=seen: seen[m.training].add(o.dtype))
         res = dsaprune.prune(
             net, tr, budget="flops=0.5", epochs=1, progress=False, device="cpu",
             warmup_fraction=0.0, window_end_fraction=1.0, signal_bf16=bf16,
