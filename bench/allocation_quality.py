@@ -48,7 +48,6 @@ from pathlib import Path
 import torch
 from common import (
     RESULTS,
-    accuracy,
     budget_tag,
     commit,
     half_noise,
@@ -246,10 +245,10 @@ class Bench:
     def score(self, m: nn.Module, out: dict, columns: list[str]) -> None:
         """Each column's accuracy on the test half, and which images were right
         (``correct_<column>``, for the test images' share of a difference)."""
-        correct = evaluate(m, self.test, per_sample=True)["correct"]
-        acc, packed = accuracy(correct), pack_correct(correct)
+        ev = evaluate(m, self.test, per_sample=True)
+        packed = pack_correct(ev["correct"])
         for col in columns:
-            out[col] = acc
+            out[col] = ev["acc"]
             out[col.replace("acc_", "correct_", 1)] = packed
 
 

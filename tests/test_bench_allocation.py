@@ -120,11 +120,11 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
         assert 0.97 * 0.5 <= float(bench.cost.ratio(alpha)) <= 0.5, method
     r = bench.measure(bench.random(0.33, 1), 0, "bn_first", long_ft=True)
     assert r["flops_ratio"] <= 0.33 and 0 <= r["acc_ft"] <= 1 and 0 <= r["acc_ft2"] <= 1
-    from common import unpack_correct
+    from common import accuracy, unpack_correct
 
     for col in ("bn", "ft", "ft2"):  # per-image results behind every accuracy, 100 images
         right = unpack_correct(r[f"correct_{col}"])
-        assert len(right) == 100 and aq.accuracy(right) == r[f"acc_{col}"]
+        assert len(right) == 100 and accuracy(right) == r[f"acc_{col}"]
     counts = bench.group_fisher(0.33, 0)
     r = bench.measure(counts, 0, bench.fisher_imp[(0.33, 0)], long_ft=False)
     assert r["flops_ratio"] <= 0.33 and "acc_ft2" not in r
@@ -146,6 +146,8 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
 
 
 def test_dsa_minus_adds_the_test_images_share_where_the_rows_have_per_image_results(aq):
+    from common import accuracy
+
     g = torch.Generator().manual_seed(0)
     n, rows = 1000, []
     for seed in range(3):
@@ -154,7 +156,7 @@ def test_dsa_minus_adds_the_test_images_share_where_the_rows_have_per_image_resu
         for m, right in {"dsa": base, "uniform": base ^ flip, "magnitude": base}.items():
             row = {"method": m, "budget": 0.5, "seed": seed, "keep_ratios": [0.5]}
             for col in ("acc_bn", "acc_ft"):
-                row[col] = aq.accuracy(right)
+                row[col] = accuracy(right)
                 if not (m == "magnitude" and col == "acc_ft"):  # one cell without them
                     row[col.replace("acc_", "correct_")] = aq.pack_correct(right)
             rows.append(row)

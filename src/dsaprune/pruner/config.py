@@ -44,9 +44,11 @@ class DSAConfig:
     # dev half (docs/decisions.md, "The Θ-step's cost")
     alloc_samples: int | None = None
     # the Θ-step's held-out pass under bfloat16 autocast on the CPU as well (on a GPU it follows
-    # the run's ``amp``, bfloat16 by default). Off by default: on the 2-core CPU it took 0.6× the
-    # time and its channel costs matched float32's within 1.4% (docs/decisions.md, "The Θ-step's
-    # cost"), but the published CPU tables were measured without it
+    # the run's ``amp``, bfloat16 by default). Off by default: its channel costs matched
+    # float32's within 1.4%, but over the 8-epoch window it saved nothing measurable on the
+    # 2-core CPU (1.24× against 1.42× only on a 2-epoch fine-tune from a checkpoint), and the
+    # published CPU tables were measured without it (docs/decisions.md, "Where the Θ-step's
+    # time goes")
     signal_bf16: bool = False
     beta2_init: float = 0.05
     beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
