@@ -38,11 +38,15 @@ spread of the random allocations.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import fcntl
 import json
+import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -77,13 +81,17 @@ NAMED = ("dsa", "group_fisher", "group_fisher_iterative", "magnitude", "uniform"
 
 class Bench:
     def __init__(self, model: nn.Module, a: argparse.Namespace) -> None:
-        self.a, self.ref = a, model.eval()
+        self.a, self.ref = a, model.to(a.device).eval()
         self.splits = load_splits("cifar10", a.data)
         self.train90, self.val10 = split_train_val(self.splits.train)
         dev, final = test_halves(self.splits.test.labels)
         half = {"dev": dev, "final": final}[a.split]
         self.test = make_loader(
-            self.splits.test.subset(half, f"[{a.split}]"), self.splits, 500, train=False
+            self.splits.test.subset(half, f"[{a.split}]"),
+            self.splits,
+            500,
+            train=False,
+            device=a.device,
         )
         self.fisher_imp: dict[tuple[float, int], list[torch.Tensor]] = {}
         self.orders: dict[int, list[torch.Tensor]] = {}
@@ -115,7 +123,7 @@ class Bench:
         """The library's ``group_fisher`` method on training batches of this seed; its channels
         are then chosen by its Fisher costs (``measure``)."""
         train = make_loader(
-            self.splits.train, self.splits, 128, train=True, device="cpu", seed=seed
+            self.splits.train, self.splits, 128, train=True, device=self.a.device, seed=seed
         )
         m = copy.deepcopy(self.ref)
         G = find_groups(m, self.example)
@@ -129,7 +137,7 @@ class Bench:
         of this seed: the order DSA keeps channels in by default (``importance: fisher``)."""
         if seed not in self.orders:
             train = make_loader(
-                self.splits.train, self.splits, 128, train=True, device="cpu", seed=seed
+                self.splits.train, self.splits, 128, train=True, device=self.a.device, seed=seed
             )
             m = copy.deepcopy(self.ref)
             G = find_groups(m, self.example)
@@ -148,13 +156,9 @@ class Bench:
         """The channel counts a run of the library from the reference weights ends with: the
         allocation window the whole run, the budget met 90% of the way through it."""
         a = self.a
-        kw = dict(device="cpu", seed=seed)
+        kw = dict(device=a.device, seed=seed)
         bs = 128
-        res = dsaprune.prune(
-            copy.deepcopy(self.ref),
-            make_loader(self.train90, self.splits, bs, train=True, **kw),
-            make_loader(self.val10, self.splits, bs, train=True, **kw),
-            full_train_data=make_loader(self.splits.train, self.splits, bs, train=True, **kw),
+        run = dict(
             budget=f"flops={budget}",
             epochs=a.alloc_epochs,
             lr=a.alloc_lr,
@@ -165,8 +169,15 @@ class Bench:
             window_end_fraction=1.0,
             target_fraction=0.9,
             progress=False,
-            **settings,
+            device=a.device,
             report_latency=False,  # only the keep ratios are taken
+        )
+        res = dsaprune.prune(
+            copy.deepcopy(self.ref),
+            make_loader(self.train90, self.splits, bs, train=True, **kw),
+            make_loader(self.val10, self.splits, bs, train=True, **kw),
+            full_train_data=make_loader(self.splits.train, self.splits, bs, train=True, **kw),
+            **(run | settings),  # a variant may set any of them, the run's length too
         )
         return [int(g["channels_after"]) for g in res.report["groups"]]
 
@@ -212,7 +223,7 @@ class Bench:
         ]
         prune_groups(G, keep)
         flops = count_flops(m, tuple(self.example.shape[1:])) / self.full_flops
-        kw = dict(device="cpu", seed=seed)
+        kw = dict(device=a.device, seed=seed)
         train = make_loader(self.splits.train, self.splits, 128, train=True, **kw)
         recalibrate_bn(m, train, 20)
         out = {"flops_ratio": flops}
@@ -270,39 +281,41 @@ def run(a: argparse.Namespace) -> dict:
         flush=True,
     )
     out_path = RESULTS / f"allocation_quality_{a.name}_{a.split}.json"
-    out = json.loads(out_path.read_text()) if out_path.exists() and a.resume else {}
-    # a run without the FT2 column leaves the length the file's FT2 rows were made with
-    ft2 = a.long_finetune_epochs or out.get("settings", {}).get("long_finetune_epochs", 0.0)
-    out.update(
-        {
-            "name": a.name,
-            "split": a.split,
-            "model": model_name,
-            "reference": Path(a.checkpoint).as_posix(),
-            "reference_acc": ref_acc,
-            "channels": bench.channels,
-            "settings": {
-                k: getattr(a, k)
-                for k in (
-                    "alloc_epochs",
-                    "alloc_lr",
-                    "finetune_steps",
-                    "finetune_lr",
-                    "random",
-                )
+    with results_lock():  # the file's header and the rows it keeps
+        out = json.loads(out_path.read_text()) if out_path.exists() and a.resume else {}
+        # a run without the FT2 column leaves the length the file's FT2 rows were made with
+        ft2 = a.long_finetune_epochs or out.get("settings", {}).get("long_finetune_epochs", 0.0)
+        out.update(
+            {
+                "name": a.name,
+                "split": a.split,
+                "model": model_name,
+                "reference": Path(a.checkpoint).as_posix(),
+                "reference_acc": ref_acc,
+                "channels": bench.channels,
+                "settings": {
+                    k: getattr(a, k)
+                    for k in (
+                        "alloc_epochs",
+                        "alloc_lr",
+                        "finetune_steps",
+                        "finetune_lr",
+                        "random",
+                    )
+                }
+                | {"long_finetune_epochs": ft2, "device": device_name(a.device)},
             }
-            | {"long_finetune_epochs": ft2},
-        }
-    )
-    command = "python bench/allocation_quality.py " + " ".join(a.argv)
-    from_runs = any(m.startswith("run_") for m in a.methods.split(","))
-    if not a.label and not from_runs:  # a variant's command is kept with its rows
-        out["command"] = command
-    rows = out.setdefault("rows", [])
-    if a.long_finetune_epochs > 0:  # a named method's row without its 2-epoch column is redone
-        redo = set(a.long_methods) & set(a.methods.split(","))
-        rows[:] = [r for r in rows if "acc_ft2" in r or r["method"] not in redo]
-    done = {(r["method"], r["budget"], r["seed"]) for r in rows}
+        )
+        command = "python bench/allocation_quality.py " + " ".join(a.argv)
+        from_runs = any(m.startswith("run_") for m in a.methods.split(","))
+        if not a.label and not from_runs:  # a variant's command is kept with its rows
+            out["command"] = command
+        rows = out.setdefault("rows", [])
+        if a.long_finetune_epochs > 0:  # a named method's row without its 2-epoch column is redone
+            redo = set(a.long_methods) & set(a.methods.split(","))
+            rows[:] = [r for r in rows if "acc_ft2" in r or r["method"] not in redo]
+        atomic_write_json(out, out_path)
+    done = {row_key(r) for r in rows}
     made_at = commit()  # the code this process runs
     label = {"dsa": a.label} if a.label else {}
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -351,7 +364,7 @@ def run(a: argparse.Namespace) -> dict:
             alloc_time_s=t1 - t0,
             measure_time_s=time.perf_counter() - t1,
         )
-        rows.append(r)
+        add_row(out, out_path, r)  # after every row: an interrupted run resumes
         ft2 = f" 2-epoch {r['acc_ft2']:.4f}" if "acc_ft2" in r else ""
         print(
             f"{r['method']:12s} flops={b:<5g} seed {seed:2d}: ratio {r['flops_ratio']:.4f} "
@@ -359,10 +372,41 @@ def run(a: argparse.Namespace) -> dict:
             f"({r['alloc_time_s']:.0f}+{r['measure_time_s']:.0f} s)",
             flush=True,
         )
-        atomic_write_json(out, out_path)  # after every row: an interrupted run resumes
-    summarise(out)
-    atomic_write_json(out, out_path)
+    with results_lock():
+        out["rows"] = json.loads(out_path.read_text())["rows"]
+        summarise(out)
+        atomic_write_json(out, out_path)
     return out
+
+
+@contextlib.contextmanager
+def results_lock() -> Iterator[None]:
+    """Held while a process reads and writes the result files: several processes may share one
+    network's file (rows side by side on a GPU), each adding its own rows."""
+    fd = os.open(RESULTS, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def row_key(r: dict) -> tuple:
+    return r["method"], r["budget"], r["seed"]
+
+
+def add_row(out: dict, out_path: Path, row: dict) -> None:
+    """Writes ``out`` with the file's rows as they are now (other processes' too) and ``row``."""
+    with results_lock():
+        rows = json.loads(out_path.read_text())["rows"] if out_path.exists() else []
+        out["rows"] = [r for r in rows if row_key(r) != row_key(row)] + [row]
+        atomic_write_json(out, out_path)
+
+
+def device_name(device: str) -> str:
+    """What the rows were measured on: ``cpu``, or the accelerator's own name."""
+    dev = torch.device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
 
 
 COLUMNS = (("acc_bn", "BN"), ("acc_ft", "FT"), ("acc_ft2", "FT2"))
@@ -483,7 +527,8 @@ def write_tables(results: Path = RESULTS) -> None:
                 if any(len(v["random_ft"]) < st["random"] for v in n["summary"].values())
                 else "."
             )
-            + f" Commits: {', '.join(f'`{c}`' for c in commits)}.",
+            + f" Commits: {', '.join(f'`{c}`' for c in commits)}."
+            + (f" Measured on {st['device']}." if st.get("device", "cpu") != "cpu" else ""),
             "",
         ]
         variants = {r["method"]: r for r in n["rows"] if r.get("dsa_settings")}
@@ -618,6 +663,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--label", default="", help="record the dsa rows under this method name")
     p.add_argument("--resume", action="store_true", help="keep the rows already in the file")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the allocation runs and fine-tunes run (cpu, cuda); several processes may "
+        "add rows to one file at once, e.g. one per seed on a GPU",
+    )
     p.add_argument("--tables-only", action="store_true", help="only rebuild the .md / .png")
     a = p.parse_args(argv)
     a.argv = sys.argv[1:] if argv is None else argv
@@ -640,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
         if not a.checkpoint:
             p.error("--checkpoint is required")
         run(a)
-    write_tables()
+    with results_lock():
+        write_tables()
     return 0
 
 

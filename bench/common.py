@@ -6,6 +6,7 @@ test images' own share of a difference (per-image results, resampled)."""
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,10 @@ def commit() -> str:
     """The commit the working tree is at, with ``+dirty`` when it has uncommitted changes to
     tracked files outside ``bench/results`` (a row made so cannot be reproduced from its commit
     alone; the result files a run writes do not count). Call it when a run starts: that is the
-    code the run executes."""
+    code the run executes. ``BENCH_COMMIT`` names it where the tree travels without its
+    history (a GPU machine gets a copy of the working tree)."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True

@@ -3,6 +3,7 @@ computed from the rows, and a reference network round-trips through the weights-
 
 import importlib.util
 import json
+import multiprocessing
 from argparse import Namespace
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
     assert name == "resnet20"
     a = Namespace(
         data=None, finetune_steps=2, finetune_lr=0.01, alloc_epochs=0.1, alloc_lr=0.01,
-        split="final", long_finetune_epochs=0.02,
+        split="final", long_finetune_epochs=0.02, device="cpu",
     )  # fmt: skip
     bench = aq.Bench(ref, a)
     assert len(bench.test) == 1 and next(iter(bench.test))[0].shape[0] == 100  # the final half
@@ -170,3 +171,49 @@ def test_dsa_minus_adds_the_test_images_share_where_the_rows_have_per_image_resu
     assert minus["magnitude"]["acc_bn"]["image_se"] == 0.0  # the same images right
     assert "image_se" not in minus["magnitude"]["acc_ft"]
     assert aq._diff(u).count(" / ") == 1 and " / " not in aq._diff(minus["magnitude"]["acc_ft"])
+
+
+def _add_rows(aq, path, method):
+    out = {"name": "x", "rows": []}  # this process's header; the file holds everyone's rows
+    for seed in range(15):
+        aq.add_row(out, path, {"method": method, "budget": 0.5, "seed": seed})
+
+
+def test_processes_sharing_one_file_keep_each_others_rows(aq, tmp_path, monkeypatch):
+    # rows side by side on a GPU: one process per method, each adding rows to the same file
+    monkeypatch.setattr(aq, "RESULTS", tmp_path)
+    path = tmp_path / "allocation_quality_x_dev.json"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_add_rows, args=(aq, path, m)) for m in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    rows = json.loads(path.read_text())["rows"]
+    assert sorted(aq.row_key(r) for r in rows) == [
+        (m, 0.5, s) for m in ("a", "b", "c") for s in range(15)
+    ]
+    aq.add_row({"name": "x"}, path, {"method": "a", "budget": 0.5, "seed": 3, "acc_ft": 0.1})
+    rows = json.loads(path.read_text())["rows"]  # a row made again replaces its old one
+    again = [r.get("acc_ft") for r in rows if aq.row_key(r) == ("a", 0.5, 3)]
+    assert len(rows) == 45 and again == [0.1]
+
+
+def test_a_variant_may_set_the_allocation_runs_length_and_device(aq, monkeypatch):
+    seen = {}
+
+    def fake_prune(model, *loaders, **kw):
+        seen.update(kw)
+        return Namespace(report={"groups": [{"channels_after": 4}, {"channels_after": 8}]})
+
+    monkeypatch.setattr(aq.dsaprune, "prune", fake_prune)
+    bench = object.__new__(aq.Bench)
+    bench.a = Namespace(alloc_epochs=1.0, alloc_lr=0.01, device="cpu",
+                        dsa_settings={"epochs": 3, "power": 3})  # fmt: skip
+    bench.ref, bench.train90, bench.val10 = torch.nn.Linear(1, 1), None, None
+    bench.splits = Namespace(train=None)
+    monkeypatch.setattr(aq, "make_loader", lambda *a, **k: k["device"])
+    assert bench.dsa(0.5, 1) == [4, 8]
+    assert seen["epochs"] == 3 and seen["power"] == 3 and seen["estimator"] == "fisher"
+    assert seen["device"] == "cpu" and seen["lr"] == 0.01 and seen["seed"] == 1
