@@ -14,12 +14,21 @@
 #      a broken path stops here, in under a minute, not after the lease;
 #   3. the jobs;
 #   4. the result files the jobs wrote, and every job's log, packed into OUT.
+# On the development machine first: copy the archive into an ignored folder that travels, and the
+# wheel the GPU machine lacks (torch-pruning, which the grouping imports):
+#   mkdir -p .carry && cp ../shared/data/cifar10-jpg.tar.gz .carry/
+#   pip download --no-deps --only-binary=:all: -d .whl "torch-pruning==1.6.1"
+#   (both in .git/info/exclude; carry .carry and .whl)
 # Back on the development machine: `tar xzf OUT/results.tar.gz` in the repository root puts the
 # rows into bench/results; `python bench/allocation_quality.py --tables-only` rebuilds the tables.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=$1 OUT=$2 MINUTES=$3 PARALLEL=$4 JOBS=$5
 export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 DATA
+if [[ -d .whl ]]; then  # wheels the GPU machine lacks, carried beside the repo
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=src:/tmp/site
+fi
 export DEVICE=${DEVICE:-cuda}  # cpu: try the script on the development machine
 : "${BENCH_COMMIT:?set BENCH_COMMIT to the commit the tree is at}"
 mkdir -p "$OUT" /tmp/aq_logs
