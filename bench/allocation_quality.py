@@ -208,6 +208,21 @@ class Bench:
         return counts
 
     # -- measurement ---------------------------------------------------------------------------
+    def channel_source(self, method: str, budget: float, seed: int, ft_seed: int):
+        """Which channels each group keeps, for ``measure``: an importance source, or the
+        per-group importances of the method's own measurement."""
+        if method in ("magnitude", "run_magnitude"):
+            return "l1"
+        if method == "group_fisher":
+            return self.fisher_imp[(budget, seed)]
+        if method in ("dsa", "dsa_ste") and "importance" in self.a.dsa_settings:
+            return self.a.dsa_settings["importance"]  # a variant's own order
+        if method in ("dsa", "dsa_ste", "uniform", "random", "group_fisher_iterative"):
+            # the library's channel order for these (importance: fisher), measured on the
+            # reference weights with the training batches of the fine-tune's seed
+            return self.fisher_order(ft_seed)
+        return "bn_first"
+
     def measure(self, counts: list[int], seed: int, channels_by, long_ft: bool) -> dict:
         """Prune the reference to ``counts`` (channels by ``channels_by``: an importance source
         or per-group importances), then test accuracy after BN re-estimation (20 batches), after
@@ -283,6 +298,15 @@ def run(a: argparse.Namespace) -> dict:
     out_path = RESULTS / f"allocation_quality_{a.name}_{a.split}.json"
     with results_lock():  # the file's header and the rows it keeps
         out = json.loads(out_path.read_text()) if out_path.exists() and a.resume else {}
+        kept = out.get("settings", {})
+        if a.per_image and any(
+            kept.get(k, getattr(a, k)) != getattr(a, k)
+            for k in ("finetune_steps", "finetune_lr", "long_finetune_epochs")
+        ):
+            raise SystemExit(
+                f"--per-image measures the rows again with their file's fine-tune settings "
+                f"({kept}); pass the same --finetune-steps, --finetune-lr, --long-finetune-epochs"
+            )
         # a run without the FT2 column leaves the length the file's FT2 rows were made with
         ft2 = a.long_finetune_epochs or out.get("settings", {}).get("long_finetune_epochs", 0.0)
         out.update(
@@ -315,7 +339,7 @@ def run(a: argparse.Namespace) -> dict:
             redo = set(a.long_methods) & set(a.methods.split(","))
             rows[:] = [r for r in rows if "acc_ft2" in r or r["method"] not in redo]
         atomic_write_json(out, out_path)
-    done = {row_key(r) for r in rows}
+    done = {row_key(r): r for r in rows}
     made_at = commit()  # the code this process runs
     label = {"dsa": a.label} if a.label else {}
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -328,6 +352,10 @@ def run(a: argparse.Namespace) -> dict:
                 plan += [(method, b, s) for s in seeds]
     for method, b, seed in plan:
         if (label.get(method, method), b, seed) in done:
+            row = done[(label.get(method, method), b, seed)]
+            redo = a.per_image and "correct_bn" not in row and method in NAMED
+            if redo and (again := with_per_image(bench, row, made_at)) is not None:
+                add_row(out, out_path, again)
             continue
         t0 = time.perf_counter()
         if method.startswith("run_"):
@@ -337,18 +365,7 @@ def run(a: argparse.Namespace) -> dict:
         t1 = time.perf_counter()
         # a random allocation's seed draws it; its fine-tunes cycle through the methods' seeds
         ft_seed = seeds[seed % len(seeds)] if method == "random" else seed
-        if method in ("magnitude", "run_magnitude"):
-            channels_by = "l1"
-        elif method == "group_fisher":
-            channels_by = bench.fisher_imp[(b, seed)]
-        elif method in ("dsa", "dsa_ste") and "importance" in a.dsa_settings:
-            channels_by = a.dsa_settings["importance"]  # a variant's own order
-        elif method in ("dsa", "dsa_ste", "uniform", "random", "group_fisher_iterative"):
-            # the library's channel order for these (importance: fisher), measured on the
-            # reference weights with the training batches of the fine-tune's seed
-            channels_by = bench.fisher_order(ft_seed)
-        else:
-            channels_by = "bn_first"
+        channels_by = bench.channel_source(method, b, seed, ft_seed)
         r = bench.measure(counts, ft_seed, channels_by, long_ft=method in a.long_methods)
         if method in label:
             r.update(dsa_settings=a.dsa_settings, command=command)
@@ -377,6 +394,31 @@ def run(a: argparse.Namespace) -> dict:
         summarise(out)
         atomic_write_json(out, out_path)
     return out
+
+
+def with_per_image(bench: Bench, row: dict, made_at: str) -> dict | None:
+    """An older row with its per-image results: its allocation (the row's keep ratios, its
+    fine-tune seed, the method's own channel order) measured again must score exactly the row's
+    accuracy in every column; else None, and the row stays as it is."""
+    method, b, seed, ft_seed = row["method"], row["budget"], row["seed"], row["finetune_seed"]
+    counts = [round(k * c) for k, c in zip(row["keep_ratios"], bench.channels, strict=True)]
+    if method == "group_fisher" and bench.group_fisher(b, seed) != counts:
+        print(f"group_fisher {b} seed {seed}: its allocation made again differs; row left")
+        return None
+    r = bench.measure(counts, ft_seed, bench.channel_source(method, b, seed, ft_seed),
+                      long_ft="acc_ft2" in row)  # fmt: skip
+    cols = [c for c, _ in COLUMNS if c in row]
+    if any(r.get(c) != row[c] for c in cols):
+        again = ", ".join(f"{c} {r.get(c)} (row {row[c]})" for c in cols)
+        print(
+            f"{method} {b} seed {seed}: measured again at {made_at} it scores {again}; the row "
+            f"(made at {row['commit']}) is left as it is",
+            flush=True,
+        )
+        return None
+    extra = {c.replace("acc_", "correct_", 1): r[c.replace("acc_", "correct_", 1)] for c in cols}
+    print(f"{method:12s} flops={b:<5g} seed {seed:2d}: per-image results added", flush=True)
+    return row | extra | {"per_image_at": made_at}
 
 
 @contextlib.contextmanager
@@ -670,6 +712,12 @@ def main(argv: list[str] | None = None) -> int:
         "add rows to one file at once, e.g. one per seed on a GPU",
     )
     p.add_argument("--tables-only", action="store_true", help="only rebuild the .md / .png")
+    p.add_argument(
+        "--per-image",
+        action="store_true",
+        help="add per-image results to the named methods' finished rows that lack them "
+        "(each allocation measured again must score the row's accuracies exactly)",
+    )
     a = p.parse_args(argv)
     a.argv = sys.argv[1:] if argv is None else argv
     a.long_methods = a.long_finetune_methods.split(",")
