@@ -29,7 +29,9 @@ re-estimating BN statistics on 20 training batches with no weight update, and af
 fine-tune (``--finetune-steps`` SGD steps at lr ``--finetune-lr``, the same batches for every
 method of a seed). Writes ``bench/results/allocation_quality_<name>.json``, regenerates
 ``allocation_quality.{json,md}`` from every network's file, and plots each method beside the
-spread of the random allocations.
+spread of the random allocations. ``--device cuda`` runs the allocation runs and fine-tunes on a
+GPU, where several processes may add rows to one file at once (``bench/gpu_allocation_quality.sh``
+runs a job list so); ``--per-image`` gives older rows the per-image results they lack.
 
     python bench/allocation_quality.py --checkpoint bench/reference/cifar10_resnet20.pt \\
         --name resnet20
