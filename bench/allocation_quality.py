@@ -310,7 +310,7 @@ def run(a: argparse.Namespace) -> dict:
                 f"({kept}); pass the same --finetune-steps, --finetune-lr, --long-finetune-epochs"
             )
         # a run without the FT2 column leaves the length the file's FT2 rows were made with
-        ft2 = a.long_finetune_epochs or out.get("settings", {}).get("long_finetune_epochs", 0.0)
+        ft2 = a.long_finetune_epochs or kept.get("long_finetune_epochs", 0.0)
         out.update(
             {
                 "name": a.name,
@@ -353,10 +353,9 @@ def run(a: argparse.Namespace) -> dict:
             else:
                 plan += [(method, b, s) for s in seeds]
     for method, b, seed in plan:
-        if (label.get(method, method), b, seed) in done:
-            row = done[(label.get(method, method), b, seed)]
+        if (row := done.get((label.get(method, method), b, seed))) is not None:
             redo = a.per_image and "correct_bn" not in row and method in NAMED
-            if redo and (again := with_per_image(bench, row, made_at)) is not None:
+            if redo and (again := with_per_image(bench, row, method, made_at)) is not None:
                 add_row(out, out_path, again)
             continue
         t0 = time.perf_counter()
@@ -398,11 +397,12 @@ def run(a: argparse.Namespace) -> dict:
     return out
 
 
-def with_per_image(bench: Bench, row: dict, made_at: str) -> dict | None:
+def with_per_image(bench: Bench, row: dict, method: str, made_at: str) -> dict | None:
     """An older row with its per-image results: its allocation (the row's keep ratios, its
-    fine-tune seed, the method's own channel order) measured again must score exactly the row's
-    accuracy in every column; else None, and the row stays as it is."""
-    method, b, seed, ft_seed = row["method"], row["budget"], row["seed"], row["finetune_seed"]
+    fine-tune seed, the channel order of ``method``, which made the row under its own name or a
+    label) measured again must score exactly the row's accuracy in every column; else None, and
+    the row stays as it is."""
+    b, seed, ft_seed = row["budget"], row["seed"], row["finetune_seed"]
     counts = [round(k * c) for k, c in zip(row["keep_ratios"], bench.channels, strict=True)]
     if method == "group_fisher" and bench.group_fisher(b, seed) != counts:
         print(f"group_fisher {b} seed {seed}: its allocation made again differs; row left")

@@ -135,10 +135,11 @@ def test_allocations_meet_the_budget_on_a_tiny_image_set(aq, tmp_path, monkeypat
     kr = [n / c for n, c in zip(counts, bench.channels, strict=True)]
     old.update(method="group_fisher", budget=0.33, seed=0, finetune_seed=0, commit="old",
                keep_ratios=kr)  # fmt: skip
-    again = aq.with_per_image(bench, old, "new")
+    again = aq.with_per_image(bench, old, "group_fisher", "new")
     assert again["correct_bn"] == r["correct_bn"] and again["correct_ft"] == r["correct_ft"]
     assert again["per_image_at"] == "new" and again["acc_ft"] == r["acc_ft"]
-    assert aq.with_per_image(bench, old | {"acc_ft": r["acc_ft"] + 0.01}, "new") is None
+    moved = old | {"acc_ft": r["acc_ft"] + 0.01}
+    assert aq.with_per_image(bench, moved, "group_fisher", "new") is None
     # run_<method>: the counts a finished table run ended with, found by method, budget and seed
     runs = tmp_path / "runs"
     counts = bench.uniform(0.333, 1)
