@@ -523,6 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--device", default="auto")
     p.add_argument("--parallel", type=int, default=1, help="runs at once [1]")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="end the window after this long: running runs are interrupted at their last "
+        "finished epoch, the table is written from the finished ones, and the next call resumes",
+    )
     p.add_argument("--runs", default="runs/table", help="run folders [runs/table]")
     p.add_argument("--results", default="bench/results", help="where tables and plots go")
     p.add_argument(
@@ -553,7 +559,13 @@ def main(argv: list[str] | None = None) -> int:
             j.state = "done" if j.done_file.exists() else "not run"
         argv = [x for x in argv if x != "--no-run"]  # the table names the command that makes it
     else:
-        run_all(jobs, a.parallel, _device(a))
+        t_end = None if a.minutes is None else time.monotonic() + 60 * a.minutes
+        stop = None if t_end is None else lambda: time.monotonic() >= t_end
+        run_all(jobs, a.parallel, _device(a), stop)
+        for j in jobs:
+            if j.state == "pending":
+                j.state = "not run"
+    argv = _without(argv, "--minutes")  # the table names what makes it, not one window's length
     sys.path.insert(0, str(ROOT / "src"))
     rs = rows(jobs, a)
     res = Path(a.results)
@@ -575,6 +587,19 @@ def main(argv: list[str] | None = None) -> int:
             "table); delete a run's folder to run it again with today's defaults"
         )
     return exit_code(jobs)
+
+
+def _without(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == flag:
+            skip = True
+        elif not x.startswith(flag + "="):
+            out.append(x)
+    return out
 
 
 def exit_code(jobs: list[Job]) -> int:

@@ -173,3 +173,26 @@ def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_pat
     md = table.markdown(list(rows.values()), a, ["--epochs", "8"])
     assert "| resnet20 | 50.0% | dsa ‡ | 0 |" in md and "| ssl | 0 |" in md
     assert "warmup_fraction 0.06667 (now 0.2)" in md
+
+
+def test_a_window_of_minutes_ends_the_runs_and_writes_the_table_from_the_finished_ones(
+    table, tmp_path
+):
+    runs, res = tmp_path / "runs", tmp_path / "res"
+    argv = ["--models", "resnet20", "--budgets", "0.5", "--methods", "dsa,uniform", "--epochs", "8",
+            "--runs", str(runs), "--results", str(res), "--data", "DATA",
+            "--minutes", "0"]  # fmt: skip
+    a = _args(table, runs, ("methods", ["dsa", "uniform"]), ("budgets", [0.5]))
+    dsa = next(j for j in table.plan(a) if j.method == "dsa")
+    hist = [{"epoch": e, "epoch_time_s": 36.0, "test_acc": 0.8} for e in range(1, 9)]
+    dsa.out.mkdir(parents=True)
+    rep = {"history": hist, "acc_after": 0.75, "flops_ratio": 0.5, "met_by": "dsa",
+           "groups": [{"keep_ratio": 0.5}]}  # fmt: skip
+    (dsa.out / "report.json").write_text(json.dumps(rep))
+    (dsa.out / "table_done.json").write_text(json.dumps({"command": dsa.command, "device": "G"}))
+    assert table.main(argv) == 0  # a window that ends is no failure
+    assert not (runs / "resnet20_uniform_f50_e8").exists()  # the window was over before it
+    md = (res / "cifar10.md").read_text()
+    assert "**Not run yet** (1): resnet20_uniform_f50_e8" in md
+    assert "--minutes" not in md  # the command that makes the table, not one window of it
+    assert [r["method"] for r in json.loads((res / "cifar10.json").read_text())] == ["dsa"]
