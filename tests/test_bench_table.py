@@ -117,10 +117,12 @@ def test_seeds_pair_magnitude_with_its_own_unpruned_run_and_the_table_averages(t
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
-def test_no_run_writes_the_finished_runs_and_names_the_missing_ones(table, tmp_path):
+def _one_finished_dsa_run(table, tmp_path, *extra: str, device: str = "G") -> tuple[list, Path]:
+    """The argv of a 50% table of DSA and uniform whose DSA run has finished (on ``device``)
+    and whose uniform run has not, and its results folder."""
     runs, res = tmp_path / "runs", tmp_path / "res"
     argv = ["--models", "resnet20", "--budgets", "0.5", "--methods", "dsa,uniform", "--epochs", "8",
-            "--runs", str(runs), "--results", str(res), "--data", "DATA", "--no-run"]  # fmt: skip
+            "--runs", str(runs), "--results", str(res), "--data", "DATA", *extra]  # fmt: skip
     a = _args(table, runs, ("methods", ["dsa", "uniform"]), ("budgets", [0.5]))
     dsa = next(j for j in table.plan(a) if j.method == "dsa")
     hist = [{"epoch": e, "epoch_time_s": 360.0, "test_acc": 0.8} for e in range(1, 9)]
@@ -128,8 +130,13 @@ def test_no_run_writes_the_finished_runs_and_names_the_missing_ones(table, tmp_p
     rep = {"history": hist, "acc_after": 0.75, "flops_ratio": 0.5, "met_by": "dsa",
            "groups": [{"keep_ratio": 0.5}]}  # fmt: skip
     (dsa.out / "report.json").write_text(json.dumps(rep))
-    done = {"command": dsa.command, "device": "GPU X (4 runs at once)"}
-    (dsa.out / "table_done.json").write_text(json.dumps(done))
+    (dsa.out / "table_done.json").write_text(json.dumps({"command": dsa.command, "device": device}))
+    return argv, res
+
+
+def test_no_run_writes_the_finished_runs_and_names_the_missing_ones(table, tmp_path):
+    argv, res = _one_finished_dsa_run(table, tmp_path, "--no-run", device="GPU X (4 runs at once)")
+    runs = tmp_path / "runs"
     assert table.main(argv) == 0
     assert not (runs / "resnet20_uniform_f50_e8").exists()  # nothing was started
     rows = json.loads((res / "cifar10.json").read_text())
@@ -178,20 +185,9 @@ def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_pat
 def test_a_window_of_minutes_ends_the_runs_and_writes_the_table_from_the_finished_ones(
     table, tmp_path
 ):
-    runs, res = tmp_path / "runs", tmp_path / "res"
-    argv = ["--models", "resnet20", "--budgets", "0.5", "--methods", "dsa,uniform", "--epochs", "8",
-            "--runs", str(runs), "--results", str(res), "--data", "DATA",
-            "--minutes", "0"]  # fmt: skip
-    a = _args(table, runs, ("methods", ["dsa", "uniform"]), ("budgets", [0.5]))
-    dsa = next(j for j in table.plan(a) if j.method == "dsa")
-    hist = [{"epoch": e, "epoch_time_s": 36.0, "test_acc": 0.8} for e in range(1, 9)]
-    dsa.out.mkdir(parents=True)
-    rep = {"history": hist, "acc_after": 0.75, "flops_ratio": 0.5, "met_by": "dsa",
-           "groups": [{"keep_ratio": 0.5}]}  # fmt: skip
-    (dsa.out / "report.json").write_text(json.dumps(rep))
-    (dsa.out / "table_done.json").write_text(json.dumps({"command": dsa.command, "device": "G"}))
+    argv, res = _one_finished_dsa_run(table, tmp_path, "--minutes", "0")
     assert table.main(argv) == 0  # a window that ends is no failure
-    assert not (runs / "resnet20_uniform_f50_e8").exists()  # the window was over before it
+    assert not (tmp_path / "runs/resnet20_uniform_f50_e8").exists()  # the window ended first
     md = (res / "cifar10.md").read_text()
     assert "**Not run yet** (1): resnet20_uniform_f50_e8" in md
     assert "--minutes" not in md  # the command that makes the table, not one window of it
