@@ -188,6 +188,14 @@ def stop_running(jobs: list[Job], grace_s: float = 120.0) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] stop  {j.out.name} (resumes next time)", flush=True)
 
 
+def window(minutes: float | None) -> Callable[[], bool] | None:
+    """A ``stop`` for :func:`run_all` that ends the window ``minutes`` from now (None: no end)."""
+    if minutes is None:
+        return None
+    t_end = time.monotonic() + 60 * minutes
+    return lambda: time.monotonic() >= t_end
+
+
 def run_all(
     jobs: list[Job], parallel: int, device: str = "", stop: Callable[[], bool] | None = None
 ) -> None:
@@ -559,9 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             j.state = "done" if j.done_file.exists() else "not run"
         argv = [x for x in argv if x != "--no-run"]  # the table names the command that makes it
     else:
-        t_end = None if a.minutes is None else time.monotonic() + 60 * a.minutes
-        stop = None if t_end is None else lambda: time.monotonic() >= t_end
-        run_all(jobs, a.parallel, _device(a), stop)
+        run_all(jobs, a.parallel, _device(a), window(a.minutes))
         for j in jobs:
             if j.state == "pending":
                 j.state = "not run"

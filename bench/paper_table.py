@@ -30,10 +30,16 @@ import functools
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
-from cifar10_table import PAPER, PAPER_BASE, Job, exit_code, run_all  # noqa: E402 (the bench's scripts)
+from cifar10_table import (  # noqa: E402 (the bench's scripts)
+    PAPER,
+    PAPER_BASE,
+    Job,
+    exit_code,
+    run_all,
+    window,
+)
 from common import ROOT, budget_tag, comma_list  # noqa: E402
 
 BUDGETS = (0.75, 0.5, 0.333)
@@ -255,10 +261,7 @@ def main(argv: list[str] | None = None, stop=None) -> int:
         p.error(f"unknown baselines {sorted(bad)}; known: {', '.join(BASELINES)}")
     jobs = plan(a)
     if not a.plan:
-        t_end = None if a.minutes is None else time.monotonic() + 60 * a.minutes
-        if stop is None and t_end is not None:
-            stop = lambda: time.monotonic() >= t_end  # noqa: E731
-        run_all(jobs, a.parallel, _device(a), stop)
+        run_all(jobs, a.parallel, _device(a), stop or window(a.minutes))
         tidy(jobs)
     rs = rows(jobs, a)
     for r in rs:
