@@ -565,13 +565,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.no_run:
         for j in jobs:
             j.state = "done" if j.done_file.exists() else "not run"
-        argv = [x for x in argv if x != "--no-run"]  # the table names the command that makes it
     else:
         run_all(jobs, a.parallel, _device(a), window(a.minutes))
         for j in jobs:
             if j.state == "pending":
                 j.state = "not run"
-    argv = _without(argv, "--minutes")  # the table names what makes it, not one window's length
+    argv = _recorded(argv)
     sys.path.insert(0, str(ROOT / "src"))
     rs = rows(jobs, a)
     res = Path(a.results)
@@ -595,15 +594,20 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code(jobs)
 
 
-def _without(argv: list[str], flag: str) -> list[str]:
-    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
-    out, skip = [], False
+# Options of one invocation, not of the table: the table names the command that makes it, not
+# whether this call ran anything or how long its window was. Each maps to how many values it takes.
+_NOT_RECORDED = {"--no-run": 0, "--minutes": 1}
+
+
+def _recorded(argv: list[str]) -> list[str]:
+    """``argv`` without the options in ``_NOT_RECORDED`` (``--opt V`` or ``--opt=V``)."""
+    out, skip = [], 0
     for x in argv:
         if skip:
-            skip = False
-        elif x == flag:
-            skip = True
-        elif not x.startswith(flag + "="):
+            skip -= 1
+        elif x in _NOT_RECORDED:
+            skip = _NOT_RECORDED[x]
+        elif x.split("=", 1)[0] not in _NOT_RECORDED:
             out.append(x)
     return out
 

@@ -24,18 +24,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=$1 OUT=$2 MINUTES=$3 PARALLEL=$4 JOBS=$5
-export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 DATA
-if [[ -d .whl ]]; then  # wheels the GPU machine lacks, carried beside the repo
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-    export PYTHONPATH=src:/tmp/site
-fi
+export OMP_NUM_THREADS=1 DATA
 export DEVICE=${DEVICE:-cuda}  # cpu: try the script on the development machine
 : "${BENCH_COMMIT:?set BENCH_COMMIT to the commit the tree is at}"
 mkdir -p "$OUT" /tmp/aq_logs
-t0=$(date +%s)
-python -c "import sys; from dsaprune.data import load_splits; load_splits('cifar10', sys.argv[1])" \
-    "$DATA" || exit 1
-echo "decoded in $(($(date +%s) - t0)) s"
+source bench/gpu_setup.sh "$DATA"
 smoke="python bench/allocation_quality.py --checkpoint bench/reference/cifar10_resnet20.pt
     --name scratch_gpu_smoke --data $DATA --device $DEVICE --split dev --seeds 0 --budgets 0.5
     --finetune-steps 3 --long-finetune-epochs 0.01"

@@ -23,18 +23,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=$1 OUT=$2 MINUTES=$3 PARALLEL=$4
 shift 4
-export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-if [[ -d .whl ]]; then  # wheels the GPU machine lacks, carried beside the repo
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-    export PYTHONPATH=src:/tmp/site
-fi
+export OMP_NUM_THREADS=1
 DEVICE=${DEVICE:-cuda}  # cpu: try the script on the development machine
 RUNS=runs/gpu_table
 mkdir -p "$OUT" "$RUNS"
-t0=$(date +%s)
-python -c "import sys; from dsaprune.data import load_splits; load_splits('cifar10', sys.argv[1])" \
-    "$DATA" || exit 1
-echo "decoded in $(($(date +%s) - t0)) s"
+source bench/gpu_setup.sh "$DATA"
 if ! python bench/cifar10_table.py --models resnet20 --budgets 0.5 --methods dsa,group_fisher \
     --epochs 0.05 --data "$DATA" --device "$DEVICE" --parallel 2 --runs /tmp/smoke_runs \
     --results /tmp/smoke_results > /tmp/smoke.log 2>&1; then

@@ -29,12 +29,7 @@ if [[ "${1:-}" == "--unpack" ]]; then
     exit 0
 fi
 DATA=$1 OUT=$2 MINUTES=$3
-export PYTHONPATH=src PYTHONUNBUFFERED=1
-if [[ -d .whl ]]; then  # wheels the GPU machine lacks (torch-pruning), carried beside the repo
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-    export PYTHONPATH=src:/tmp/site
-fi
-python -c "import sys; from dsaprune.data import load_splits; load_splits('cifar10', sys.argv[1])" "$DATA"
+source bench/gpu_setup.sh "$DATA"
 timeout 240 python bench/train_throughput.py --models resnet20 --modes eager,fast --steps 40 \
     --device cuda --json "$OUT/train_throughput_gpu.json" 2>&1 | tee "$OUT/throughput.log" || true
 python bench/paper_table.py --device cuda --parallel 8 --minutes "$MINUTES" --data "$DATA" \
