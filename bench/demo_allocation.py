@@ -10,7 +10,8 @@ training batches).
 ``finetune``: allocations at 30% FLOPs applied to the shipped weights (channels kept in Fisher
 order) and fine-tuned as the demo fine-tunes (batch 128, augmented, SGD lr 0.01 with cosine
 decay over 39 steps), 3 fine-tune seeds each: ``group_fisher`` (its Fisher on 20 plain or
-augmented training batches, ``--fisher-seeds`` draws of the latter), ``uniform``, and any
+augmented training batches, ``--fisher-seeds`` draws of the latter; ``--fisher-batches`` other
+than its 20), ``uniform``, and any
 ``--counts`` (e.g. the keep counts in a demo run's report.md). ``--offset N`` starts the
 fine-tune N steps into the schedule, as a DSA run whose window took those steps does.
 
@@ -20,7 +21,7 @@ fresh images (so the demo's own runs and the fine-tunes above are read on one se
     python bench/demo_allocation.py removal
     python bench/demo_allocation.py score runs/demo
     python bench/demo_allocation.py finetune [--counts "15,10,...;13,1,..."] [--offset 9] \\
-        [--fisher-seeds 0,1,2,3] [--only-counts]
+        [--fisher-seeds 0,1,2,3] [--fisher-batches 78] [--only-counts]
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ class Task:
         x, y = self.norm(self.splits.train.images[idx]), self.splits.train.labels[idx]
         return [(x[i : i + size], y[i : i + size]) for i in range(0, n * size, size)]
 
-    def fisher(self, seed: int, augmented: bool) -> list[torch.Tensor]:
+    def fisher(self, seed: int, augmented: bool, n: int = 20) -> list[torch.Tensor]:
         return channel_fisher(
-            self.base, self.groups, self.batches(20, seed, augmented), F.cross_entropy, 20
+            self.base, self.groups, self.batches(n, seed, augmented), F.cross_entropy, n
         )
 
     def masks(self, counts: torch.Tensor, fisher: list[torch.Tensor]) -> torch.Tensor:
@@ -186,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counts", default="", help="keep counts per group, ';' between allocations")
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--fisher-seeds", default="0")
+    p.add_argument(
+        "--fisher-batches",
+        type=int,
+        default=20,
+        help="group_fisher's batches (at most 78, an epoch)",
+    )
     p.add_argument("--only-counts", action="store_true", help="skip group_fisher and uniform")
     a = p.parse_args(argv)
     torch.manual_seed(0)
@@ -196,13 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.what == "score":
         score(t, Path(a.run_dir))
         return 0
-    plain = t.fisher(0, augmented=False)
+    plain = t.fisher(0, augmented=False, n=a.fisher_batches)
     allocs: list[tuple[str, torch.Tensor, list]] = []
     if not a.only_counts:
         gf = torch.tensor(greedy_keep_counts(plain, t.cost, BUDGET), dtype=torch.float64)
         allocs.append(("group_fisher, Fisher on plain batches", gf, plain))
         for s in [int(v) for v in a.fisher_seeds.split(",")]:
-            f = t.fisher(100 + s, augmented=True)
+            f = t.fisher(100 + s, augmented=True, n=a.fisher_batches)
             gf = torch.tensor(greedy_keep_counts(f, t.cost, BUDGET), dtype=torch.float64)
             allocs.append((f"group_fisher, Fisher on augmented batches (draw {s})", gf, f))
         theta, _ = shift_to_budget(torch.zeros(len(t.P), dtype=torch.float64), t.cost, BUDGET)
