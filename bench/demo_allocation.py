@@ -106,8 +106,9 @@ def masked(hooks: GateHooks, m: torch.Tensor, model, x):
 
 
 def removal(t: Task) -> None:
-    fisher = t.fisher(0, augmented=False)
-    truth = t.batches(10, 1, augmented=False)
+    batches = t.batches(30, 0, augmented=False)  # one permutation: the two sets share no image
+    fisher = channel_fisher(t.base, t.groups, batches[:20], F.cross_entropy, 20)
+    truth = batches[20:]
     hooks = GateHooks(t.groups)
 
     def loss(m: torch.Tensor) -> tuple[float, float]:
