@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         for j in jobs:
             if j.state == "pending":
                 j.state = "not run"
-    argv = _recorded(argv)
+    argv = recorded(argv)
     sys.path.insert(0, str(ROOT / "src"))
     rs = rows(jobs, a)
     res = Path(a.results)
@@ -596,18 +596,19 @@ def main(argv: list[str] | None = None) -> int:
 
 # Options of one invocation, not of the table: the table names the command that makes it, not
 # whether this call ran anything or how long its window was. Each maps to how many values it takes.
-_NOT_RECORDED = {"--no-run": 0, "--minutes": 1}
+NOT_RECORDED = {"--no-run": 0, "--minutes": 1}
 
 
-def _recorded(argv: list[str]) -> list[str]:
-    """``argv`` without the options in ``_NOT_RECORDED`` (``--opt V`` or ``--opt=V``)."""
+def recorded(argv: list[str], options: dict[str, int] = NOT_RECORDED) -> list[str]:
+    """``argv`` without ``options`` (name -> how many values follow it; ``--opt V`` or
+    ``--opt=V``): the command a table records."""
     out, skip = [], 0
     for x in argv:
         if skip:
             skip -= 1
-        elif x in _NOT_RECORDED:
-            skip = _NOT_RECORDED[x]
-        elif x.split("=", 1)[0] not in _NOT_RECORDED:
+        elif x in options:
+            skip = options[x]
+        elif x.split("=", 1)[0] not in options:
             out.append(x)
     return out
 

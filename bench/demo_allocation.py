@@ -90,6 +90,12 @@ class Task:
             self.base, self.groups, self.batches(n, seed, augmented), F.cross_entropy, n
         )
 
+    def accuracy(self, forward) -> float:
+        """% of the fresh images ``forward`` classifies right (in batches of 500)."""
+        with torch.no_grad():
+            out = torch.cat([forward(self.x_eval[i : i + 500]) for i in range(0, 4000, 500)])
+        return 100 * float((out.argmax(1) == self.y_eval).double().mean())
+
     def masks(self, counts: torch.Tensor, fisher: list[torch.Tensor]) -> torch.Tensor:
         m = torch.zeros(self.valid.shape)
         for k in range(len(self.P)):
@@ -139,10 +145,10 @@ def removal(t: Task) -> None:
 
 def finetune(t: Task, counts: torch.Tensor, fisher, offset: int) -> list[float]:
     accs = []
+    m = t.masks(counts, fisher)
     for seed in range(3):
         model = t.net()
         hooks = GateHooks(find_groups(model, torch.randn(1, 3, 32, 32)))
-        m = t.masks(counts, fisher)
         opt = torch.optim.SGD(
             model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4, nesterov=True
         )
@@ -160,11 +166,7 @@ def finetune(t: Task, counts: torch.Tensor, fisher, offset: int) -> list[float]:
             opt.step()
             sched.step()
         model.eval()
-        with torch.no_grad():
-            out = torch.cat(
-                [masked(hooks, m, model, t.x_eval[i : i + 500]) for i in range(0, 4000, 500)]
-            )
-        accs.append(100 * float((out.argmax(1) == t.y_eval).double().mean()))
+        accs.append(t.accuracy(lambda x, model=model, hooks=hooks: masked(hooks, m, model, x)))
     return accs
 
 
@@ -172,10 +174,7 @@ def score(t: Task, run_dir: Path) -> None:
     rows: dict[str, list[str]] = {}
     for f in sorted(run_dir.glob("*_s*/model.pt")):
         method, seed = f.parent.name.rsplit("_s", 1)
-        net = load(f).float().eval()
-        with torch.no_grad():
-            out = torch.cat([net(t.x_eval[i : i + 500]) for i in range(0, 4000, 500)])
-        acc = 100 * float((out.argmax(1) == t.y_eval).double().mean())
+        acc = t.accuracy(load(f).float().eval())
         rows.setdefault(method, []).append(f"seed {seed} {acc:.2f}")
     for method, accs in rows.items():
         print(f"{method}: " + " / ".join(accs))

@@ -37,6 +37,7 @@ from cifar10_table import (  # noqa: E402 (the bench's scripts)
     PAPER_BASE,
     Job,
     exit_code,
+    recorded,
     run_all,
     window,
 )
@@ -277,8 +278,8 @@ def main(argv: list[str] | None = None, stop=None) -> int:
 
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)
-    shown = [x for x in argv if x not in ("--plan",)]
     atomic_write_json(rs, res / "paper_table.json")
+    shown = recorded(argv, {"--plan": 0})
     atomic_write_text(markdown(rs, a, shown, _device(a)), res / "paper_table.md")
     return exit_code(jobs)
 
