@@ -48,7 +48,7 @@ echo "smoke passed at $(($(date +%s) - t0)) s"
 # one job per line; a job's log is named by its line number
 touch /tmp/aq_start
 grep -v '^\s*#' "$JOBS" | grep -v '^\s*$' | nl -ba -w3 -s' ' | timeout "${MINUTES}m" \
-    xargs -P "$PARALLEL" -L 1 bash -c 'n=$0
+    xargs -r -P "$PARALLEL" -L 1 bash -c 'n=$0
         python bench/allocation_quality.py --data "$DATA" --device "$DEVICE" --resume "$@" \
             > /tmp/aq_logs/job$n.log 2>&1
         echo "job $n exit $? at $(date +%T)"'

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None, stop=None) -> int:
     res = Path(a.results)
     res.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rs, res / "paper_table.json")
-    shown = recorded(argv, {"--plan": 0})
+    shown = recorded(argv, {"--plan": 0, "--minutes": 1})  # one window's length, not the table's
     atomic_write_text(markdown(rs, a, shown, _device(a)), res / "paper_table.md")
     return exit_code(jobs)
 
