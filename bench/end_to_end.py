@@ -106,6 +106,16 @@ def run_folder(runs: str, name: str, method: str, budget: float, epochs: float, 
     return Path(runs) / f"{name}_{method}_f{budget_tag(budget)}_e{epochs:g}_s{seed}"
 
 
+def given_counts(a: argparse.Namespace, budget: float, seed: int) -> str:
+    """The keep counts of the ``--counts-of`` method's run at this budget and seed (its run
+    folder's report), as ``--keep-counts`` takes them."""
+    src = run_folder(a.runs, a.name, a.counts_of, budget, a.epochs, seed) / "report.json"
+    if not src.is_file():
+        raise SystemExit(f"{src} is missing: make the {a.counts_of} rows (same budgets and seeds) "
+                         "first; --counts-of applies their allocations")  # fmt: skip
+    return ",".join(str(n) for n in json.loads(src.read_text())["keep_counts"])
+
+
 def results_name(name: str, split: str) -> str:
     return f"end_to_end_{name}" + ("" if split == "final" else f"_{split}")
 
@@ -139,7 +149,10 @@ def run(a: argparse.Namespace) -> dict:
                         a.data, "--budget", f"flops={b:g}", "--method", method, "--epochs",
                         f"{a.epochs:g}", "--seed", str(seed), "--out", str(run_dir),
                         "--quiet"]  # fmt: skip
-                if label != method:  # a variant: its DSA settings from a file
+                if a.counts_of and label != method:  # another run's allocation, fine-tuned whole
+                    argv[argv.index("--method") + 1] = "given"
+                    argv += ["--keep-counts", given_counts(a, b, seed)]
+                elif label != method:  # a variant: its DSA settings from a file
                     argv += ["--config", a.dsa_config]
                 t0 = time.perf_counter()
                 # a finished run is scored again (on the other half), not rerun
@@ -230,14 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs/end_to_end", help="run folders (not committed)")
     p.add_argument("--split", choices=("final", "dev"), default="final")
     p.add_argument("--dsa-config", help="YAML of DSA settings for a variant's rows; with --label")
+    p.add_argument("--counts-of", metavar="METHOD",
+                   help="a variant whose rows apply the keep counts of the same budget and seed's "
+                   "METHOD run (--method given): that allocation, fine-tuned from the checkpoint "
+                   "for the whole schedule; with --label")  # fmt: skip
     p.add_argument("--label", default="", help="record the variant's DSA rows under this name")
     p.add_argument("--per-image", action="store_true",
                    help="add per-image results to finished rows that lack them (their run folder "
                    "made again from the row's command where it is gone)")  # fmt: skip
     p.add_argument("--tables-only", action="store_true")
     a = p.parse_args(argv)
-    if bool(a.label) != bool(a.dsa_config):
-        p.error("a variant needs both --dsa-config and --label")
+    if bool(a.label) != (bool(a.dsa_config) or bool(a.counts_of)):
+        p.error("a variant needs a --label and --dsa-config or --counts-of")
+    if a.dsa_config and a.counts_of:
+        p.error("a variant takes its DSA settings (--dsa-config) or another run's counts "
+                "(--counts-of), not both")  # fmt: skip
     if a.label and a.split == "final":
         p.error("variants are compared on the dev half; the final half measures the defaults")
     path = RESULTS / f"{results_name(a.name, a.split)}.json"

@@ -46,7 +46,7 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
     a = argparse.Namespace(name="r", split="dev", checkpoint="ref.pt", epochs=2.0,
                            budgets=[0.5], seeds=[0, 1], methods=["dsa"], label=None,
                            runs=str(tmp_path / "runs"), data="data", dsa_config=None,
-                           per_image=False)  # fmt: skip
+                           counts_of=None, per_image=False)  # fmt: skip
     rows = e2e.run(a)["rows"]
     assert [(r["seed"], r["commit"], r["acc_dev"]) for r in rows] == [
         (0, "maker", 0.8),
@@ -55,6 +55,30 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
     from common import unpack_correct
 
     assert all(unpack_correct(r["correct_dev"]).equal(correct) for r in rows)
+
+    # a --counts-of variant: each seed's run applies the same seed's dsa run's keep counts
+    for seed, counts in ((0, [3, 4]), (1, [5, 6])):
+        report = tmp_path / "runs" / f"r_dsa_f50_e2_s{seed}" / "report.json"
+        report.write_text(json.dumps({**json.loads(report.read_text()), "keep_counts": counts}))
+    made = []
+
+    def prune_once(argv, run_dir):
+        made.append(argv)
+        run_dir.mkdir(parents=True)
+        (run_dir / "model.pt").write_bytes(b"")
+        (run_dir / "report.json").write_text(
+            json.dumps({"flops_ratio": 0.5, "groups": [{"keep_ratio": 0.5}]})
+        )
+        return True
+
+    monkeypatch.setattr(e2e, "prune_once", prune_once)
+    rows = e2e.run(argparse.Namespace(**{**vars(a), "label": "dsa_counts", "counts_of": "dsa"}))[
+        "rows"
+    ]
+    assert [r["method"] for r in rows] == ["dsa", "dsa", "dsa_counts", "dsa_counts"]
+    assert [argv[argv.index("--method") + 1] for argv in made] == ["given", "given"]
+    assert [argv[argv.index("--keep-counts") + 1] for argv in made] == ["3,4", "5,6"]
+    assert all(r["commit"] == "scoring" for r in rows[2:])
 
 
 def test_half_noise_separates_the_test_images_share_from_the_seeds(bench_script):

@@ -118,6 +118,12 @@ def test_cli_inspect_and_errors(capsys):
     assert "30 channel groups (30 prunable)" in capsys.readouterr().out
     assert main(["prune", "--budget", "flops=2", "--out", "/tmp/never", "--epochs", "0.1"]) == 2
     assert "out of range" in capsys.readouterr().err
+    # another run's allocation: counts on the command line, read by method given only
+    assert main(["prune", "--keep-counts", "3,4", "--out", "/tmp/never", "--epochs", "0.1"]) == 2
+    assert "method 'given' only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prune", "--method", "given", "--keep-counts", "3,x", "--out", "/tmp/never"])
+    assert "whole channel counts >= 1 separated by commas" in capsys.readouterr().err
 
 
 def test_cli_steady_malloc_is_set_before_the_command_runs(capsys, monkeypatch):
@@ -261,6 +267,8 @@ def test_paper_configs_load_into_valid_settings():
     ns = argparse.Namespace(config=str(files[0]), epochs_default=1.0, lr=0.01, budget="params=0.4")
     s = RunSpec.from_args(ns, trained=True)
     assert (s.train.lr, s.budget, s.dsa.warmup_fraction) == (0.01, "params=0.4", 15 / 120)
+    ns = argparse.Namespace(config=None, epochs_default=1.0, method="given", keep_counts=[3, 4])
+    assert RunSpec.from_args(ns).dsa.keep_counts == [3, 4]
 
 
 def test_group_without_bn_uses_filter_l1_with_a_warning(tiny_net):

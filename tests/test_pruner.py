@@ -216,3 +216,23 @@ def test_iterative_group_fisher_cuts_in_rounds_to_the_budget_and_finishes_a_shor
     )  # fmt: skip
     short = pruner.finish().report
     assert short["flops_ratio"] <= 0.5 and len(short["allocation_history"]) == 1
+
+
+def test_given_applies_another_runs_counts_and_refuses_counts_that_do_not_fit(tiny_net):
+    x = TRAIN[0][0][:1]
+    uniform = dsaprune.Pruner(tiny_net(), x, total_steps=10, method="uniform").finish()
+    counts = [14, 13]  # at the budget (0.497 of the FLOPs), where uniform keeps [10, 23]
+    assert counts != uniform.report["keep_counts"]
+    given = dsaprune.Pruner(
+        tiny_net(), x, total_steps=10, method="given", keep_counts=counts, train_data=TRAIN
+    ).finish()
+    assert given.report["keep_counts"] == counts and given.report["met_by"] == "given"
+    assert given.report["flops_ratio"] <= 0.5
+    with pytest.raises(ValueError, match="set keep_counts"):
+        dsaprune.Pruner(tiny_net(), x, total_steps=10, method="given")
+    with pytest.raises(ValueError, match="method 'given' only"):
+        dsaprune.Pruner(tiny_net(), x, total_steps=10, val_data=VAL, keep_counts=counts)
+    with pytest.raises(ValueError, match="do not fit this network"):
+        dsaprune.Pruner(tiny_net(), x, total_steps=10, method="given", keep_counts=counts[1:])
+    with pytest.raises(ValueError, match="do not fit this network"):
+        dsaprune.Pruner(tiny_net(), x, total_steps=10, method="given", keep_counts=[17, 13])

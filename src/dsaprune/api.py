@@ -52,8 +52,8 @@ def prune(
     them, and accuracy is reported only for class logits. Settings are any field of
     :class:`TrainConfig` (lr, weight_decay, …), :class:`DSAConfig` (warmup_fraction, round_to,
     physical, ``method``: ``dsa`` or a baseline ``uniform``, ``magnitude``, ``group_fisher``,
-    ``group_fisher_iterative``, ``ssl``, ``morphnet``, ``penalty``: their strength, …) or
-    :class:`AllocatorConfig` (rho1, …).
+    ``group_fisher_iterative``, ``ssl``, ``morphnet``, ``given`` with ``keep_counts``,
+    ``penalty``: their strength, …) or :class:`AllocatorConfig` (rho1, …).
     ``pretrained=True`` also measures the accuracy of the network as given (``acc_before``).
     A ``latency=F`` budget is a fraction of the network's latency on ``device`` at
     ``latency_batch``, predicted by per-layer fits measured there (cached per device);

@@ -71,6 +71,7 @@ class Decision:
     device: torch.device | None = None
     amp: bool = False
     forward: Callable | None = None  # forward(model, inputs, targets); None: model(inputs)
+    keep_counts: list[int] | None = None  # the ``given`` method's counts, one per prunable group
 
 
 class Method:
@@ -81,6 +82,7 @@ class Method:
     reads_validation: ClassVar[bool] = False
     penalised: ClassVar[bool] = False  # make_penalty returns a penalty
     iterative: ClassVar[bool] = False  # removes channels in rounds over the window
+    takes_counts: ClassVar[bool] = False  # applies the keep counts it is given (``given``)
 
     @classmethod
     def unread_settings(cls) -> frozenset[str]:
@@ -238,6 +240,26 @@ class IterativeGroupFisher(Method):
         return super().unread_settings() - {"allocator"}
 
 
+class Given(Method):
+    """An allocation decided elsewhere, applied at once as a one-shot method's: ``keep_counts``
+    holds one channel count per prunable group, in the order of a run's report
+    (``report.json``'s ``keep_counts``). Two allocations then meet one and the same fine-tune,
+    or a run's allocation is reused on another checkpoint of the same network. Counts at the
+    budget (a report's, from a run at the same budget) are kept as they are; others are fitted
+    to it as any method's ratios are (one logit shift for every group, then rounding), so they
+    move. The channels go by the flow's order (``importance``)."""
+
+    description = (
+        "the keep counts given by --keep-counts (one per prunable group, as in a run's "
+        "report.json), applied at once"
+    )
+    takes_counts = True
+
+    def keep_ratios(self, d):
+        chans = torch.tensor([g.channels for g in d.groups.prunable], dtype=torch.float64)
+        return torch.tensor(d.keep_counts, dtype=torch.float64) / chans, None
+
+
 METHODS: dict[str, type[Method]] = {
     "dsa": DSAMethod,
     "uniform": Uniform,
@@ -246,6 +268,7 @@ METHODS: dict[str, type[Method]] = {
     "morphnet": MorphNet,
     "group_fisher": GroupFisherMethod,
     "group_fisher_iterative": IterativeGroupFisher,
+    "given": Given,
 }
 
 

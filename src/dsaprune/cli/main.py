@@ -42,6 +42,15 @@ def _positive(v: str) -> int:
     return n
 
 
+def _counts(v: str) -> list[int]:
+    try:
+        return [_positive(x) for x in v.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole channel counts >= 1 separated by commas, e.g. 14,4,5; got {v!r}"
+        ) from None
+
+
 def _data_args(p: argparse.ArgumentParser, recorded: bool = False) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
@@ -200,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=list(METHODS),
         help="dsa (default), or a baseline in the same flow. " + describe_methods(),
+    )
+    pr.add_argument(
+        "--keep-counts",
+        type=_counts,
+        metavar="N,N,...",
+        help="with --method given: the channels each prunable group keeps, in the order of a "
+        "run's report.json keep_counts",
     )
     pr.add_argument(
         "--penalty",

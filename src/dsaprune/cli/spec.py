@@ -12,7 +12,15 @@ from ..pruner import DSAConfig, split_settings
 from ..train import TrainConfig
 
 # the pruning options that have a command-line flag (the others come from --config)
-PRUNE_FLAGS = ("round_to", "method", "physical", "warmup_fraction", "penalty", "estimator")
+PRUNE_FLAGS = (
+    "round_to",
+    "method",
+    "physical",
+    "warmup_fraction",
+    "penalty",
+    "estimator",
+    "keep_counts",
+)
 
 
 def read_settings(args: argparse.Namespace) -> dict:

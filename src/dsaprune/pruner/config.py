@@ -65,6 +65,8 @@ class DSAConfig:
     method: str = "dsa"  # or a baseline in the same flow (see dsaprune.methods.METHODS)
     penalty: float | None = None  # ssl / morphnet strength (None: ssl 5e-4, morphnet 2e-3)
     estimator: str = "fisher"  # the Θ-step's loss signal (see dsaprune.estimators)
+    # method "given": the channels each prunable group keeps, in the order of a run's report
+    keep_counts: list[int] | None = None
     # the paper's mechanics, kept to compare against (docs/decisions.md): with True the weights
     # train under masks sampled from the keep probabilities (β2, prob_floor and hard_threshold
     # shape them), with False (the default) under the deterministic top-n mask of the current α
@@ -96,6 +98,18 @@ class DSAConfig:
             raise ValueError(
                 f"method {self.method!r} trains under the channels it has kept so far; "
                 "sample_train_masks=True (sampled masks) is DSA's alone: leave it False"
+            )
+        if method.takes_counts != (self.keep_counts is not None):
+            raise ValueError(
+                f"method {self.method!r} applies given keep counts: set keep_counts "
+                "(--keep-counts N,N,..., one per prunable group, as in a run's report.json)"
+                if method.takes_counts
+                else "keep_counts are read by method 'given' only: add --method given, or drop "
+                "the counts"
+            )
+        if self.keep_counts is not None and not all(is_whole(n) for n in self.keep_counts):
+            raise ValueError(
+                f"keep_counts are whole numbers of channels >= 1, got {self.keep_counts!r}"
             )
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")

@@ -201,6 +201,15 @@ class Pruner:
                 f"prunable group and the unprunable layers whole: the smallest feasible budget "
                 f"is {self.budget.kind}={floor:.4f}"
             )
+        given = self.cfg.keep_counts
+        if given is not None and (
+            len(given) != self.K or any(n > c for n, c in zip(given, self.channels, strict=False))
+        ):
+            raise ValueError(
+                f"keep_counts {list(given)} do not fit this network: it has {self.K} prunable "
+                f"groups of {self.channels} channels (give one count per group, at most its "
+                "channels, in this order: a report.json's keep_counts from the same network)"
+            )
 
     # -- the caller's side ---------------------------------------------------------------------
     @property
@@ -466,6 +475,7 @@ class Pruner:
                 self.device,
                 self.amp,
                 self.forward,
+                self.cfg.keep_counts,
             )
         )
         if decided is None:  # DSA (gradient steps) or rounds of removals over the window
