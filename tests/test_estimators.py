@@ -314,8 +314,10 @@ def test_registries_name_what_they_know():
         with pytest.raises(ValueError, match="alloc_samples is a whole number of samples"):
             dsaprune.DSAConfig(alloc_samples=bad)
     assert list(METHODS) == [
-        "dsa", "uniform", "magnitude", "ssl", "morphnet", "group_fisher", "group_fisher_iterative"
+        "dsa", "uniform", "magnitude", "ssl", "morphnet", "group_fisher", "group_fisher_iterative",
+        "given",
     ]  # fmt: skip
+    assert [n for n, c in METHODS.items() if c.takes_counts] == ["given"]
     assert [n for n, c in METHODS.items() if c.iterative] == ["group_fisher_iterative"]
     with pytest.raises(ValueError, match="sample_train_masks=True .* is DSA's alone"):
         dsaprune.DSAConfig(method="group_fisher_iterative", sample_train_masks=True)
