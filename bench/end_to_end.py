@@ -11,7 +11,10 @@ from its ``last.pt``), and the table, with DSA minus each method paired by seed,
 Each row also keeps which of the half's images its network classifies right, so the table gives
 the test images' own share of each difference beside the seeds' (``common.half_noise``);
 ``--per-image`` adds them to older rows, making a gone run folder again from the row's command
-and checking that it scores what the row says.
+and checking that it scores what the row says. Variants, on the dev half only, run one method
+under a ``--label``: with ``--dsa-config`` (its settings from a YAML file, e.g.
+``bench/variants/*.yaml``) or ``--counts-of METHOD`` (that method's allocations at the same
+budget and seed, applied with ``--method given`` and fine-tuned for the whole schedule).
 
     python bench/end_to_end.py --checkpoint bench/reference/cifar10_resnet20.pt \\
         --name resnet20 --budgets 0.5,0.33 --seeds 0,1,2 --epochs 2
@@ -137,7 +140,7 @@ def run(a: argparse.Namespace) -> dict:
     for b in a.budgets:
         for seed in a.seeds:
             for method in a.methods:
-                label = a.label if a.label and method == "dsa" else method
+                label = a.label or method  # a variant runs one method
                 if (label, b, seed) in done:
                     row = done[(label, b, seed)]
                     if a.per_image and f"correct_{a.split}" not in row:
@@ -152,7 +155,7 @@ def run(a: argparse.Namespace) -> dict:
                 if a.counts_of and label != method:  # another run's allocation, fine-tuned whole
                     argv[argv.index("--method") + 1] = "given"
                     argv += ["--keep-counts", given_counts(a, b, seed)]
-                elif label != method:  # a variant: its DSA settings from a file
+                elif label != method:  # a variant: its settings from a file
                     argv += ["--config", a.dsa_config]
                 t0 = time.perf_counter()
                 # a finished run is scored again (on the other half), not rerun
@@ -242,12 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--runs", default="runs/end_to_end", help="run folders (not committed)")
     p.add_argument("--split", choices=("final", "dev"), default="final")
-    p.add_argument("--dsa-config", help="YAML of DSA settings for a variant's rows; with --label")
+    p.add_argument("--dsa-config", help="YAML of DSAConfig settings (a `dsa:` section) for a "
+                   "variant's rows, of the one method in --methods; with --label")  # fmt: skip
     p.add_argument("--counts-of", metavar="METHOD",
                    help="a variant whose rows apply the keep counts of the same budget and seed's "
                    "METHOD run (--method given): that allocation, fine-tuned from the checkpoint "
                    "for the whole schedule; with --label")  # fmt: skip
-    p.add_argument("--label", default="", help="record the variant's DSA rows under this name")
+    p.add_argument("--label", default="", help="record the variant's rows under this name")
     p.add_argument("--per-image", action="store_true",
                    help="add per-image results to finished rows that lack them (their run folder "
                    "made again from the row's command where it is gone)")  # fmt: skip
@@ -255,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if bool(a.label) != (bool(a.dsa_config) or bool(a.counts_of)):
         p.error("a variant needs a --label and --dsa-config or --counts-of")
+    if a.label and len(a.methods) != 1:
+        p.error(f"a variant's rows are one method's; --methods gives {len(a.methods)}")
     if a.dsa_config and a.counts_of:
         p.error("a variant takes its DSA settings (--dsa-config) or another run's counts "
                 "(--counts-of), not both")  # fmt: skip

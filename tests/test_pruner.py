@@ -236,3 +236,23 @@ def test_given_applies_another_runs_counts_and_refuses_counts_that_do_not_fit(ti
         dsaprune.Pruner(tiny_net(), x, total_steps=10, method="given", keep_counts=counts[1:])
     with pytest.raises(ValueError, match="do not fit this network"):
         dsaprune.Pruner(tiny_net(), x, total_steps=10, method="given", keep_counts=[17, 13])
+
+
+def test_fisher_batches_sets_how_many_training_batches_the_fisher_reads(tiny_net):
+    class Counted(list):
+        def __iter__(self):
+            for b in super().__iter__():
+                self.read += 1
+                yield b
+
+    x = TRAIN[0][0][:1]
+    for n in (1, 3):
+        batches = Counted(TRAIN)
+        batches.read = 0
+        dsaprune.Pruner(
+            tiny_net(), x, total_steps=10, method="group_fisher", train_data=batches,
+            fisher_batches=n,
+        ).finish()  # fmt: skip
+        assert batches.read == n
+    with pytest.raises(ValueError, match="fisher_batches is a whole number"):
+        dsaprune.DSAConfig(fisher_batches=0)

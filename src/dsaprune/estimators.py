@@ -34,6 +34,7 @@ trained references (Spearman ρ), and why ``fisher`` was chosen, is in ``docs/de
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -227,9 +228,8 @@ def channel_fisher(
     was = model.training
     model.eval()
     try:
-        for b, (x, y) in enumerate(batches):
-            if b >= max_batches:
-                break
+        # islice, not a break: a loader is not asked for one batch past the last one read
+        for x, y in itertools.islice(batches, max_batches):
             x, y = to_device(x, dev), to_device(y, dev)
             with torch.autocast("cuda", torch.bfloat16, enabled=amp and dev.type == "cuda"):
                 net = model if forward is None else (lambda inp, y=y: forward(model, inp, y))

@@ -72,6 +72,7 @@ class Decision:
     amp: bool = False
     forward: Callable | None = None  # forward(model, inputs, targets); None: model(inputs)
     keep_counts: list[int] | None = None  # the ``given`` method's counts, one per prunable group
+    fisher_batches: int = 20  # the training batches a method that measures the Fisher reads
 
 
 class Method:
@@ -197,12 +198,12 @@ class GroupFisherMethod(Method):
     the kept channels are those with the largest Fisher cost."""
 
     description = (
-        "one-shot Group Fisher: per-channel Fisher removal cost on 20 training batches, then "
+        "one-shot Group Fisher: per-channel Fisher removal cost on a few training batches "
+        "(fisher_batches, 20), then "
         "greedy removal of the channel with the least Fisher per unit of budget cost saved "
         "(use with --checkpoint)"
     )
     own_order = True  # its channels go by the Fisher costs it measures itself
-    batches: ClassVar[int] = 20
 
     def keep_ratios(self, d):
         if d.model is None or d.batches is None or d.loss_fn is None:
@@ -210,7 +211,7 @@ class GroupFisherMethod(Method):
                 "group_fisher measures on data: its Decision needs model, batches, loss_fn"
             )
         fisher = channel_fisher(
-            d.model, d.groups, d.batches, d.loss_fn, self.batches, d.device, d.amp, d.forward
+            d.model, d.groups, d.batches, d.loss_fn, d.fisher_batches, d.device, d.amp, d.forward
         )
         counts = greedy_keep_counts(fisher, d.cost, d.budget, d.round_to)
         chans = torch.tensor([g.channels for g in d.groups.prunable], dtype=torch.float64)

@@ -58,6 +58,9 @@ class DSAConfig:
     # when the allocation starts (chosen on the dev half: docs/decisions.md), or a weight-based
     # source, "bn_first" (|γ|), "bn_sum" or "l1"
     importance: str = "fisher"
+    # training batches each channel's coupled Fisher is measured on, once: the flow's channel
+    # order ("fisher") and group_fisher's allocation
+    fisher_batches: int = 20
     init_alpha: float = 0.99
     hard_threshold: float = 0.01
     round_to: int = 1
@@ -83,6 +86,11 @@ class DSAConfig:
                 f"warmup_fraction {self.warmup_fraction} ends after the allocation window "
                 f"(window_end_fraction {self.window_end_fraction:.4g}); lower the first or "
                 "raise the second"
+            )
+        if not is_whole(self.fisher_batches):
+            raise ValueError(
+                f"fisher_batches is a whole number of training batches >= 1, got "
+                f"{self.fisher_batches!r}"
             )
         if not is_whole(self.round_to):
             raise ValueError(f"round_to is a whole number of channels >= 1, got {self.round_to!r}")

@@ -56,8 +56,6 @@ from .config import PAPER_EPOCHS, DSAConfig, alloc_interval, is_whole, window_bo
 from .report import PruneResult, count_costs
 from .rounds import FisherRounds
 
-FISHER_BATCHES = 20  # training batches the channel order is measured on (as group_fisher's)
-
 # one line when a phase starts (the progress output of a run whose log is not a terminal)
 PHASE_LINES = {
     "penalty": "{self.cfg.method}: sparsity penalty from epoch {epoch:.2f}",
@@ -321,9 +319,9 @@ class Pruner:
 
     def _training_fisher(self) -> list[torch.Tensor]:
         """Each group's coupled Fisher removal cost per channel, of the network as it is, on
-        ``FISHER_BATCHES`` training batches."""
+        ``fisher_batches`` training batches."""
         return channel_fisher(
-            self.model, self.groups, self.train_batches, self.loss_fn, FISHER_BATCHES,
+            self.model, self.groups, self.train_batches, self.loss_fn, self.cfg.fisher_batches,
             self.device, self.amp, self.forward,
         )  # fmt: skip
 
@@ -476,6 +474,7 @@ class Pruner:
                 self.amp,
                 self.forward,
                 self.cfg.keep_counts,
+                self.cfg.fisher_batches,
             )
         )
         if decided is None:  # DSA (gradient steps) or rounds of removals over the window
