@@ -25,7 +25,7 @@ STEADY_HELP = (
 FORCE_HELP = "write into RUN_DIR even if it holds another run's files (they are replaced)"
 # the demo's task: the methods differ there by more than the seeds' spread (docs/decisions.md)
 DEMO_BUDGET, DEMO_EPOCHS, DEMO_LR = "flops=0.3", 0.5, 0.01
-DEMO_METHODS = "dsa,group_fisher,uniform"
+DEMO_METHODS = COMPARE_METHODS = "dsa,group_fisher,uniform"
 
 
 def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -124,6 +124,114 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", metavar="FILE", help="YAML file of these settings (CLI options win)")
 
 
+def _prune_args(pr: argparse.ArgumentParser, several: bool = False) -> None:
+    """The options of a prune run; ``several``: ``compare``'s, which runs one per method and
+    seed (``--methods``, ``--seeds``) and continues itself (no ``--resume``)."""
+    src = pr.add_mutually_exclusive_group()
+    src.add_argument(
+        "--model",
+        default="resnet20",
+        help="model to prune from scratch: a zoo name, torchvision:NAME or timm:NAME",
+    )
+    src.add_argument("--checkpoint", metavar="FILE", help="a trained dsaprune checkpoint")
+    pr.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="start --model from a state_dict file, e.g. torchvision's pretrained weights "
+        "(treated as a trained network: no warm-up; a classifier for another number of "
+        "classes is re-initialised)",
+    )
+    pr.add_argument(
+        "--budget",
+        help="KIND=FRACTION of the full network: flops=0.5, params=0.3, latency=0.5 (measured "
+        "on --device at --latency-batch) [flops=0.5, or the config's]",
+    )
+    pr.add_argument(
+        "--latency-batch",
+        type=int,
+        help="batch size that latency is predicted and measured at [1]",
+    )
+    pr.add_argument(
+        "--steady-malloc",
+        action="store_true",
+        help=STEADY_HELP,
+    )
+    pr.add_argument(
+        "--latency-report",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure the network's latency before and after pruning for the report (default)",
+    )
+    pr.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
+    if several:
+        pr.add_argument(
+            "--methods",
+            default=COMPARE_METHODS,
+            help="methods to compare, comma-separated [%(default)s]. " + describe_methods(),
+        )
+        pr.add_argument(
+            "--seeds",
+            type=_positive,
+            default=3,
+            help="runs per method, seeds --seed, --seed+1, … [3]",
+        )
+    else:
+        pr.add_argument(
+            "--method",
+            choices=list(METHODS),
+            help="dsa (default), or a baseline in the same flow. " + describe_methods(),
+        )
+        pr.add_argument(
+            "--keep-counts",
+            type=_counts,
+            metavar="N,N,...",
+            help="with --method given: the channels each prunable group keeps, in the order of "
+            "a run's report.json keep_counts",
+        )
+    pr.add_argument(
+        "--penalty",
+        type=float,
+        help="strength of the ssl / morphnet penalty [ssl 5e-4, morphnet 2e-3]",
+    )
+    pr.add_argument("--round-to", type=_positive, help="channel counts in multiples of N [1]")
+    pr.add_argument(
+        "--physical",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="physically prune once masks are hard (default), or stay masked",
+    )
+    pr.add_argument(
+        "--estimator",
+        choices=list(ESTIMATORS),
+        help="DSA's loss signal for the allocation step: fisher (second-order removal cost "
+        "of each group's next channels, the default) or ste (the paper's straight-through "
+        "gradient of sampled masks)",
+    )
+    pr.add_argument(
+        "--warmup-fraction",
+        type=float,
+        help="share of the schedule before allocation [the paper's 20 epochs, or 0.2 of a "
+        "run shorter than 100 epochs; 0 with --checkpoint]",
+    )
+    if several:
+        pr.add_argument(
+            "--force",
+            action="store_true",
+            help="start every run afresh, replacing what RUN_DIR holds (default: continue)",
+        )
+    else:
+        pr.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue an interrupted run from RUN_DIR/last.pt",
+        )
+        pr.add_argument("--force", action="store_true", help=FORCE_HELP)
+    pr.add_argument("--quiet", action="store_true", help="no progress output")
+    _data_args(pr)
+    _train_args(pr)
+    pr.set_defaults(epochs_default=1.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dsaprune",
@@ -169,87 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
         "channel removal, then training on until the schedule ends. Writes model.pt, "
         "report.json, report.md, allocation.png and training.png to --out.",
     )
-    src = pr.add_mutually_exclusive_group()
-    src.add_argument(
-        "--model",
-        default="resnet20",
-        help="model to prune from scratch: a zoo name, torchvision:NAME or timm:NAME",
+    _prune_args(pr)
+    cmp = sub.add_parser(
+        "compare",
+        help="prune the same network with several methods and seeds, and compare them",
+        description="One `dsaprune prune` run per method and seed (the prune options apply to "
+        "every run; --seed is the first seed), into RUN_DIR/<method>_s<seed>/, then a table of "
+        "each method's test accuracy, its standard error over seeds and the differences "
+        "against DSA paired by seed. Run the same command again to continue an interrupted "
+        "comparison. Writes compare.json and compare.md to --out.",
     )
-    src.add_argument("--checkpoint", metavar="FILE", help="a trained dsaprune checkpoint")
-    pr.add_argument(
-        "--weights",
-        metavar="FILE",
-        help="start --model from a state_dict file, e.g. torchvision's pretrained weights "
-        "(treated as a trained network: no warm-up; a classifier for another number of "
-        "classes is re-initialised)",
-    )
-    pr.add_argument(
-        "--budget",
-        help="KIND=FRACTION of the full network: flops=0.5, params=0.3, latency=0.5 (measured "
-        "on --device at --latency-batch) [flops=0.5, or the config's]",
-    )
-    pr.add_argument(
-        "--latency-batch",
-        type=int,
-        help="batch size that latency is predicted and measured at [1]",
-    )
-    pr.add_argument(
-        "--steady-malloc",
-        action="store_true",
-        help=STEADY_HELP,
-    )
-    pr.add_argument(
-        "--latency-report",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="measure the network's latency before and after pruning for the report (default)",
-    )
-    pr.add_argument("--out", required=True, metavar="RUN_DIR", help="output folder")
-    pr.add_argument(
-        "--method",
-        choices=list(METHODS),
-        help="dsa (default), or a baseline in the same flow. " + describe_methods(),
-    )
-    pr.add_argument(
-        "--keep-counts",
-        type=_counts,
-        metavar="N,N,...",
-        help="with --method given: the channels each prunable group keeps, in the order of a "
-        "run's report.json keep_counts",
-    )
-    pr.add_argument(
-        "--penalty",
-        type=float,
-        help="strength of the ssl / morphnet penalty [ssl 5e-4, morphnet 2e-3]",
-    )
-    pr.add_argument("--round-to", type=_positive, help="channel counts in multiples of N [1]")
-    pr.add_argument(
-        "--physical",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="physically prune once masks are hard (default), or stay masked",
-    )
-    pr.add_argument(
-        "--estimator",
-        choices=list(ESTIMATORS),
-        help="DSA's loss signal for the allocation step: fisher (second-order removal cost "
-        "of each group's next channels, the default) or ste (the paper's straight-through "
-        "gradient of sampled masks)",
-    )
-    pr.add_argument(
-        "--warmup-fraction",
-        type=float,
-        help="share of the schedule before allocation [the paper's 20 epochs, or 0.2 of a "
-        "run shorter than 100 epochs; 0 with --checkpoint]",
-    )
-    pr.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from RUN_DIR/last.pt"
-    )
-    pr.add_argument("--force", action="store_true", help=FORCE_HELP)
-    pr.add_argument("--quiet", action="store_true", help="no progress output")
-    _data_args(pr)
-    _train_args(pr)
-    pr.set_defaults(epochs_default=1.0)
+    _prune_args(cmp, several=True)
 
     ins = sub.add_parser(
         "inspect",
@@ -320,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands
 
     try:
-        from . import demo
+        from . import compare, demo
         from . import prune as prune_cmds
 
         args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -328,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": commands.train,
             "eval": commands.evaluate,
             "demo": demo.cmd_demo,
+            "compare": compare.cmd_compare,
             "prune": prune_cmds.cmd_prune,
             "inspect": prune_cmds.cmd_inspect,
             "export": prune_cmds.cmd_export,
@@ -343,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _where_to_resume(args: argparse.Namespace) -> str:
     out = getattr(args, "out", None)
+    if args.command == "compare" and out:
+        return f"finished runs are kept in {out}/: run the same command again to continue"
     if args.command not in ("train", "prune") or not out:
         return "nothing was written"
     ckpt = Path(out) / "last.pt"
