@@ -4,6 +4,7 @@ message) or the right behaviour, and nothing that was there before is overwritte
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -84,7 +85,43 @@ def _train_ckpt_without_dataset(t: Path) -> None:
     save_checkpoint(t / "old.pt", model=m.state_dict(), model_name="resnet20", num_classes=10)
 
 
+def _comparison(t: Path, text: str | None = None) -> None:
+    """A folder that holds another comparison's record (``text``: its raw bytes)."""
+    (t / "cmp").mkdir()
+    row = {"method": "dsa", "seed": 0, "acc_after": 0.5}
+    record = text or json.dumps({"settings": {"budget": "flops=0.9"}, "rows": [row]})
+    (t / "cmp" / "compare.json").write_text(record)
+
+
 CASES = [
+    Case(
+        "compare an unknown method",
+        ["compare", "--out", "{t}/cmp", "--methods", "dsa,l1"],
+        2,
+        "unknown method(s) ['l1']; choose from dsa",
+    ),
+    Case(
+        "compare the counts-taking method",
+        ["compare", "--out", "{t}/cmp", "--methods", "given"],
+        2,
+        "run it with `dsaprune prune --method given --keep-counts",
+    ),
+    Case(
+        "compare into another comparison",
+        ["compare", "--out", "{t}/cmp", *FAST],
+        2,
+        "holds a comparison made with other settings (",
+        _comparison,
+        kept="cmp",
+    ),
+    Case(
+        "compare record corrupt",
+        ["compare", "--out", "{t}/cmp", *FAST],
+        2,
+        "not a readable comparison record; pass --force",
+        lambda t: _comparison(t, "{not json"),
+        kept="cmp",
+    ),
     Case(
         "out holds another run",
         ["prune", "--out", "{t}/other", *FAST],

@@ -192,11 +192,14 @@ def run_all(
         changed = sorted(
             k for k in set(old_settings) | set(settings) if old_settings.get(k) != settings.get(k)
         )
-        if changed:
+        if changed and old_rows:
             raise RunDirError(
                 f"--out {out} holds a comparison made with other settings ({', '.join(changed)}); "
                 "pass --force to replace it, or choose another --out"
             )
+        # other settings with nothing finished (e.g. a first run stopped by a typo in an
+        # option): start afresh rather than resume a run made with the old ones
+        reuse = not changed
         done = {(r["method"], r["seed"]): r for r in old_rows}
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
