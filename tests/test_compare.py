@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dsaprune.cli.compare import parse_methods, summarise
+from dsaprune.cli.compare import parse_methods, summarise, table_lines
 from dsaprune.cli.main import main
 from dsaprune.models.pretrained import DEMO_WEIGHTS
 
@@ -22,6 +22,8 @@ def test_summary_pairs_the_differences_by_seed():
     # paired on seeds 0 and 1 only: differences +10 and 0
     assert uni["diff"] == pytest.approx(5.0) and uni["diff_se"] == pytest.approx(5.0)
     assert not uni["beyond"]
+    one = summarise(rows[:1] + rows[2:3], ["dsa", "uniform"])  # one seed: no error to give
+    assert "+10.00 (one seed: no SE)" in table_lines(one)[2] and "± –" in table_lines(one)[1]
     # without dsa, the first method is the reference
     assert summarise(rows, ["uniform"])[0]["ref"] == "uniform"
 

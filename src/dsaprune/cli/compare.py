@@ -95,6 +95,10 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
     return out
 
 
+def _se(v: float) -> str:
+    return "–" if math.isnan(v) else f"{v:.2f}"
+
+
 def table_lines(summary: list[dict]) -> list[str]:
     """The printed table: one line per method."""
     ref = summary[0]["ref"]
@@ -103,10 +107,12 @@ def table_lines(summary: list[dict]) -> list[str]:
     for s in summary:
         per = " / ".join(f"{a:.2f}" for a in s["acc"])
         diff = ""
-        if "diff" in s:
+        if "diff" in s and math.isnan(s["diff_se"]):
+            diff = f"{s['diff']:+.2f} (one seed: no SE)"
+        elif "diff" in s:
             where = "beyond" if s["beyond"] else "within"
             diff = f"{s['diff']:+.2f} ± {s['diff_se']:.2f} ({where} 2 SE)"
-        lines.append(f"{s['method']:<13} {s['mean']:>15.2f} ± {s['se']:.2f} {per:>24} {diff:>28}")
+        lines.append(f"{s['method']:<13} {s['mean']:>15.2f} ± {_se(s['se'])} {per:>24} {diff:>28}")
     return lines
 
 
@@ -138,9 +144,9 @@ def markdown(settings: dict, rows: list[dict], summary: list[dict], command: str
     if before is not None:
         out[-3:-3] = [f"The network before pruning: test accuracy {100 * before:.2f}%.", ""]
     for s in summary:
-        diff = f"{s['diff']:+.2f} ± {s['diff_se']:.2f}" if "diff" in s else ""
+        diff = f"{s['diff']:+.2f} ± {_se(s['diff_se'])}" if "diff" in s else ""
         out.append(
-            f"| {s['method']} | {len(s['seeds'])} | {s['mean']:.2f} ± {s['se']:.2f} | "
+            f"| {s['method']} | {len(s['seeds'])} | {s['mean']:.2f} ± {_se(s['se'])} | "
             f"{' / '.join(f'{a:.2f}' for a in s['acc'])} | {diff} | "
             f"{mean_of(s['method'], 'budget_ratio')} | {mean_of(s['method'], 'flops_ratio')} | "
             f"{mean_of(s['method'], 'params_ratio')} | "
