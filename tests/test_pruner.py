@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import dsaprune
+from dsaprune.budget import BudgetError
 from dsaprune.data import channel_stats, make_shapes
 from dsaprune.train import TrainConfig, make_optimizer
 from dsaprune.train.schedule import lr_factor
@@ -236,6 +237,13 @@ def test_given_applies_another_runs_counts_and_refuses_counts_that_do_not_fit(ti
         dsaprune.Pruner(tiny_net(), x, total_steps=10, method="given", keep_counts=counts[1:])
     with pytest.raises(ValueError, match="do not fit this network"):
         dsaprune.Pruner(tiny_net(), x, total_steps=10, method="given", keep_counts=[17, 13])
+    # below the budget: kept exactly (no shift fills the budget); over it: refused at once
+    below = dsaprune.Pruner(
+        tiny_net(), x, total_steps=10, method="given", keep_counts=[11, 19], train_data=TRAIN
+    ).finish()
+    assert below.report["keep_counts"] == [11, 19] and below.report["flops_ratio"] < 0.49
+    with pytest.raises(BudgetError, match=r"keep_counts \[16, 14\] cost flops=0\.5.*over the"):
+        dsaprune.Pruner(tiny_net(), x, total_steps=10, method="given", keep_counts=[16, 14])
 
 
 def test_fisher_batches_sets_how_many_training_batches_the_fisher_reads(tiny_net):

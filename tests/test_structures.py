@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import dsaprune
 from dsaprune.cost import count_flops, count_params, flops_model, params_model
 from dsaprune.grouping import find_groups
 from dsaprune.surgery import load, masked_then_pruned, prune_groups, save, top_channels
@@ -286,6 +287,19 @@ def test_grouped_convolutions_lose_the_same_positions_in_every_group():
     with pytest.raises(ValueError, match="same positions"):
         prune_groups(G, keep)
     assert top_channels(torch.arange(16.0), 8, g0.unit).tolist() == [2, 3, 6, 7, 10, 11, 14, 15]
+
+
+def test_given_counts_must_be_whole_units_of_a_grouped_convolution():
+    def given(counts):
+        net = Grouped()
+        return dsaprune.Pruner(
+            net, torch.zeros(1, *SIZE), "flops=0.9", total_steps=4, method="given",
+            keep_counts=counts,
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match=r"a multiple of its unit \[4, 4, 2\]"):
+        given([10, 32, 24])  # 10 channels of a group dropped in units of 4
+    assert given([12, 28, 24]).finish().report["keep_counts"] == [12, 28, 24]
 
 
 def test_channel_shuffle_streams_are_kept_and_the_branches_pruned():

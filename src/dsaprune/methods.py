@@ -245,10 +245,10 @@ class Given(Method):
     """An allocation decided elsewhere, applied at once as a one-shot method's: ``keep_counts``
     holds one channel count per prunable group, in the order of a run's report
     (``report.json``'s ``keep_counts``). Two allocations then meet one and the same fine-tune,
-    or a run's allocation is reused on another checkpoint of the same network. Counts at the
-    budget (a report's, from a run at the same budget) are kept as they are; others are fitted
-    to it as any method's ratios are (one logit shift for every group, then rounding), so they
-    move. The channels go by the flow's order (``importance``)."""
+    or a run's allocation is reused on another checkpoint of the same network. The counts are
+    kept exactly as given, also below the budget (no shift fills it); counts that cost more
+    than the budget are refused before training. The channels go by the flow's order
+    (``importance``)."""
 
     description = (
         "the keep counts given by --keep-counts (one per prunable group, as in a run's "

@@ -200,13 +200,25 @@ class Pruner:
                 f"is {self.budget.kind}={floor:.4f}"
             )
         given = self.cfg.keep_counts
-        if given is not None and (
-            len(given) != self.K or any(n > c for n, c in zip(given, self.channels, strict=False))
+        if given is None:
+            return
+        units = [g.unit for g in self.groups.prunable]
+        if len(given) != self.K or any(
+            n > c or n % u for n, c, u in zip(given, self.channels, units, strict=False)
         ):
+            whole = "" if set(units) <= {1} else f", a multiple of its unit {units}"
             raise ValueError(
                 f"keep_counts {list(given)} do not fit this network: it has {self.K} prunable "
                 f"groups of {self.channels} channels (give one count per group, at most its "
-                "channels, in this order: a report.json's keep_counts from the same network)"
+                f"channels{whole}, in this order: a report.json's keep_counts from the same "
+                "network)"
+            )
+        alpha = torch.tensor(given, dtype=torch.float64) / torch.tensor(self.channels)
+        ratio = float(self.cost.ratio(alpha))
+        if ratio > self.budget.fraction + 1e-9:
+            raise BudgetError(
+                f"keep_counts {list(given)} cost {self.budget.kind}={ratio:.4f}, over the budget "
+                f"{self.budget}: lower some counts or raise the budget"
             )
 
     # -- the caller's side ---------------------------------------------------------------------
@@ -615,9 +627,14 @@ class Pruner:
         if self.hooks is not None:
             self.hooks.remove()
             self.hooks = None
-        frac = self.budget.fraction
-        self.events["calibration_shift"] = shift_to_budget(self.allocator.theta, self.cost, frac)[1]
-        counts = self._settled_counts()
+        if self.method.takes_counts:  # kept as given (checked against the budget at start)
+            self.events["calibration_shift"] = 0.0
+            counts = list(self.cfg.keep_counts)
+        else:
+            frac = self.budget.fraction
+            theta = self.allocator.theta
+            self.events["calibration_shift"] = shift_to_budget(theta, self.cost, frac)[1]
+            counts = self._settled_counts()
         if imp is None and self.measured_order is not None and not self.method.own_order:
             imp = self.measured_order
         if imp is None:
