@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import ROOT, budget_tag, comma_list  # noqa: E402  (the bench's shared helpers)
+from common import ROOT, budget_tag, comma_list, paired  # noqa: E402  (the bench's shared helpers)
 
 METHODS = [
     "unpruned", "dsa", "group_fisher", "group_fisher_iterative", "uniform", "magnitude",
@@ -456,16 +456,14 @@ def _paired(rs: list[dict]) -> list[str]:
     cells = sorted({(m, b, x) for m, b, x, _ in acc if x not in ("dsa", "unpruned")},
                    key=lambda c: (c[0], -c[1], METHODS.index(c[2])))  # fmt: skip
     for m, b, method in cells:
-        seeds = sorted(s for mm, bb, x, s in acc if (mm, bb, x) == (m, b, method))
-        d = [acc[m, b, "dsa", s] - acc[m, b, method, s] for s in seeds if (m, b, "dsa", s) in acc]
-        if len(d) < 2:
+        dsa, other = ({s: v for (mm, bb, x, s), v in acc.items() if (mm, bb, x) == (m, b, y)}
+                      for y in ("dsa", method))  # fmt: skip
+        d = paired(dsa, other)
+        if d is None or d["n"] < 2:
             continue
-        mean = sum(d) / len(d)
-        se = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5
-        higher = sum(x > 0 for x in d)
         out.append(
-            f"| {m} | {100 * b:.1f}% | {method} | {len(d)} | {mean:+.2f} | {se:.2f} | "
-            f"{higher} of {len(d)} |"
+            f"| {m} | {100 * b:.1f}% | {method} | {d['n']} | {d['mean']:+.2f} | {d['se']:.2f} | "
+            f"{d['higher']} of {d['n']} |"
         )
     return out + ["", "Every run:", ""]
 

@@ -18,6 +18,9 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
+# the tables' paired differences are the ones `dsaprune compare` prints
+from dsaprune.cli.compare import paired  # noqa: E402, F401
+
 
 def budget_tag(b: float) -> str:
     """A budget in run folder names: 0.333 -> 33p3."""
@@ -70,22 +73,6 @@ def test_halves(labels: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torc
         dev.append(idx[: len(idx) // 2])
         final.append(idx[len(idx) // 2 :])
     return torch.cat(dev).sort()[0], torch.cat(final).sort()[0]
-
-
-def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
-    """a − b over the seeds both have: mean, standard error of the mean, count, and in how
-    many seeds a was higher; None without a shared seed."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    d = [a[s] - b[s] for s in seeds]
-    mean = sum(d) / len(d)
-    se = (
-        math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
-        if len(d) > 1
-        else math.nan
-    )
-    return {"mean": mean, "se": se, "n": len(d), "higher": sum(x > 0 for x in d)}
 
 
 def accuracy(correct: torch.Tensor) -> float:

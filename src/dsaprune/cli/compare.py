@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..io import RunDirError, atomic_write_json, atomic_write_text
-from ..methods import METHODS, make_method
+from ..methods import METHODS
 from .prune import run_prune
 
 # arguments that say where and how verbosely, not what is compared: they may change between an
@@ -37,6 +37,17 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
     return m, math.sqrt(var / len(xs))
 
 
+def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """a − b over the seeds both have: mean, standard error of the mean (nan for one seed),
+    count, and in how many seeds a was higher; None without a shared seed."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = [a[s] - b[s] for s in seeds]
+    mean, se = mean_se(d)
+    return {"mean": mean, "se": se, "n": len(d), "higher": sum(x > 0 for x in d)}
+
+
 def parse_methods(text: str) -> list[str]:
     """Comma-separated registered methods, each once; ``given`` is refused (it needs counts)."""
     methods = [m.strip() for m in text.split(",") if m.strip()]
@@ -48,7 +59,7 @@ def parse_methods(text: str) -> list[str]:
         )
     if len(set(methods)) != len(methods):
         raise ValueError(f"--methods {text!r}: a method is named twice")
-    counted = [m for m in methods if make_method(m).takes_counts]
+    counted = [m for m in methods if METHODS[m].takes_counts]
     if counted:
         raise ValueError(
             f"--methods: {counted[0]!r} applies counts given to it, not an allocation of its own; "
@@ -79,18 +90,17 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
     """Per method: accuracy mean ± SE over seeds and, against the reference (``dsa`` if
     compared, else the first method), the mean ± SE of the differences paired by seed."""
     ref = "dsa" if "dsa" in methods else methods[0]
-    by = {m: {r["seed"]: r for r in rows if r["method"] == m} for m in methods}
+    acc = {m: {r["seed"]: 100 * r["acc_after"] for r in rows if r["method"] == m} for m in methods}
     out = []
     for m in methods:
-        seeds = sorted(by[m])
-        accs = [100 * by[m][s]["acc_after"] for s in seeds]
+        seeds = sorted(acc[m])
+        accs = [acc[m][k] for k in seeds]
         mean, se = mean_se(accs) if accs else (float("nan"), float("nan"))
         s = {"method": m, "seeds": seeds, "acc": accs, "mean": mean, "se": se, "ref": ref}
-        paired = [s_ for s_ in seeds if s_ in by[ref]]
-        if m != ref and paired:
-            d = [100 * (by[ref][k]["acc_after"] - by[m][k]["acc_after"]) for k in paired]
-            s["diff"], s["diff_se"] = mean_se(d)
-            s["beyond"] = len(d) > 1 and abs(s["diff"]) > 2 * s["diff_se"]
+        d = paired(acc[ref], acc[m]) if m != ref else None
+        if d is not None:
+            s["diff"], s["diff_se"] = d["mean"], d["se"]
+            s["beyond"] = d["n"] > 1 and abs(d["mean"]) > 2 * d["se"]
         out.append(s)
     return out
 
@@ -136,13 +146,15 @@ def markdown(settings: dict, rows: list[dict], summary: list[dict], command: str
         "",
         f"Command: `{command}`",
         "",
+    ]
+    before = rows[0].get("acc_before") if rows else None
+    if before is not None:
+        out += [f"The trained network before pruning: test accuracy {100 * before:.2f}%.", ""]
+    out += [
         f"| method | seeds | test acc % (mean ± SE) | per seed | {ref} − method | "
         "budget ratio | FLOPs ratio | params ratio | measured speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    before = rows[0].get("acc_before") if rows else None
-    if before is not None:
-        out[-3:-3] = [f"The network before pruning: test accuracy {100 * before:.2f}%.", ""]
     for s in summary:
         diff = f"{s['diff']:+.2f} ± {_se(s['diff_se'])}" if "diff" in s else ""
         out.append(
@@ -153,6 +165,17 @@ def markdown(settings: dict, rows: list[dict], summary: list[dict], command: str
             f"{mean_of(s['method'], 'measured_speedup')} |"
         )
     return "\n".join(out) + "\n"
+
+
+def print_summary(rows: list[dict], methods: list[str]) -> list[dict]:
+    """Print the network's accuracy before pruning (if measured) and the table; returns the
+    summary."""
+    summary = summarise(rows, methods)
+    before = rows[0]["acc_before"]
+    if before is not None:
+        print(f"\nthe trained network before pruning: test accuracy {100 * before:.2f}%")
+    print("\n".join(table_lines(summary)))
+    return summary
 
 
 def print_run(row: dict, reused: bool = False) -> None:
@@ -226,7 +249,7 @@ def run_all(
                 row = done[(m, seed)]
             else:
                 ns = copy.copy(args)
-                ns.method, ns.seed, ns.out, ns.keep_counts = m, seed, str(folder), None
+                ns.method, ns.seed, ns.out = m, seed, str(folder)
                 ns.resume = reuse and (folder / "last.pt").is_file()
                 ns.force = not ns.resume  # the comparison's own folder: an unfinished run
                 ns.argv = [*getattr(args, "argv", []), f"[this run: --method {m} --seed {seed}]"]
@@ -255,11 +278,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
 
     rows = run_all(args, methods, seeds, reuse=not args.force, progress=True, on_run=print_run)
-    summary = summarise(rows, methods)
-    before = rows[0]["acc_before"]
-    if before is not None:
-        print(f"\nthe network before pruning: test accuracy {100 * before:.2f}%")
-    print("\n".join(table_lines(summary)))
+    summary = print_summary(rows, methods)
     command = "dsaprune " + " ".join(getattr(args, "argv", []) or [])
     md = markdown(settings_of(args), rows, summary, command)
     atomic_write_text(md, Path(args.out) / "compare.md")

@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import surgery
 from ..cost import count_flops, count_params, measure_latency
 from ..models.pretrained import DEMO_WEIGHTS
-from .compare import parse_methods, print_run, run_all, summarise, table_lines
+from .compare import parse_methods, print_run, print_summary, run_all
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -46,10 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     # every run afresh: a second demo replaces the first
     rows = run_all(ns, methods, seeds, reuse=False, progress=False, on_run=print_run)
-    before = rows[0]["acc_before"]
-    if before is not None:
-        print(f"\nthe trained network before pruning: test accuracy {100 * before:.2f}%")
-    print("\n".join(table_lines(summarise(rows, methods))))
+    print_summary(rows, methods)
     nets = [surgery.load(Path(args.out) / f"{m}_s{seeds[0]}" / "model.pt").eval() for m in methods]
     lat = measure_latency(nets, (3, 32, 32))
     print(f"\nseed 0's networks: {'':<6}" + "".join(f" {m:>13}" for m in methods))
