@@ -1,20 +1,20 @@
 """End to end from a trained network: ``dsaprune prune --checkpoint`` with each method, as a user
 runs it, scored on the final half of the test set.
 
-Each row is one ``dsaprune prune --checkpoint REF --method M --budget flops=B --epochs E --seed S``
-process (library defaults otherwise: DSA allocates inside the fine-tune, the one-shot methods
-prune at its start). The pruned ``model.pt`` is then evaluated on the *final* half of the
-CIFAR-10 test images (``common.test_halves``); the dev half is where settings are chosen, so no
-reported number took part in a choice. Rows go to ``bench/results/end_to_end_<name>.json`` as
-they finish (a stopped run resumes: finished rows are kept, an interrupted process continues
-from its ``last.pt``), and the table, with DSA minus each method paired by seed, to the ``.md``.
-Each row also keeps which of the half's images its network classifies right, so the table gives
-the test images' own share of each difference beside the seeds' (``common.half_noise``);
-``--per-image`` adds them to older rows, making a gone run folder again from the row's command
-and checking that it scores what the row says. Variants, on the dev half only, run one method
-under a ``--label``: with ``--dsa-config`` (its settings from a YAML file, e.g.
-``bench/variants/*.yaml``) or ``--counts-of METHOD`` (that method's allocations at the same
-budget and seed, applied with ``--method given`` and fine-tuned for the whole schedule).
+Each row is one ``dsaprune prune --checkpoint REF --method M --budget KIND=B --epochs E --seed S``
+process (KIND ``flops`` unless ``--kind params``; library defaults otherwise: DSA allocates inside
+the fine-tune, the one-shot methods prune at its start). The pruned ``model.pt`` is then evaluated
+on the *final* half of the CIFAR-10 test images (``common.test_halves``); the dev half is where
+settings are chosen, so no reported number took part in a choice. Rows go to
+``bench/results/end_to_end_<name>.json`` as they finish (a stopped run resumes: finished rows are
+kept, an interrupted process continues from its ``last.pt``), and the table, with DSA minus each
+method paired by seed, to the ``.md``. Each row also keeps which of the half's images its network
+classifies right, so the table gives the test images' own share of each difference beside the seeds'
+(``common.half_noise``); ``--per-image`` adds them to older rows, making a gone run folder again
+from the row's command and checking that it scores what the row says. Variants, on the dev half
+only, run one method under a ``--label``: with ``--dsa-config`` (its settings from a YAML file, e.g.
+``bench/variants/*.yaml``) or ``--counts-of METHOD`` (that method's allocations at the same budget
+and seed, applied with ``--method given`` and fine-tuned for the whole schedule).
 
     python bench/end_to_end.py --checkpoint bench/reference/cifar10_resnet20.pt \\
         --name resnet20 --budgets 0.5,0.33 --seeds 0,1,2 --epochs 2
@@ -47,6 +47,7 @@ from common import (
 )
 
 METHODS = ("dsa", "group_fisher", "group_fisher_iterative", "magnitude", "uniform")
+KINDS = {"flops": "f", "params": "p"}  # budget kind -> its letter in run folder names
 
 
 @functools.cache
@@ -104,15 +105,22 @@ def add_per_image(row: dict, a: argparse.Namespace, made_at: str) -> None:
           f"{100 * acc:.2f}{', made again' if remade else ''})", flush=True)  # fmt: skip
 
 
-def run_folder(runs: str, name: str, method: str, budget: float, epochs: float, seed: int) -> Path:
+def run_folder(
+    runs: str, name: str, method: str, budget: float, epochs: float, seed: int, kind: str = "flops"
+) -> Path:
     """The run folder of one ``dsaprune prune`` of this bench."""
-    return Path(runs) / f"{name}_{method}_f{budget_tag(budget)}_e{epochs:g}_s{seed}"
+    return Path(runs) / f"{name}_{method}_{KINDS[kind]}{budget_tag(budget)}_e{epochs:g}_s{seed}"
+
+
+def row_kind(row: dict) -> str:
+    """A row's budget kind (rows made before ``--kind`` existed are FLOPs rows)."""
+    return row.get("kind", "flops")
 
 
 def given_counts(a: argparse.Namespace, budget: float, seed: int) -> str:
     """The keep counts of the ``--counts-of`` method's run at this budget and seed (its run
     folder's report), as ``--keep-counts`` takes them."""
-    src = run_folder(a.runs, a.name, a.counts_of, budget, a.epochs, seed) / "report.json"
+    src = run_folder(a.runs, a.name, a.counts_of, budget, a.epochs, seed, a.kind) / "report.json"
     if not src.is_file():
         raise SystemExit(f"{src} is missing: make the {a.counts_of} rows (same budgets and seeds) "
                          "first; --counts-of applies their allocations")  # fmt: skip
@@ -129,27 +137,28 @@ def run(a: argparse.Namespace) -> dict:
     out.update(name=a.name, reference=Path(a.checkpoint).as_posix(), epochs=a.epochs,
                split=a.split)  # fmt: skip
     rows = out.setdefault("rows", [])
-    done = {(r["method"], r["budget"], r["seed"]): r for r in rows}
+    done = {(row_kind(r), r["method"], r["budget"], r["seed"]): r for r in rows}
     made_at = commit()  # the code this process runs
     # A finished run scored again on the other half was made by the commit that row records.
     other = RESULTS / f"{results_name(a.name, 'final' if a.split == 'dev' else 'dev')}.json"
     other_rows = json.loads(other.read_text())["rows"] if other.exists() else []
-    made_by = {(r["method"], r["budget"], r["seed"]): r["commit"] for r in other_rows}
+    made_by = {(row_kind(r), r["method"], r["budget"], r["seed"]): r["commit"] for r in other_rows}
     from dsaprune.io import atomic_write_json
 
     for b in a.budgets:
         for seed in a.seeds:
             for method in a.methods:
                 label = a.label or method  # a variant runs one method
-                if (label, b, seed) in done:
-                    row = done[(label, b, seed)]
+                key = (a.kind, label, b, seed)
+                if key in done:
+                    row = done[key]
                     if a.per_image and f"correct_{a.split}" not in row:
                         add_per_image(row, a, made_at)
                         atomic_write_json(out, out_path)
                     continue
-                run_dir = run_folder(a.runs, a.name, label, b, a.epochs, seed)
+                run_dir = run_folder(a.runs, a.name, label, b, a.epochs, seed, a.kind)
                 argv = ["prune", "--checkpoint", a.checkpoint, "--dataset", "cifar10", "--data",
-                        a.data, "--budget", f"flops={b:g}", "--method", method, "--epochs",
+                        a.data, "--budget", f"{a.kind}={b:g}", "--method", method, "--epochs",
                         f"{a.epochs:g}", "--seed", str(seed), "--out", str(run_dir),
                         "--quiet"]  # fmt: skip
                 if a.counts_of and label != method:  # another run's allocation, fine-tuned whole
@@ -164,19 +173,21 @@ def run(a: argparse.Namespace) -> dict:
                 correct = half_correct(run_dir / "model.pt", a.data, a.split)
                 r = {
                     "method": label,
+                    **({} if a.kind == "flops" else {"kind": a.kind}),
                     "budget": b,
                     "seed": seed,
                     f"acc_{a.split}": accuracy(correct),
                     f"correct_{a.split}": pack_correct(correct),
                     "flops_ratio": rep["flops_ratio"],
+                    "params_ratio": rep["params_ratio"],
                     "keep_ratios": [g["keep_ratio"] for g in rep["groups"]],
                     "wall_s": time.perf_counter() - t0,
-                    "commit": made_by.get((label, b, seed), "unknown") if finished else made_at,
+                    "commit": made_by.get(key, "unknown") if finished else made_at,
                     "command": "dsaprune " + shlex.join(argv),
                 }
                 rows.append(r)
-                print(f"{label:12s} flops={b:<5g} seed {seed}: {a.split}-half accuracy "
-                      f"{100 * r[f'acc_{a.split}']:.2f} (ratio {r['flops_ratio']:.4f}, "
+                print(f"{label:12s} {a.kind}={b:<5g} seed {seed}: {a.split}-half accuracy "
+                      f"{100 * r[f'acc_{a.split}']:.2f} (ratio {r[f'{a.kind}_ratio']:.4f}, "
                       f"{r['wall_s']:.0f} s)", flush=True)  # fmt: skip
                 atomic_write_json(out, out_path)  # after every row: a stopped run resumes
     return out
@@ -213,8 +224,10 @@ def markdown(out: dict) -> str:
         "(± seeds) | ± images | ± both | differ |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for b in sorted({r["budget"] for r in rows}, reverse=True):
-        at = [r for r in rows if r["budget"] == b]
+    cells = sorted({(row_kind(r), r["budget"]) for r in rows}, key=lambda c: (c[0], -c[1]))
+    for kind, b in cells:
+        at = [r for r in rows if (row_kind(r), r["budget"]) == (kind, b)]
+        shown = f"{b:g}" if kind == "flops" else f"{kind} {b:g}"
         by = {}
         for r in at:
             by.setdefault(r["method"], {})[r["seed"]] = 100 * r[f"acc_{split}"]
@@ -230,7 +243,7 @@ def markdown(out: dict) -> str:
                 else ("– | – | –" if d else " |  | ")
             )
             per = " / ".join(f"{accs[s]:.2f}" for s in sorted(accs))
-            lines.append(f"| {b:g} | {m} | {len(accs)} | {mean:.2f} | {per} | {diff} | {extra} |")
+            lines.append(f"| {shown} | {m} | {len(accs)} | {mean:.2f} | {per} | {diff} | {extra} |")
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="resnet20")
     p.add_argument("--data", default="../shared/data/cifar10-jpg.tar.gz")
     p.add_argument("--budgets", type=comma_list(float), default=[0.5])
+    p.add_argument("--kind", choices=tuple(KINDS), default="flops",
+                   help="the budget: a fraction of the FLOPs or of the parameters")  # fmt: skip
     p.add_argument("--seeds", type=comma_list(int), default=[0, 1, 2])
     p.add_argument("--methods", type=comma_list(), default=list(METHODS))
     p.add_argument("--epochs", type=float, default=2.0)
