@@ -364,6 +364,30 @@ def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_
     assert "Timed with the system allocator" in md
 
 
+def test_given_counts_under_a_latency_budget_are_timed_once_and_kept(clock, tiny_net, monkeypatch):
+    torch.manual_seed(0)
+    data = [(torch.randn(16, 3, 48, 48), torch.randint(0, 10, (16,))) for _ in range(4)]
+    x = data[0][0][:1]
+    floor = latency_model(find_groups(tiny_net(), x), batch=32).floor()
+    budget = f"latency={round((1 + floor) / 2, 3)}"
+    kw = dict(total_steps=10, latency_batch=32, train_data=data)
+    counts = dsaprune.Pruner(tiny_net(), x, budget, method="uniform", **kw).finish()
+    counts = counts.report["keep_counts"]
+    frac = float(budget.split("=")[1])
+    r = dsaprune.Pruner(tiny_net(), x, budget, method="given", keep_counts=counts, **kw)
+    r = r.finish().report
+    assert r["keep_counts"] == counts  # the timing does not tighten them
+    [timed] = r["measured_budget"]
+    assert timed["target"] == frac and 0 < timed["measured_ratio"] <= frac
+    # over the budget on the device: a warning naming the measurement; the counts stay
+    monkeypatch.setattr(lat, "measured_ratio", lambda *a, **k: frac + 0.1)
+    with pytest.warns(UserWarning, match=rf"measured {frac + 0.1:.3f} .*kept as given"):
+        r = dsaprune.Pruner(tiny_net(), x, budget, method="given", keep_counts=counts, **kw)
+        r = r.finish().report
+    assert r["keep_counts"] == counts
+    assert r["measured_budget"] == [{"target": frac, "measured_ratio": frac + 0.1}]
+
+
 STEADY_PROBE = """
 import sys, torch
 from dsaprune.cost.timing import malloc_name, page_faults_per_call, steady_malloc

@@ -281,6 +281,20 @@ class LatencyFit:
     def settle(self, groups: Groups, counts_at, fraction: float) -> tuple[list[int], list[dict]]:
         return meet_by_measurement(groups, counts_at, fraction, self.batch, self.device)
 
+    def time(self, groups: Groups, counts: list[int], fraction: float) -> list[dict]:
+        with torch.random.fork_rng(devices=[]):  # timing draws inputs: the run's stream stays
+            ratio = measured_ratio(groups, counts, self.batch, self.device)
+        if ratio > fraction:
+            warnings.warn(
+                f"the given keep_counts meet latency={fraction:g} on the fitted latency model "
+                f"but the pruned network measured {ratio:.3f} of the unpruned one's latency on "
+                f"{self.device}: it is kept as given; lower some counts to meet the budget on "
+                "this device (the machine may also be busy: time it again with "
+                "`dsaprune.measure_latency`)",
+                stacklevel=2,
+            )
+        return [{"target": fraction, "measured_ratio": ratio}]
+
 
 def measured_ratio(groups: Groups, counts: list[int], batch: int = 1, device="cpu") -> float:
     """Measured latency of the network pruned to ``counts`` over the network's, timed

@@ -126,6 +126,12 @@ class QuadraticCost:
             return counts_at(fraction), []
         return self.fit.settle(groups, counts_at, fraction)
 
+    def time_counts(self, groups: Groups, counts: list[int], fraction: float) -> list[dict]:
+        """For a measured cost, the device's timing of the network pruned to ``counts`` that are
+        kept whatever it says (given by the user), with a warning when it is over ``fraction``;
+        one record, as ``settle_counts`` keeps them, or none when the cost is counted."""
+        return [] if self.fit is None else self.fit.time(groups, counts, fraction)
+
     def floor(self, round_to: int = 1) -> float:
         """The fraction that stays when every prunable group keeps what it must: one channel, or
         ``round_to`` channels where it is wider than that (as ``round_channels`` rounds)."""

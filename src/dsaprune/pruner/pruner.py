@@ -629,12 +629,11 @@ class Pruner:
             self.hooks = None
         if self.method.takes_counts:  # kept as given (checked against the budget at start)
             self.events["calibration_shift"] = 0.0
-            counts = list(self.cfg.keep_counts)
         else:
             frac = self.budget.fraction
             theta = self.allocator.theta
             self.events["calibration_shift"] = shift_to_budget(theta, self.cost, frac)[1]
-            counts = self._settled_counts()
+        counts = self._settled_counts()
         if imp is None and self.measured_order is not None and not self.method.own_order:
             imp = self.measured_order
         if imp is None:
@@ -661,13 +660,15 @@ class Pruner:
 
     def _settled_counts(self) -> list[int]:
         """Whole channel counts that meet the budget, as the cost settles them (a measured cost
-        times the pruned network on its device and tightens). The main process settles; every
-        process takes its counts."""
+        times the pruned network on its device and tightens; given counts are only timed). The
+        main process settles; every process takes its counts."""
         counts, log = None, []
-        if self.dist.is_main:
-            counts, log = self.cost.settle_counts(
-                self.groups, self._counts_at, self.budget.fraction
-            )
+        frac = self.budget.fraction
+        if self.dist.is_main and self.method.takes_counts:
+            counts = list(self.cfg.keep_counts)
+            log = self.cost.time_counts(self.groups, counts, frac)
+        elif self.dist.is_main:
+            counts, log = self.cost.settle_counts(self.groups, self._counts_at, frac)
         counts, log = broadcast_from_main((counts, log))
         self.events["measured_budget"] = log or None
         return counts
