@@ -12,7 +12,8 @@ Plain and DSA epochs alternate in one run and the median of each is compared, so
 hits both alike. Targets: ≤ 1.15 on CPU, ≤ 1.3 on GPU.
 
     python bench/overhead.py [--models resnet20,resnet56] [--steps 40] [--repeats 3] \\
-        [--estimator ste] [--schedules 8,300,2c] [--alloc-samples 64] [--signal-bf16]
+        [--estimator ste] [--schedules 8,300,2c] [--alloc-samples 64] [--signal-bf16] \\
+        [--signal-every 2]
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def trainers(
     every: int = 20,
     alloc_samples: int | None = None,
     signal_bf16: bool = False,
+    signal_every: int = 1,
 ) -> tuple[Trainer, Trainer]:
     data = make_shapes(batch * steps, seed=0)
     mean, std = channel_stats(data.images)
@@ -92,6 +94,7 @@ def trainers(
                 estimator=estimator,
                 alloc_samples=alloc_samples,
                 signal_bf16=signal_bf16,
+                signal_every=signal_every,
                 allocator=AllocatorConfig(target_fraction=1e6),
             )
             example = torch.randn(1, *models.input_size(name), device=device)
@@ -149,6 +152,12 @@ def main() -> None:
         action="store_true",
         help="the Θ-step's pass in bfloat16 on the CPU too (DSAConfig.signal_bf16)",
     )
+    p.add_argument(
+        "--signal-every",
+        type=int,
+        default=DSAConfig().signal_every,
+        help="α updates per held-out pass (DSAConfig.signal_every) [%(default)s]",
+    )
     a = p.parse_args()
     device = distributed.setup(a.device).device
     rows = []
@@ -159,7 +168,7 @@ def main() -> None:
         every = every_for(epochs, checkpoint)
         plain, dsa = trainers(
             name, a.steps, a.batch_size, device, a.estimator, every, a.alloc_samples,
-            a.signal_bf16,
+            a.signal_bf16, a.signal_every,
         )  # fmt: skip
         tp, td = [], []
         for _ in range(a.repeats):
@@ -176,6 +185,7 @@ def main() -> None:
             "estimator": a.estimator,
             "alloc_samples": a.alloc_samples,
             "signal_bf16": a.signal_bf16,
+            "signal_every": a.signal_every,
             "device": str(device),
             "plain_step_ms": 1e3 * statistics.median(tp),
             "dsa_step_ms": 1e3 * statistics.median(td),

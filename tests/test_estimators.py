@@ -417,6 +417,27 @@ def test_signal_bf16_runs_the_theta_steps_alone_in_bfloat16_on_the_cpu(tiny_net)
         assert seen[False] == ({torch.float32, torch.bfloat16} if bf16 else {torch.float32})
 
 
+def test_signal_every_takes_a_held_out_pass_at_every_nth_update_only(tiny_net):
+    from test_prune import _loaders
+
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="signal_every is a whole number of α updates"):
+            dsaprune.DSAConfig(signal_every=bad)
+    with pytest.raises(ValueError, match="signal_every applies to a held-out pass"):
+        dsaprune.DSAConfig(estimator="fisher_step", signal_every=2)
+    tr, _ = _loaders()
+    torch.manual_seed(0)
+    res = dsaprune.prune(
+        tiny_net(), tr, budget="flops=0.5", epochs=1, progress=False, device="cpu",
+        warmup_fraction=0.0, window_end_fraction=1.0, signal_every=3,
+    )  # fmt: skip
+    r = res.report
+    passes = ["val_loss" in h for h in r["allocation_history"]]
+    assert len(passes) == r["allocation_updates"] > 3
+    assert passes == [i % 3 == 0 for i in range(len(passes))]
+    assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
+
+
 def test_fisher_step_holds_out_no_batches_so_the_weights_train_on_all(tiny_net, monkeypatch):
     """``fisher_step`` reads the weight step's own backward: no batch is held out of training,
     and the Pruner needs no val_data; a held-out estimator still requires it."""

@@ -95,15 +95,19 @@ class Allocator:
         f = min(1.0, self.updates / max(1.0, self.cfg.target_fraction * self.window))
         return self.start_ratio + (self.budget - self.start_ratio) * f
 
-    def _resistance(self, grad: torch.Tensor) -> torch.Tensor:
+    def _resistance(self, grad: torch.Tensor | None) -> torch.Tensor:
         """∂L_val/∂α (from ∂L_val/∂Θ), averaged over updates (one validation batch is noisy:
-        its std across batches exceeds its mean), in units of its mean magnitude over groups.
+        its std across batches exceeds its mean), in units of its mean magnitude over groups;
+        ``None`` (no new measurement) takes the average as it stands.
         Keep-ratio units, not logits: the logit factor α(1 − α) would silence the loss of every
         group still near full width, and those would be cut unopposed."""
         c = self.cfg
-        a = torch.sigmoid(self.theta)
-        g = grad.detach().double().cpu() / (a * (1 - a)).clamp_min(1e-6)
-        self._avg = g if self._avg is None else c.momentum * self._avg + (1 - c.momentum) * g
+        if grad is not None:
+            a = torch.sigmoid(self.theta)
+            g = grad.detach().double().cpu() / (a * (1 - a)).clamp_min(1e-6)
+            self._avg = g if self._avg is None else c.momentum * self._avg + (1 - c.momentum) * g
+        if self._avg is None:
+            raise ValueError("the first allocation update needs a loss signal, got None")
         g = self._avg
         mag = g.abs().mean()
         if not mag > 0:
@@ -148,7 +152,7 @@ class Allocator:
                 self.u1 = (self.u1 + c.rho1 * over).clamp(max=c.u1_max)
         self.z = z.detach()
 
-    def direction(self, loss_grad_theta: torch.Tensor) -> torch.Tensor:
+    def direction(self, loss_grad_theta: torch.Tensor | None) -> torch.Tensor:
         """The step direction in keep ratios (≥ 0: they only fall) from the budget's pull (the
         ADMM terms of the Θ-step) and the loss's resistance, each in units of its mean magnitude
         over groups: their quotient, the cheapest second-order way down. The measurements that
@@ -165,8 +169,9 @@ class Allocator:
         d = pull.clamp(min=0) / h**c.power
         return d / d.mean() if d.mean() > 0 else d
 
-    def step(self, loss_grad_theta: torch.Tensor) -> None:
-        """One outer iteration, given ∂L_val/∂Θ from one validation batch."""
+    def step(self, loss_grad_theta: torch.Tensor | None) -> None:
+        """One outer iteration, given ∂L_val/∂Θ from one validation batch (None: no new batch,
+        the running average stands)."""
         c = self.cfg
         # 1. z-step: where the budget would put Θ
         self._z_step()

@@ -51,6 +51,8 @@ THETA_STEP_SETTINGS = frozenset(
         "min_updates",
         "prob_floor",
         "sample_train_masks",
+        "signal_bf16",
+        "signal_every",
     }
 )
 

@@ -50,6 +50,10 @@ class DSAConfig:
     # published CPU tables were measured without it (docs/decisions.md, "Where the Θ-step's
     # time goes")
     signal_bf16: bool = False
+    # a held-out pass every this many α updates; the updates between take the running average
+    # of the loss signal (``AllocatorConfig.momentum``) as it stands, so the window keeps its
+    # updates and pays for fewer passes. 1 (the default): a pass at every update
+    signal_every: int = 1
     beta2_init: float = 0.05
     beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
     prob_floor: float = 0.01
@@ -99,6 +103,10 @@ class DSAConfig:
                 f"alloc_samples is a whole number of samples >= 1 (or None for the whole "
                 f"held-out batch), got {self.alloc_samples!r}"
             )
+        if not is_whole(self.signal_every):
+            raise ValueError(
+                f"signal_every is a whole number of α updates >= 1, got {self.signal_every!r}"
+            )
         if not isinstance(self.signal_bf16, bool):
             raise ValueError(f"signal_bf16 is true or false, got {self.signal_bf16!r}")
         method = make_method(self.method)  # an unknown name fails here, not mid-run
@@ -122,6 +130,11 @@ class DSAConfig:
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
         est = make_estimator(self.estimator)  # an unknown name fails here, not mid-run
+        if est.from_training_step and self.signal_every != 1:
+            raise ValueError(
+                f"signal_every applies to a held-out pass; estimator {self.estimator!r} reads "
+                "its signal off the training step at no extra pass: leave signal_every at 1"
+            )
         if est.from_training_step and self.sample_train_masks:
             raise ValueError(
                 f"estimator {self.estimator!r} reads its signal at the top-n mask the weights "

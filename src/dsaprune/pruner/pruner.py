@@ -564,6 +564,8 @@ class Pruner:
     def _alpha_update(self) -> None:
         if self.estimator.from_training_step:
             return self._alpha_update_from_step()
+        if self.allocator.updates % self.cfg.signal_every:  # between held-out passes
+            return self._allocator_step(None, {"signal": "average"})
         x, y = _theta_samples(*self._next_val(), self.cfg.alloc_samples)
         x, y = to_device(x, self.device), to_device(y, self.device)
         theta = self.allocator.theta.float().to(self.device)
@@ -606,10 +608,13 @@ class Pruner:
         g_theta = self.estimator.theta_grad(g.detach() * n, theta, gates)
         self._allocator_step(g_theta, {"train_samples": n})
 
-    def _allocator_step(self, g: torch.Tensor, record: dict) -> None:
-        g = all_reduce_sum(g.detach().clone()) / self.dist.world_size
-        if bool(torch.isfinite(g).all()):  # a diverging run is stopped by the loss check, with
-            self.allocator.step(g)  # the allocation of its last good state kept
+    def _allocator_step(self, g: torch.Tensor | None, record: dict) -> None:
+        if g is None:  # no new signal: every process steps on the same running average
+            self.allocator.step(None)
+        else:
+            g = all_reduce_sum(g.detach().clone()) / self.dist.world_size
+            if bool(torch.isfinite(g).all()):  # a diverging run is stopped by the loss check,
+                self.allocator.step(g)  # with the allocation of its last good state kept
         self.train_mask = None
         self.history.append(
             {"step": self.step_count, **record, "cost_ratio": self.allocator.ratio()}
