@@ -41,12 +41,12 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
         run.mkdir(parents=True)
         (run / "model.pt").write_bytes(b"")
         (run / "report.json").write_text(
-            json.dumps({"flops_ratio": 0.5, "groups": [{"keep_ratio": 0.5}]})
+            json.dumps({"flops_ratio": 0.5, "params_ratio": 0.6, "groups": [{"keep_ratio": 0.5}]})
         )
     a = argparse.Namespace(name="r", split="dev", checkpoint="ref.pt", epochs=2.0,
                            budgets=[0.5], seeds=[0, 1], methods=["dsa"], label=None,
                            runs=str(tmp_path / "runs"), data="data", dsa_config=None,
-                           counts_of=None, per_image=False)  # fmt: skip
+                           counts_of=None, per_image=False, kind="flops")  # fmt: skip
     rows = e2e.run(a)["rows"]
     assert [(r["seed"], r["commit"], r["acc_dev"]) for r in rows] == [
         (0, "maker", 0.8),
@@ -67,7 +67,7 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
         run_dir.mkdir(parents=True)
         (run_dir / "model.pt").write_bytes(b"")
         (run_dir / "report.json").write_text(
-            json.dumps({"flops_ratio": 0.5, "groups": [{"keep_ratio": 0.5}]})
+            json.dumps({"flops_ratio": 0.5, "params_ratio": 0.6, "groups": [{"keep_ratio": 0.5}]})
         )
         return True
 
@@ -78,6 +78,18 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
     assert [r["method"] for r in rows] == ["dsa", "dsa", "dsa_counts", "dsa_counts"]
     assert [argv[argv.index("--method") + 1] for argv in made] == ["given", "given"]
     assert [argv[argv.index("--keep-counts") + 1] for argv in made] == ["3,4", "5,6"]
+
+    # under a parameter budget: rows of their own kind, in their own run folders
+    made.clear()
+    rows = e2e.run(argparse.Namespace(**{**vars(a), "kind": "params"}))["rows"]
+    assert [(r.get("kind"), r["method"], r["seed"]) for r in rows[-2:]] == [
+        ("params", "dsa", 0),
+        ("params", "dsa", 1),
+    ]
+    assert [argv[argv.index("--budget") + 1] for argv in made] == ["params=0.5", "params=0.5"]
+    outs = [argv[argv.index("--out") + 1] for argv in made]
+    assert [o.endswith(f"/r_dsa_p50_e2_s{i}") for i, o in enumerate(outs)] == [True, True]
+    assert "| params 0.5 | dsa | 2 |" in e2e.markdown(e2e.run(argparse.Namespace(**vars(a))))
     assert all(r["commit"] == "scoring" for r in rows[2:])
 
 
