@@ -78,6 +78,7 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
     assert [r["method"] for r in rows] == ["dsa", "dsa", "dsa_counts", "dsa_counts"]
     assert [argv[argv.index("--method") + 1] for argv in made] == ["given", "given"]
     assert [argv[argv.index("--keep-counts") + 1] for argv in made] == ["3,4", "5,6"]
+    assert all(r["commit"] == "scoring" for r in rows[2:])
 
     # under a parameter budget: rows of their own kind, in their own run folders
     made.clear()
@@ -90,7 +91,6 @@ def test_a_finished_run_scored_on_the_other_half_keeps_the_commit_that_made_it(
     outs = [argv[argv.index("--out") + 1] for argv in made]
     assert [o.endswith(f"/r_dsa_p50_e2_s{i}") for i, o in enumerate(outs)] == [True, True]
     assert "| params 0.5 | dsa | 2 |" in e2e.markdown(e2e.run(argparse.Namespace(**vars(a))))
-    assert all(r["commit"] == "scoring" for r in rows[2:])
 
 
 def test_half_noise_separates_the_test_images_share_from_the_seeds(bench_script):
