@@ -17,7 +17,7 @@ def prune_run(out: str, method: str) -> None:
     """DSA (or another method that all-reduces, e.g. the iterative Group Fisher's rounds) under
     DDP: records what each rank gave to, and got from, the all-reduce."""
     import dsaprune
-    import dsaprune.pruner.pruner as dsa_mod
+    import dsaprune.pruner.allocate as dsa_mod
 
     dist = distributed.setup("cpu")
     seen = []

@@ -338,7 +338,7 @@ def test_registries_name_what_they_know():
 
 
 def test_a_theta_step_reads_the_first_alloc_samples_of_tensor_batches_only():
-    from dsaprune.pruner.pruner import _theta_samples
+    from dsaprune.pruner.allocate import _theta_samples
 
     x, y = torch.randn(10, 3), torch.arange(10)
     xs, ys = _theta_samples(x, y, 4)

@@ -17,7 +17,10 @@ any length works:
    physically pruned (``step`` returns True: the caller rebuilds its optimizer);
 5. training continues on the smaller network; :meth:`Pruner.finish` returns it with a report.
 
-Which keep ratios a baseline takes, and when, is its policy's (``dsaprune.methods``).
+Which keep ratios a baseline takes, and when, is its policy's (``dsaprune.methods``). This
+module owns the schedule and the phases; the class's other parts live beside it: the window's
+Θ-steps and rounds (``allocate``), the end of the allocation (``finalise``), the checkpoint state
+(``checkpoint``) and the report (``report``).
 """
 
 from __future__ import annotations
@@ -25,35 +28,26 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
-from ..allocation import Allocator, round_channels, shift_to_budget
+from ..allocation import Allocator
 from ..budget import Budget, BudgetError, parse_budget
 from ..cost import QuadraticCost, make_cost
-from ..cost.measured import report_latency
-from ..estimators import GateState, channel_fisher, make_estimator
-from ..gates import (
-    GateHooks,
-    beta2_at,
-    hardness,
-    keep_probabilities,
-    pad_groups,
-    sample_masks,
-    topn_masks,
-)
-from ..grouping import channel_importance, find_groups
+from ..estimators import make_estimator
+from ..gates import GateHooks, beta2_at, hardness, sample_masks, topn_masks
+from ..grouping import find_groups
 from ..methods import Decision, make_method
 from ..progress import say
-from ..surgery import HardMasks, prune_groups, top_channels
-from ..train.distributed import DistInfo, all_reduce_sum, broadcast_from_main
-from ..train.outputs import same_batch, to_device
-from ..train.trainer import TrainingDiverged
+from ..surgery import HardMasks, prune_groups
+from ..train.distributed import DistInfo, broadcast_from_main
+from .allocate import AllocationSteps
+from .checkpoint import Checkpointing
 from .config import PAPER_EPOCHS, DSAConfig, alloc_interval, is_whole, window_bounds
-from .report import PruneResult, count_costs
+from .finalise import Finalise
+from .report import PruneResult, Reporting, count_costs
 from .rounds import FisherRounds
 
 # one line when a phase starts (the progress output of a run whose log is not a terminal)
@@ -68,7 +62,7 @@ PHASE_LINES = {
 }
 
 
-class Pruner:
+class Pruner(AllocationSteps, Finalise, Checkpointing, Reporting):
     """Prunes ``model`` to ``budget`` while the caller's loop trains it for ``total_steps``
     optimizer steps.
 
@@ -296,80 +290,6 @@ class Pruner:
         if self.progress and phase in PHASE_LINES:
             say(PHASE_LINES[phase].format(self=self, epoch=epoch))
 
-    # -- gates ---------------------------------------------------------------------------------
-    def _channel_order(self) -> list[torch.Tensor]:
-        """Each group's channel importances: measured once (``fisher``) or read off the
-        weights now."""
-        if self.measured_order is not None:
-            return self.measured_order
-        return channel_importance(self.groups, self._weight_source())
-
-    def _weight_source(self) -> str:
-        """The weight-based importance where none is measured (``fisher`` without data)."""
-        return "bn_first" if self.cfg.importance == "fisher" else self.cfg.importance
-
-    def _measure_order(self) -> None:
-        """``importance: fisher``: each channel's coupled Fisher removal cost on the training
-        batches, at the weights the allocation starts from (floored, so that the sampled
-        masks' log-importances stay finite)."""
-        if self.cfg.importance != "fisher" or self.train_batches is None or self.method.own_order:
-            return
-        fisher = self._training_fisher()
-        bad = [k for k, f in enumerate(fisher) if not bool(torch.isfinite(f).all())]
-        order = [_order(f) for f in fisher]
-        if bad:
-            weights = channel_importance(self.groups, self._weight_source())
-            for k in bad:
-                order[k] = weights[k].float()
-            warnings.warn(
-                f"the Fisher costs of {len(bad)} channel group(s) are not finite (groups "
-                f"{bad[:8]}); their channels keep the order of their weights "
-                f"({self._weight_source()}) instead",
-                stacklevel=4,
-            )
-        self.measured_order = order
-
-    def _training_fisher(self) -> list[torch.Tensor]:
-        """Each group's coupled Fisher removal cost per channel, of the network as it is, on
-        ``fisher_batches`` training batches."""
-        return channel_fisher(
-            self.model, self.groups, self.train_batches, self.loss_fn, self.cfg.fisher_batches,
-            self.device, self.amp, self.forward,
-        )  # fmt: skip
-
-    def _importance(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        return pad_groups([i.to(device) for i in self._channel_order()])
-
-    def _gate_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Importances for the gates, refused when the weights they come from have diverged
-        (the gates would otherwise fail deep inside with a sampling error)."""
-        I, V = self._importance(self.device)
-        for what, t in (
-            ("channel importances (BN scales)", I),
-            ("keep-ratio logits", self.allocator.theta),
-        ):
-            if not bool(torch.isfinite(t).all()):
-                raise TrainingDiverged(
-                    f"{what} became NaN or infinite at step {self.step_count}: the weights diverged"
-                )
-        return I, V
-
-    def _probabilities(self, alpha: torch.Tensor, beta2: float, iters: int, padded=None):
-        """Keep probabilities of ``alpha``; ``padded``: the (importance, valid) pair when the
-        caller has it already."""
-        I, V = padded if padded is not None else self._importance(alpha.device)
-        p, t = keep_probabilities(
-            I, V, alpha, beta2, iters, None if self.t_cache is None else self.t_cache
-        )
-        self.t_cache = t.detach()
-        return p, V
-
-    def _penalty(self):
-        return self.method.make_penalty(self.groups, self.cost, self.cfg.penalty)
-
-    def _alpha(self) -> torch.Tensor:
-        return torch.sigmoid(self.allocator.theta).float().to(self.device)
-
     # -- one step ------------------------------------------------------------------------------
     def _before_next_step(self) -> None:
         """Open the window when its first step comes, and set the masks the next step trains
@@ -447,21 +367,6 @@ class Pruner:
             if self.step_count >= w1 or bool((hardness(p, V) < self.cfg.hard_threshold).all()):
                 self._finalise()
 
-    def epoch_record(self) -> dict:
-        """The allocation's state, for a per-epoch log line."""
-        rec = {"phase": self.phase}
-        if self.rounds is not None and self.alpha_final is None:
-            alpha = self.rounds.alpha()
-            rec.update(alpha=alpha.tolist(), cost_ratio=float(self.cost.ratio(alpha)))
-        elif self.allocator is not None:
-            rec["alpha"] = torch.sigmoid(self.allocator.theta).tolist()
-            rec["cost_ratio"] = self.allocator.ratio()
-            rec["beta2"] = self._beta2()
-        if self.alpha_final is not None:
-            rec["alpha"] = self.alpha_final
-            rec["cost_ratio"] = self.final_ratio
-        return rec
-
     # -- phases --------------------------------------------------------------------------------
     def _start_allocation(self, window_steps: int) -> None:
         self._enter("allocate")
@@ -499,357 +404,3 @@ class Pruner:
         self.allocator.theta = torch.logit(alpha.double().clamp(1e-6, 1 - 1e-6))
         self.events["met_by"] = self.cfg.method
         self._finalise(imp)
-
-    # -- the iterative Group Fisher's rounds -------------------------------------------------------
-    def _make_rounds(self, window_steps: int, rounds: int | None = None) -> FisherRounds:
-        steps = round(self.cfg.allocator.target_fraction * window_steps)
-        return FisherRounds(
-            self.groups,
-            self.cost,
-            self.budget.fraction,
-            self.cfg.round_to,
-            steps,
-            rounds or self.method.rounds,
-        )
-
-    def _round_step(self, w0: int, w1: int) -> None:
-        """Add the step's Fisher; take the round the schedule has reached (at the window's end,
-        the last); finalise once the budget is met."""
-        g = self.hooks.gathered()
-        if g is None:
-            raise RuntimeError(
-                f"method {self.cfg.method!r} reads the mask gradients of every training step in "
-                f"the allocation window, but step {self.step_count} left none: call "
-                "pruner.step() after loss.backward() and optimizer.step(), with the model's "
-                "forward under gradients (not inside torch.compile)"
-            )
-        r = self.rounds.step(g, self.step_count - w0, self.step_count >= w1)
-        if r is not None:
-            self._cut_round(r)
-        if self.rounds.met():
-            self.events["met_by"] = self.cfg.method
-            self.events["met_at_epoch"] = self.step_count / self.steps_per_epoch
-            self._finalise_rounds()
-
-    def _cut_round(self, r: int) -> None:
-        """Round ``r`` on the Fisher every process has read since the last one (measured once
-        on training batches if no step was read: a run too short for its window)."""
-        fisher = self.rounds.round_fisher(all_reduce_sum, self.device)
-        if fisher is None and self.train_batches is not None:
-            fisher = pad_groups(self._training_fisher(), fill=0.0)[0].double()
-        self.rounds.cut(fisher, r)
-        self.train_mask = None
-        alpha = self.rounds.alpha()
-        self.history.append(
-            {"step": self.step_count, "round": r, "cost_ratio": float(self.cost.ratio(alpha))}
-        )
-
-    def _finalise_rounds(self) -> None:
-        self.allocator.theta = torch.logit(self.rounds.alpha().clamp(1e-6, 1 - 1e-6))
-        self._finalise(self.rounds.importance())
-
-    def _next_val(self):
-        if self.val_iter is None:
-            self.val_iter = iter(self.val_batches)
-            # a resumed run continues where the saved one was in the held-out pass
-            for _ in range(self.val_consumed % max(1, len(self.val_batches))):
-                next(self.val_iter)
-        self.val_consumed += 1
-        try:
-            return next(self.val_iter)
-        except StopIteration:
-            self.val_iter = iter(self.val_batches)
-            return next(self.val_iter)
-
-    def _alpha_update(self) -> None:
-        if self.estimator.from_training_step:
-            return self._alpha_update_from_step()
-        if self.allocator.updates % self.cfg.signal_every:  # between held-out passes
-            return self._allocator_step(None, {"signal": "average"})
-        x, y = _theta_samples(*self._next_val(), self.cfg.alloc_samples)
-        x, y = to_device(x, self.device), to_device(y, self.device)
-        theta = self.allocator.theta.float().to(self.device)
-        I, V = self._gate_inputs()
-        beta2 = self._beta2()
-
-        def probabilities(alpha: torch.Tensor, iters: int) -> torch.Tensor:
-            return self._probabilities(alpha, beta2, iters, (I, V))[0]
-
-        gates = GateState(I, V, probabilities, self.cfg.prob_floor)
-        # BN in eval mode (running statistics): with batch statistics BN re-normalises after the
-        # masks and hides what pruning a channel costs, leaving only the classifier-side group
-        # with a usable gradient (measured: ~1e-7 against ~1e-3 per group with running stats)
-        was = self.model.training
-        self.model.eval()
-        try:
-            with _signal_autocast(self.device, self.amp, self.cfg.signal_bf16):
-                g, loss = self.estimator.loss_grad(
-                    self._network(y), self.hooks, x, y, self.loss_fn, theta, gates
-                )
-        finally:
-            self.model.train(was)
-        self._allocator_step(g, {"val_loss": loss})
-
-    def _alpha_update_from_step(self) -> None:
-        """``fisher_step``: the signal is the per-sample mask gradients the step just taken
-        left in the gathering hooks."""
-        g = self.hooks.gathered()
-        if g is None:
-            raise RuntimeError(
-                f"estimator {self.cfg.estimator!r} reads the mask gradients of the training "
-                f"step before each Θ-step, but step {self.step_count} left none: call "
-                "pruner.step() after loss.backward() and optimizer.step(), with the model's "
-                "forward under gradients (not inside torch.compile)"
-            )
-        n = g.shape[0]  # the caller's loss is a batch mean: sample n's own gradient is N×
-        theta = self.allocator.theta.float().to(self.device)
-        I, V = self._gate_inputs()
-        gates = GateState(I, V, None, self.cfg.prob_floor)
-        g_theta = self.estimator.theta_grad(g.detach() * n, theta, gates)
-        self._allocator_step(g_theta, {"train_samples": n})
-
-    def _allocator_step(self, g: torch.Tensor | None, record: dict) -> None:
-        if g is None:  # no new signal: every process steps on the same running average
-            self.allocator.step(None)
-        else:
-            g = all_reduce_sum(g.detach().clone()) / self.dist.world_size
-            if bool(torch.isfinite(g).all()):  # a diverging run is stopped by the loss check,
-                self.allocator.step(g)  # with the allocation of its last good state kept
-        self.train_mask = None
-        self.history.append(
-            {"step": self.step_count, **record, "cost_ratio": self.allocator.ratio()}
-        )
-
-    def _network(self, targets) -> Callable:
-        """The network as the estimators call it, on inputs alone."""
-        if self.forward is None:
-            return self.model
-        return lambda inputs: self.forward(self.model, inputs, targets)
-
-    def _finalise(self, imp: list[torch.Tensor] | None = None) -> None:
-        """Meet the budget in whole channels, pick the channels (by ``imp`` if the method
-        decided by them already), prune."""
-        if self.hooks is not None:
-            self.hooks.remove()
-            self.hooks = None
-        if self.method.takes_counts:  # kept as given (checked against the budget at start)
-            self.events["calibration_shift"] = 0.0
-        else:
-            frac = self.budget.fraction
-            theta = self.allocator.theta
-            self.events["calibration_shift"] = shift_to_budget(theta, self.cost, frac)[1]
-        counts = self._settled_counts()
-        if imp is None and self.measured_order is not None and not self.method.own_order:
-            imp = self.measured_order
-        if imp is None:
-            imp = self.method.importance(self.groups, self._weight_source(), self.penalty)
-        self.penalty = None
-        keep = [
-            top_channels(i.cpu(), n, g.unit)
-            for i, n, g in zip(imp, counts, self.groups.prunable, strict=True)
-        ]
-        self.keep_counts = counts
-        self.keep_index = [[int(v) for v in k] for k in keep]
-        self.alpha_final = [n / c for n, c in zip(counts, self.channels, strict=True)]
-        self.final_ratio = float(
-            self.cost.ratio(torch.tensor(self.alpha_final, dtype=torch.float64))
-        )
-        self._enter("pruned" if self.cfg.physical else "masked")
-        self._apply_pruning()
-
-    def _counts_at(self, target: float) -> list[int]:
-        """Whole channel counts of the current allocation, calibrated to ``target``."""
-        theta, _ = shift_to_budget(self.allocator.theta, self.cost, target)
-        alpha = torch.sigmoid(theta)
-        return round_channels(alpha, self.channels, self.cost, target, self.cfg.round_to)
-
-    def _settled_counts(self) -> list[int]:
-        """Whole channel counts that meet the budget, as the cost settles them (a measured cost
-        times the pruned network on its device and tightens; given counts are only timed). The
-        main process settles; every process takes its counts."""
-        counts, log = None, []
-        frac = self.budget.fraction
-        if self.dist.is_main and self.method.takes_counts:
-            counts = list(self.cfg.keep_counts)
-            log = self.cost.time_counts(self.groups, counts, frac)
-        elif self.dist.is_main:
-            counts, log = self.cost.settle_counts(self.groups, self._counts_at, frac)
-        counts, log = broadcast_from_main((counts, log))
-        self.events["measured_budget"] = log or None
-        return counts
-
-    def _apply_pruning(self) -> None:
-        keep = [torch.tensor(k, dtype=torch.long) for k in self.keep_index]
-        if self.cfg.physical:
-            prune_groups(self.groups, keep)
-        else:
-            self.hard = HardMasks(self.groups, keep)
-
-    # -- checkpoints -----------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Plain values and tensors only (a checkpoint loads with ``weights_only=True``)."""
-        return {
-            "phase": self.phase,
-            "step": self.step_count,
-            "allocator": self.allocator.state_dict() if self.allocator else None,
-            "events": self.events,
-            "history": self.history,
-            "keep_counts": self.keep_counts,
-            "keep_index": self.keep_index,
-            "alpha_final": self.alpha_final,
-            "final_ratio": self.final_ratio,
-            "val_consumed": self.val_consumed,
-            "channels": self.channels,
-            "t_cache": self.t_cache,  # the β1 solve's warm start: exact resume
-            "train_mask": self.train_mask,
-            "measured_order": self.measured_order,
-            "rounds": self.rounds.state_dict() if self.rounds is not None else None,
-        }
-
-    def load_state_dict(self, d: dict) -> None:
-        """Restore a saved run into this (unpruned) model: the allocator, the phase, and, if the
-        saved run had pruned, the same pruning, so the saved weights fit (then rebuild the
-        optimizer before loading its state)."""
-        if list(d["channels"]) != self.channels:
-            raise ValueError(
-                f"the checkpoint's channel groups {d['channels']} are not this model's "
-                f"{self.channels}: it is from another model"
-            )
-        if self.pruned or self.step_count:
-            raise RuntimeError("load_state_dict restores into a fresh Pruner, before any step")
-        self.phase, self.events, self.history = d["phase"], d["events"], d["history"]
-        self.step_count = int(d["step"])
-        self.keep_counts, self.keep_index = d["keep_counts"], d["keep_index"]
-        self.alpha_final, self.final_ratio = d["alpha_final"], d["final_ratio"]
-        self.val_consumed, self.val_iter = d["val_consumed"], None
-        self.t_cache = d["t_cache"]
-        self.train_mask = d.get("train_mask")
-        self.measured_order = d.get("measured_order")
-        if d.get("rounds") is not None:
-            self.rounds = self._make_rounds(1, 1)
-            self.rounds.load_state_dict(d["rounds"])
-        self._phase_t0 = time.perf_counter()
-        if d["allocator"] is not None:
-            theta = d["allocator"]["theta"]
-            self.allocator = Allocator(
-                self.cost, self.budget.fraction, theta, 1, self.cfg.allocator
-            )
-            self.allocator.load_state_dict(d["allocator"])
-        self.penalty = self._penalty() if self.phase == "penalty" else None
-        if self.phase in ("allocate", "settle"):
-            self.hooks = GateHooks(self.groups)
-            # the next step's masks are read from the weights, which the caller loads after
-            # this: they are set at the next forward
-            self.hooks.on_demand = self._set_masks
-        if self.keep_index is not None:
-            self._apply_pruning()
-
-    # -- report ----------------------------------------------------------------------------------
-    def summary(self) -> dict:
-        """What the flow decided, and when."""
-        return {
-            "budget": str(self.budget),
-            "met_by": self.events.get("met_by"),
-            "met_at_epoch": self.events.get("met_at_epoch"),
-            "calibration_shift": self.events.get("calibration_shift"),
-            "phase_start_epoch": self.events.get("phase_epoch", {}),
-            "phase_time_s": self.events["phase_time_s"],
-            "keep_counts": self.keep_counts,
-            "alpha": self.alpha_final,
-            "cost_ratio_model": self.final_ratio,
-            "measured_budget": self.events.get("measured_budget"),
-            "allocation_updates": self._updates(),
-        }
-
-    def _updates(self) -> int:
-        """Allocator steps taken, or the iterative Group Fisher's removal rounds."""
-        if self.rounds is not None:
-            return self.rounds.done
-        return self.allocator.updates if self.allocator else 0
-
-    def report(self) -> dict:
-        """The pruned network's costs against the budget, each group's channels, the decision:
-        plain values. Counted kinds are checked on the pruned network itself, measured ones
-        on their fitted model."""
-        b, before = self.budget, self.before
-        # a masked network (physical=False, not cut) counts as the unpruned one: its costs are
-        # the cost model's until cut() removes the channels
-        after = count_costs(self.model, self.in_shape) if self.hard is None else {}
-        counted = after.get(b.kind)  # None: measured, or masked; the fitted model's value
-        ratio = counted / before[b.kind] if counted is not None else self.final_ratio
-        if ratio > b.fraction + 1e-9:
-            raise RuntimeError(f"internal error: pruned {b.kind} ratio {ratio:.4f} exceeds {b}")
-        if counted is not None and abs(ratio - self.final_ratio) > 0.01:
-            warnings.warn(
-                f"the pruned network counts {ratio:.4f} of the {b.kind} where the cost model "
-                f"predicted {self.final_ratio:.4f}: some layers' channels are coupled in a way "
-                "the channel groups do not describe, so the network was cut more than the "
-                "budget asks; please report the model",
-                stacklevel=3,
-            )
-        latency = None
-        if self.latency_cost is not None:
-            latency = report_latency(
-                self.latency_cost,
-                self.reference,
-                self.model,
-                self.alpha_final,
-                self.in_shape,
-                self.cost,
-                b,
-            )
-        return {
-            "model": self.model_name,
-            "budget": str(b),
-            "budget_kind": b.kind,
-            # channels per block the budget's rounding kept in groups wider than one (1: any)
-            "rounding_block": self.cost.block,
-            "budget_fraction": b.fraction,
-            "budget_ratio": ratio,
-            **{f"{k}_before": v for k, v in before.items()},
-            **{f"{k}_after": v for k, v in after.items()},
-            **{f"{k}_ratio": after[k] / before[k] for k in after},
-            "masked": self.hard is not None,
-            "latency": latency,
-            "groups": [
-                {
-                    "index": g.index,
-                    "members": g.describe(),
-                    "channels_before": g.channels,
-                    "channels_after": n,
-                    "keep_ratio": n / g.channels,
-                }
-                for g, n in zip(self.groups.prunable, self.keep_counts, strict=True)
-            ],
-            "unprunable_groups": [g.describe() for g in self.groups if not g.prunable],
-            **self.summary(),
-            "dsa_config": self.cfg.to_dict(),
-            "allocation_history": self.history,
-        }
-
-
-def _order(fisher: torch.Tensor) -> torch.Tensor:
-    """A group's (finite) Fisher costs as gate importances: scaled to at most 1 (a float32 copy
-    of costs near the float64 range would overflow), floored so that the sampled masks'
-    log-importances stay finite."""
-    f = fisher.double()
-    top = f.max()
-    f = f / top if top > 0 else torch.ones_like(f)
-    return f.float().clamp_min(1e-30)
-
-
-def _signal_autocast(device: torch.device, amp: bool, cpu_bf16: bool):
-    """The Θ-step pass's precision: bfloat16 on CUDA under the run's ``amp``, on the CPU where
-    ``signal_bf16`` asks for it, float32 otherwise."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", torch.bfloat16, enabled=amp)
-    return torch.autocast("cpu", torch.bfloat16, enabled=cpu_bf16 and device.type == "cpu")
-
-
-def _theta_samples(x, y, n: int | None):
-    """The held-out samples a Θ-step reads: the first ``n`` of the batch where inputs and
-    targets are batch-first tensors; otherwise (``n`` None, or lists, tuples, dicts, whose
-    layout is the user's) the whole batch."""
-    if n is None or not same_batch(x, y):
-        return x, y
-    return x[:n], y[:n]
