@@ -37,6 +37,10 @@ from .grouping import Groups, channel_importance
 from .penalties import GroupLasso, WeightedBNL1
 from .registry import create
 
+# training batches a method that measures the coupled Fisher reads by default (group_fisher, and
+# DSA's channel order): one place for DSAConfig.fisher_batches and a Decision made by hand
+FISHER_BATCHES = 20
+
 # the DSAConfig settings only DSA's allocation over the window reads
 THETA_STEP_SETTINGS = frozenset(
     {
@@ -74,7 +78,7 @@ class Decision:
     amp: bool = False
     forward: Callable | None = None  # forward(model, inputs, targets); None: model(inputs)
     keep_counts: list[int] | None = None  # the ``given`` method's counts, one per prunable group
-    fisher_batches: int = 20  # the training batches a method that measures the Fisher reads
+    fisher_batches: int = FISHER_BATCHES  # the training batches a Fisher measurement reads
 
 
 class Method:
@@ -201,7 +205,7 @@ class GroupFisherMethod(Method):
 
     description = (
         "one-shot Group Fisher: per-channel Fisher removal cost on a few training batches "
-        "(fisher_batches, 20), then "
+        f"(fisher_batches, {FISHER_BATCHES}), then "
         "greedy removal of the channel with the least Fisher per unit of budget cost saved "
         "(use with --checkpoint)"
     )

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..allocation import AllocatorConfig
 from ..estimators import make_estimator
-from ..methods import make_method
+from ..methods import FISHER_BATCHES, make_method
 from ..train.config import TrainConfig
 
 PAPER_EPOCHS = 300
@@ -64,7 +64,7 @@ class DSAConfig:
     importance: str = "fisher"
     # training batches each channel's coupled Fisher is measured on, once: the flow's channel
     # order ("fisher") and group_fisher's allocation
-    fisher_batches: int = 20
+    fisher_batches: int = FISHER_BATCHES
     init_alpha: float = 0.99
     hard_threshold: float = 0.01
     round_to: int = 1
