@@ -91,9 +91,6 @@ class AllocationSteps:
         self.t_cache = t.detach()
         return p, V
 
-    def _penalty(self):
-        return self.method.make_penalty(self.groups, self.cost, self.cfg.penalty)
-
     def _alpha(self) -> torch.Tensor:
         return torch.sigmoid(self.allocator.theta).float().to(self.device)
 

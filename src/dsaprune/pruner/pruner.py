@@ -279,6 +279,10 @@ class Pruner(AllocationSteps, Finalise, Checkpointing, Reporting):
         scale = PAPER_EPOCHS / max(self.epochs, 1e-9)
         return beta2_at(epochs, self.cfg.beta2_init, self.cfg.beta2_growth, scale)
 
+    def _penalty(self):
+        """The ssl / morphnet penalty, applied from the first step to the window's end."""
+        return self.method.make_penalty(self.groups, self.cost, self.cfg.penalty)
+
     def _enter(self, phase: str) -> None:
         now = time.perf_counter()
         times = self.events["phase_time_s"]
