@@ -69,7 +69,7 @@ def trainers(
     every: int = 20,
     alloc_samples: int | None = None,
     signal_bf16: bool = False,
-    signal_every: int = 1,
+    signal_every: int | None = None,
 ) -> tuple[Trainer, Trainer]:
     data = make_shapes(batch * steps, seed=0)
     mean, std = channel_stats(data.images)
@@ -155,8 +155,8 @@ def main() -> None:
     p.add_argument(
         "--signal-every",
         type=int,
-        default=DSAConfig().signal_every,
-        help="α updates per held-out pass (DSAConfig.signal_every) [%(default)s]",
+        default=None,
+        help="α updates per held-out pass (DSAConfig.signal_every) [the library's default]",
     )
     a = p.parse_args()
     device = distributed.setup(a.device).device
@@ -185,7 +185,7 @@ def main() -> None:
             "estimator": a.estimator,
             "alloc_samples": a.alloc_samples,
             "signal_bf16": a.signal_bf16,
-            "signal_every": a.signal_every,
+            "signal_every": pruner.cfg.signal_every,
             "device": str(device),
             "plain_step_ms": 1e3 * statistics.median(tp),
             "dsa_step_ms": 1e3 * statistics.median(td),

@@ -425,6 +425,10 @@ def test_signal_every_takes_a_held_out_pass_at_every_nth_update_only(tiny_net):
             dsaprune.DSAConfig(signal_every=bad)
     with pytest.raises(ValueError, match="signal_every applies to a held-out pass"):
         dsaprune.DSAConfig(estimator="fisher_step", signal_every=2)
+    # the default: a held-out pass at every 4th update, every update's own for fisher_step
+    assert dsaprune.DSAConfig().signal_every == 4
+    assert dsaprune.DSAConfig(estimator="fisher_step").signal_every == 1
+    assert dsaprune.DSAConfig(signal_every=1).to_dict()["signal_every"] == 1
     tr, _ = _loaders()
     torch.manual_seed(0)
     res = dsaprune.prune(

@@ -13,6 +13,10 @@ from ..train.config import TrainConfig
 PAPER_EPOCHS = 300
 PAPER_WARMUP_EPOCHS = 20
 SHORT_RUN_WARMUP = 0.2  # the warm-up's share of a run shorter than 100 epochs
+# α updates per held-out pass by default: 4 kept the Θ-step within 1.15x a plain step over the
+# 8-epoch window (1.11-1.13 against 1.22-1.27 at 1) and was level with 1 on six dev seeds
+# (default minus it -0.03 +- 0.14 at 50% FLOPs, +0.14 +- 0.14 at 33%; docs/decisions.md)
+HELD_OUT_SIGNAL_EVERY = 4
 
 
 def default_warmup_fraction(epochs: float) -> float:
@@ -52,8 +56,9 @@ class DSAConfig:
     signal_bf16: bool = False
     # a held-out pass every this many α updates; the updates between take the running average
     # of the loss signal (``AllocatorConfig.momentum``) as it stands, so the window keeps its
-    # updates and pays for fewer passes. 1 (the default): a pass at every update
-    signal_every: int = 1
+    # updates and pays for fewer passes. None (the default): HELD_OUT_SIGNAL_EVERY for an
+    # estimator with a held-out pass, 1 for one that reads the training step
+    signal_every: int | None = None
     beta2_init: float = 0.05
     beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
     prob_floor: float = 0.01
@@ -103,7 +108,7 @@ class DSAConfig:
                 f"alloc_samples is a whole number of samples >= 1 (or None for the whole "
                 f"held-out batch), got {self.alloc_samples!r}"
             )
-        if not is_whole(self.signal_every):
+        if self.signal_every is not None and not is_whole(self.signal_every):
             raise ValueError(
                 f"signal_every is a whole number of α updates >= 1, got {self.signal_every!r}"
             )
@@ -130,6 +135,8 @@ class DSAConfig:
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
         est = make_estimator(self.estimator)  # an unknown name fails here, not mid-run
+        if self.signal_every is None:  # resolved here, so reports and checkpoints hold the value
+            self.signal_every = 1 if est.from_training_step else HELD_OUT_SIGNAL_EVERY
         if est.from_training_step and self.signal_every != 1:
             raise ValueError(
                 f"signal_every applies to a held-out pass; estimator {self.estimator!r} reads "
