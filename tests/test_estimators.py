@@ -442,6 +442,27 @@ def test_signal_every_takes_a_held_out_pass_at_every_nth_update_only(tiny_net):
     assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
 
 
+@pytest.mark.parametrize(
+    "settings, reader",
+    [({"estimator": "fisher_step"}, "estimator 'fisher_step'"),
+     ({"method": "group_fisher_iterative"}, "method 'group_fisher_iterative'")],
+)  # fmt: skip
+def test_a_step_that_left_no_mask_gradients_names_the_call_order(tiny_net, settings, reader):
+    """The readers of the training step's own mask gradients fail at once, naming the order
+    of calls, when pruner.step() comes without a backward through the gated model."""
+    net = tiny_net()
+    x = torch.randn(4, 3, 16, 16)
+    y = torch.zeros(4, dtype=torch.long)
+    p = dsaprune.Pruner(
+        net, x[:1], "flops=0.5", total_steps=10, train_data=[(x, y)],
+        warmup_fraction=0.0, window_end_fraction=1.0, alloc_every=1, min_updates=1, **settings,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match=f"{reader} reads the mask gradients.*after loss"):
+        for _ in range(3):
+            p.step()
+    assert p.phase == "allocate"
+
+
 def test_fisher_step_holds_out_no_batches_so_the_weights_train_on_all(tiny_net, monkeypatch):
     """``fisher_step`` reads the weight step's own backward: no batch is held out of training,
     and the Pruner needs no val_data; a held-out estimator still requires it."""

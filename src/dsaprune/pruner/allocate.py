@@ -106,17 +106,24 @@ class AllocationSteps:
             rounds or self.method.rounds,
         )
 
-    def _round_step(self, w0: int, w1: int) -> None:
-        """Add the step's Fisher; take the round the schedule has reached (at the window's end,
-        the last); finalise once the budget is met."""
+    def _step_mask_gradients(self, reader: str) -> torch.Tensor:
+        """The per-sample mask gradients the training step just taken left in the gathering
+        hooks, for ``reader`` (a method or estimator that reads them); a step that left none
+        was taken the wrong way round."""
         g = self.hooks.gathered()
         if g is None:
             raise RuntimeError(
-                f"method {self.cfg.method!r} reads the mask gradients of every training step in "
-                f"the allocation window, but step {self.step_count} left none: call "
-                "pruner.step() after loss.backward() and optimizer.step(), with the model's "
-                "forward under gradients (not inside torch.compile)"
+                f"{reader} reads the mask gradients of the training steps in the allocation "
+                f"window, but step {self.step_count} left none: call pruner.step() after "
+                "loss.backward() and optimizer.step(), with the model's forward under "
+                "gradients (not inside torch.compile)"
             )
+        return g
+
+    def _round_step(self, w0: int, w1: int) -> None:
+        """Add the step's Fisher; take the round the schedule has reached (at the window's end,
+        the last); finalise once the budget is met."""
+        g = self._step_mask_gradients(f"method {self.cfg.method!r}")
         r = self.rounds.step(g, self.step_count - w0, self.step_count >= w1)
         if r is not None:
             self._cut_round(r)
@@ -188,14 +195,7 @@ class AllocationSteps:
     def _alpha_update_from_step(self) -> None:
         """``fisher_step``: the signal is the per-sample mask gradients the step just taken
         left in the gathering hooks."""
-        g = self.hooks.gathered()
-        if g is None:
-            raise RuntimeError(
-                f"estimator {self.cfg.estimator!r} reads the mask gradients of the training "
-                f"step before each Θ-step, but step {self.step_count} left none: call "
-                "pruner.step() after loss.backward() and optimizer.step(), with the model's "
-                "forward under gradients (not inside torch.compile)"
-            )
+        g = self._step_mask_gradients(f"estimator {self.cfg.estimator!r}")
         n = g.shape[0]  # the caller's loss is a batch mean: sample n's own gradient is N×
         theta = self.allocator.theta.float().to(self.device)
         I, V = self._gate_inputs()
