@@ -251,6 +251,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# DSA settings added after runs were recorded, at the value those runs had in effect: a report
+# without the key is compared at it, so the run is marked once the setting's default moves
+BEFORE_THE_SETTING_EXISTED = {"signal_every": 1}
+
+
 def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     """The DSA settings in which a finished run differs from what its command gives today, as
     {setting: [the run's, today's]}: a run made before a default changed is marked, not mixed
@@ -268,6 +273,8 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     now = _flat(replace(spec.dsa, method=method).for_epochs(epochs).to_dict())
     d = {"method": method}
     ran = _flat(rep.get("dsa_config", {}))
+    if ran:
+        ran = {**BEFORE_THE_SETTING_EXISTED, **ran}
     unread = make_method(d["method"]).unread_settings()
     out = {}
     for k in sorted(set(now) & set(ran)):

@@ -181,6 +181,14 @@ def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_pat
     assert "| resnet20 | 50.0% | dsa ‡ | 0 |" in md and "| ssl | 0 |" in md
     assert "warmup_fraction 0.06667 (now 0.2)" in md
 
+    # a DSA run recorded before signal_every existed took a held-out pass at every update
+    cfg = {k: v for k, v in DSAConfig().for_epochs(8).to_dict().items() if k != "signal_every"}
+    dsa = next(j for j in jobs if j.method == "dsa")
+    rep = json.loads((dsa.out / "report.json").read_text())
+    (dsa.out / "report.json").write_text(json.dumps({**rep, "dsa_config": cfg}))
+    rows = {r["method"]: r for r in table.rows(jobs, a)}
+    assert rows["dsa"]["differs_from_defaults"] == {"signal_every": [1, 4]}
+
 
 def test_a_window_of_minutes_ends_the_runs_and_writes_the_table_from_the_finished_ones(
     table, tmp_path
