@@ -31,6 +31,7 @@ def _own_loop(
     state: dict | None = None,
     estimator: str = "fisher",
     method: str = "dsa",
+    **settings,
 ):
     """The loop a user writes: their optimizer and schedule, ``pruner.step()`` after each
     optimizer step. ``stop_after``: return a checkpoint after that many steps; ``state``: go on
@@ -48,6 +49,7 @@ def _own_loop(
         window_end_fraction=SETTINGS["window_end_fraction"],
         estimator=estimator,
         method=method,
+        **settings,
     )
     optimizer = make_optimizer(model, cfg)
     step = 0
@@ -127,6 +129,22 @@ def test_own_loop_resumes_exactly_in_the_middle_of_the_allocation(
     assert resumed.report["keep_counts"] == whole.report["keep_counts"]
     for k, v in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_a_resume_under_other_settings_is_refused_by_name(tiny_net, tmp_path):
+    """The checkpoint holds the settings it was made with (loadable with weights_only): a
+    resume under another one, e.g. a default that moved, would not continue the same run."""
+    torch.manual_seed(0)
+    saved = _own_loop(tiny_net(), stop_after=6)
+    torch.save(saved, tmp_path / "last.pt")
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["pruner"]["config"]["signal_every"] == 4
+    with pytest.raises(ValueError, match=r"other DSA settings \(signal_every: 4 there, 1 now\)"):
+        _own_loop(tiny_net(), state=saved, signal_every=1)
+    with pytest.raises(ValueError, match=r"allocator.power: 2.0 there, 1.0 now"):
+        _own_loop(tiny_net(), state=saved, power=1.0)
+    resumed = _own_loop(tiny_net(), state=saved, signal_every=4)  # the same, given explicitly
+    assert resumed.report["flops_ratio"] <= 0.5
 
 
 def test_pruner_names_what_it_needs(tiny_net):

@@ -32,6 +32,7 @@ class Checkpointing:
             "train_mask": self.train_mask,
             "measured_order": self.measured_order,
             "rounds": self.rounds.state_dict() if self.rounds is not None else None,
+            "config": self.cfg.to_dict(),  # a resume under other settings would not be exact
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -45,6 +46,7 @@ class Checkpointing:
             )
         if self.pruned or self.step_count:
             raise RuntimeError("load_state_dict restores into a fresh Pruner, before any step")
+        self._check_same_settings(d.get("config"))  # a checkpoint of before 2026-12-05 has none
         self.phase, self.events, self.history = d["phase"], d["events"], d["history"]
         self.step_count = int(d["step"])
         self.keep_counts, self.keep_index = d["keep_counts"], d["keep_index"]
@@ -71,3 +73,26 @@ class Checkpointing:
             self.hooks.on_demand = self._set_masks
         if self.keep_index is not None:
             self._apply_pruning()
+
+    def _check_same_settings(self, saved: dict | None) -> None:
+        """A run resumes under the settings it was made with: another estimator, schedule or
+        default (after an upgrade, say) would continue it as a different run, silently."""
+        if saved is None:
+            return
+        now = _flat(self.cfg.to_dict())
+        saved = _flat(saved)
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if changed:
+            listed = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in changed)
+            raise ValueError(
+                f"the checkpoint was made with other DSA settings ({listed}); resume with the "
+                "settings it was made with (give them explicitly, e.g. in --config), or start "
+                "the run afresh"
+            )
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
