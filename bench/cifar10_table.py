@@ -244,13 +244,6 @@ def run_all(
 
 
 # -- results ---------------------------------------------------------------------------------------
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
-
-
 # DSA settings added after runs were recorded, at the value those runs had in effect: a report
 # without the key is compared at it, so the run is marked once the setting's default moves
 BEFORE_THE_SETTING_EXISTED = {"signal_every": 1}
@@ -264,15 +257,16 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
 
     from dsaprune.cli.spec import RunSpec
     from dsaprune.methods import make_method
+    from dsaprune.pruner.config import flat_settings
 
     method = FROM_CHECKPOINT.get(j.method, j.method)
     epochs = a.finetune_epochs if j.method in FROM_CHECKPOINT else a.epochs
     # as `dsaprune prune` builds it (from a checkpoint: no warm-up unless one is set)
     ns = argparse.Namespace(config=a.config, epochs_default=epochs)
     spec = RunSpec.from_args(ns, trained=j.method in FROM_CHECKPOINT)
-    now = _flat(replace(spec.dsa, method=method).for_epochs(epochs).to_dict())
+    now = flat_settings(replace(spec.dsa, method=method).for_epochs(epochs).to_dict())
     d = {"method": method}
-    ran = _flat(rep.get("dsa_config", {}))
+    ran = flat_settings(rep.get("dsa_config", {}))
     if ran:
         ran = {**BEFORE_THE_SETTING_EXISTED, **ran}
     unread = make_method(d["method"]).unread_settings()

@@ -9,6 +9,7 @@ import time
 
 from ..allocation import Allocator
 from ..gates import GateHooks
+from .config import flat_settings
 
 
 class Checkpointing:
@@ -79,8 +80,8 @@ class Checkpointing:
         default (after an upgrade, say) would continue it as a different run, silently."""
         if saved is None:
             return
-        now = _flat(self.cfg.to_dict())
-        saved = _flat(saved)
+        now = flat_settings(self.cfg.to_dict())
+        saved = flat_settings(saved)
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if changed:
             listed = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in changed)
@@ -89,10 +90,3 @@ class Checkpointing:
                 "settings it was made with (give them explicitly, e.g. in --config), or start "
                 "the run afresh"
             )
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out

@@ -31,6 +31,15 @@ def default_warmup_fraction(epochs: float) -> float:
     return min(PAPER_WARMUP_EPOCHS / epochs, SHORT_RUN_WARMUP)
 
 
+def flat_settings(d: dict, prefix: str = "") -> dict:
+    """``DSAConfig.to_dict()`` (or a saved copy) flat, an allocator setting as
+    ``allocator.<name>``: what comparisons of two runs' settings read."""
+    out = {}
+    for k, v in d.items():
+        out.update(flat_settings(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
 def is_whole(value, minimum: int = 1) -> bool:
     """Whether ``value`` is an int (not a bool) of at least ``minimum``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
