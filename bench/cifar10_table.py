@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -247,6 +248,9 @@ def run_all(
 # DSA settings added after runs were recorded, at the value those runs had in effect: a report
 # without the key is compared at it, so the run is marked once the setting's default moves
 BEFORE_THE_SETTING_EXISTED = {"signal_every": 1}
+# the runs' weight steps per epoch (CIFAR-10's 50,000 training images at batch 128): the
+# settings a run's length decides (signal_every) are compared at the value they took in it
+TRAIN_STEPS_PER_EPOCH = math.ceil(50_000 / 128)
 
 
 def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
@@ -264,7 +268,8 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     # as `dsaprune prune` builds it (from a checkpoint: no warm-up unless one is set)
     ns = argparse.Namespace(config=a.config, epochs_default=epochs)
     spec = RunSpec.from_args(ns, trained=j.method in FROM_CHECKPOINT)
-    now = flat_settings(replace(spec.dsa, method=method).for_epochs(epochs).to_dict())
+    steps = round(epochs * TRAIN_STEPS_PER_EPOCH)
+    now = flat_settings(replace(spec.dsa, method=method).for_run(epochs, steps).to_dict())
     d = {"method": method}
     ran = flat_settings(rep.get("dsa_config", {}))
     if ran:

@@ -53,6 +53,13 @@ def window_for(epochs: float, checkpoint: bool = False) -> int:
     return w1 - w0
 
 
+def signal_for(epochs: float, checkpoint: bool = False) -> int:
+    """α updates per held-out pass on a CIFAR-10 schedule of ``epochs`` (library defaults: set
+    by the window's length)."""
+    steps = round(epochs * CIFAR_STEPS_PER_EPOCH)
+    return _config(checkpoint).for_run(epochs, steps).signal_every
+
+
 def parse_schedule(token: str) -> tuple[float, bool]:
     """ "8" -> (8.0, False); "2c" -> (2.0, True): a fine-tune from a checkpoint."""
     token = token.strip()
@@ -156,7 +163,8 @@ def main() -> None:
         "--signal-every",
         type=int,
         default=None,
-        help="α updates per held-out pass (DSAConfig.signal_every) [the library's default]",
+        help="α updates per held-out pass (DSAConfig.signal_every) [the library's default for "
+        "each schedule's window]",
     )
     a = p.parse_args()
     device = distributed.setup(a.device).device
@@ -168,7 +176,7 @@ def main() -> None:
         every = every_for(epochs, checkpoint)
         plain, dsa = trainers(
             name, a.steps, a.batch_size, device, a.estimator, every, a.alloc_samples,
-            a.signal_bf16, a.signal_every,
+            a.signal_bf16, a.signal_every or signal_for(epochs, checkpoint),
         )  # fmt: skip
         tp, td = [], []
         for _ in range(a.repeats):

@@ -1,6 +1,7 @@
 """The Θ-step's estimators, the top-n training masks, BN re-estimation and the method registry."""
 
 import importlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -425,8 +426,8 @@ def test_signal_every_takes_a_held_out_pass_at_every_nth_update_only(tiny_net):
             dsaprune.DSAConfig(signal_every=bad)
     with pytest.raises(ValueError, match="signal_every applies to a held-out pass"):
         dsaprune.DSAConfig(estimator="fisher_step", signal_every=2)
-    # the default: a held-out pass at every 4th update, every update's own for fisher_step
-    assert dsaprune.DSAConfig().signal_every == 4
+    # the default: set by the run's window (below); every update's own for fisher_step
+    assert dsaprune.DSAConfig().signal_every is None
     assert dsaprune.DSAConfig(estimator="fisher_step").signal_every == 1
     assert dsaprune.DSAConfig(signal_every=1).to_dict()["signal_every"] == 1
     tr, _ = _loaders()
@@ -440,6 +441,34 @@ def test_signal_every_takes_a_held_out_pass_at_every_nth_update_only(tiny_net):
     assert len(passes) == r["allocation_updates"] > 3
     assert passes == [i % 3 == 0 for i in range(len(passes))]
     assert 0.97 * 0.5 <= r["flops_ratio"] <= 0.5
+
+
+def test_the_default_signal_every_leaves_a_short_window_enough_held_out_passes(tiny_net):
+    """A pass every HELD_OUT_SIGNAL_EVERY updates where the window holds enough updates for
+    MIN_HELD_OUT_PASSES passes; fewer updates per pass on a shorter window, down to one per
+    update; a value given is kept, and a run records the value it used."""
+    from dsaprune.pruner.config import HELD_OUT_SIGNAL_EVERY, MIN_HELD_OUT_PASSES
+
+    cfg = dsaprune.DSAConfig(warmup_fraction=0.0, window_end_fraction=1.0, alloc_every=1)
+    enough = HELD_OUT_SIGNAL_EVERY * MIN_HELD_OUT_PASSES  # updates (one per step here)
+    assert cfg.for_run(8, enough).signal_every == HELD_OUT_SIGNAL_EVERY
+    assert cfg.for_run(8, 100 * enough).signal_every == HELD_OUT_SIGNAL_EVERY
+    assert cfg.for_run(8, enough - 1).signal_every == HELD_OUT_SIGNAL_EVERY - 1
+    assert cfg.for_run(8, 2 * MIN_HELD_OUT_PASSES).signal_every == 2
+    assert cfg.for_run(8, 2 * MIN_HELD_OUT_PASSES - 1).signal_every == 1
+    assert cfg.for_run(8, 9).signal_every == 1  # the demo's window: a pass at every update
+    assert replace(cfg, signal_every=3).for_run(8, 9).signal_every == 3  # given: kept
+    # the library's CIFAR-10 schedules (390 steps an epoch): 8 epochs from scratch and a
+    # 2-epoch fine-tune from a checkpoint (no warm-up) take a pass every fourth update
+    assert dsaprune.DSAConfig().for_run(8, 8 * 390).signal_every == 4
+    assert dsaprune.DSAConfig(warmup_fraction=0.0).for_run(2, 2 * 390).signal_every == 4
+    x = torch.randn(4, 3, 16, 16)
+    y = torch.zeros(4, dtype=torch.long)
+    for steps, every in ((30, 1), (60, 2)):  # one update per step here
+        p = dsaprune.Pruner(tiny_net(), x[:1], "flops=0.5", total_steps=steps,
+                            val_data=[(x, y)], warmup_fraction=0.0, window_end_fraction=1.0,
+                            alloc_every=1, min_updates=1)  # fmt: skip
+        assert p.cfg.signal_every == every  # what the report's dsa_config and a checkpoint hold
 
 
 @pytest.mark.parametrize(

@@ -226,9 +226,9 @@ def test_default_warmup_is_the_papers_20_epochs_or_a_fifth_of_a_short_run():
     assert default_warmup_fraction(300) == pytest.approx(20 / 300)
     assert default_warmup_fraction(150) == pytest.approx(20 / 150)
     assert default_warmup_fraction(100) == default_warmup_fraction(8) == 0.2
-    assert DSAConfig().for_epochs(8).warmup_fraction == 0.2
-    assert DSAConfig(warmup_fraction=0.05).for_epochs(8).warmup_fraction == 0.05  # given: kept
-    assert DSAConfig(window_end_fraction=0.1).for_epochs(8).warmup_fraction == 0.1
+    assert DSAConfig().for_run(8, 3128).warmup_fraction == 0.2
+    assert DSAConfig(warmup_fraction=0.05).for_run(8, 3128).warmup_fraction == 0.05  # given: kept
+    assert DSAConfig(window_end_fraction=0.1).for_run(8, 3128).warmup_fraction == 0.1
     with pytest.raises(ValueError, match="ends after the allocation window"):
         DSAConfig(warmup_fraction=0.5)
     with pytest.raises(ValueError, match=r"share of the schedule in \[0, 1\]"):

@@ -74,7 +74,7 @@ def prune(
         check_batches(val_data, "val_data")
     tset, dset = split_settings(settings)
     cfg = TrainConfig(epochs=epochs, **tset)
-    dcfg = DSAConfig.from_dict(dset).for_epochs(epochs)
+    dcfg = DSAConfig.from_dict(dset)  # fixed for the run's length by the Pruner
     dist = dist or setup(device)
     model = model.to(dist.device)
     full = full_train_data if full_train_data is not None else train_data

@@ -17,6 +17,10 @@ SHORT_RUN_WARMUP = 0.2  # the warm-up's share of a run shorter than 100 epochs
 # 8-epoch window (1.11-1.13 against 1.22-1.27 at 1) and was level with 1 on six dev seeds
 # (default minus it -0.03 +- 0.14 at 50% FLOPs, +0.14 +- 0.14 at 33%; docs/decisions.md)
 HELD_OUT_SIGNAL_EVERY = 4
+# ... but never fewer held-out passes than this over the window: the evidence above had 25-29
+# (100-117 updates); the demo's 9-update window with a pass every fourth update (2-3 passes)
+# fell from 88.4% to 70.1% (docs/decisions.md), so a short window takes one at every update
+MIN_HELD_OUT_PASSES = 25
 
 
 def default_warmup_fraction(epochs: float) -> float:
@@ -65,8 +69,9 @@ class DSAConfig:
     signal_bf16: bool = False
     # a held-out pass every this many α updates; the updates between take the running average
     # of the loss signal (``AllocatorConfig.momentum``) as it stands, so the window keeps its
-    # updates and pays for fewer passes. None (the default): HELD_OUT_SIGNAL_EVERY for an
-    # estimator with a held-out pass, 1 for one that reads the training step
+    # updates and pays for fewer passes. None (the default): set by the run's window
+    # (``signal_interval``): HELD_OUT_SIGNAL_EVERY where that leaves MIN_HELD_OUT_PASSES passes,
+    # fewer updates per pass on a shorter window; 1 for an estimator that reads the training step
     signal_every: int | None = None
     beta2_init: float = 0.05
     beta2_growth: float = 1.1  # per epoch of the paper's 300-epoch schedule
@@ -144,8 +149,8 @@ class DSAConfig:
         if self.penalty is not None and self.penalty < 0:
             raise ValueError(f"penalty strength must be >= 0, got {self.penalty}")
         est = make_estimator(self.estimator)  # an unknown name fails here, not mid-run
-        if self.signal_every is None:  # resolved here, so reports and checkpoints hold the value
-            self.signal_every = 1 if est.from_training_step else HELD_OUT_SIGNAL_EVERY
+        if self.signal_every is None and est.from_training_step:
+            self.signal_every = 1  # a held-out estimator's is set by the run (``for_run``)
         if est.from_training_step and self.signal_every != 1:
             raise ValueError(
                 f"signal_every applies to a held-out pass; estimator {self.estimator!r} reads "
@@ -204,12 +209,16 @@ class DSAConfig:
             return self.warmup_fraction
         return min(default_warmup_fraction(epochs), self.window_end_fraction)
 
-    def for_epochs(self, epochs: float) -> DSAConfig:
-        """This config with the warm-up fixed for a run of ``epochs`` (reports show the value
-        used, and a resumed run recomputes the same one)."""
-        if self.warmup_fraction is not None:
-            return self
-        return replace(self, warmup_fraction=self.warmup_for(epochs))
+    def for_run(self, epochs: float, total_steps: int) -> DSAConfig:
+        """This config with the settings its run decides fixed: the warm-up for a run of
+        ``epochs``, and ``signal_every`` for its window of ``total_steps`` weight steps (reports
+        show the values used, a checkpoint holds them, and a resumed run recomputes the same)."""
+        cfg = self
+        if cfg.warmup_fraction is None:
+            cfg = replace(cfg, warmup_fraction=cfg.warmup_for(epochs))
+        if cfg.signal_every is None:
+            cfg = replace(cfg, signal_every=signal_interval(cfg, epochs, total_steps))
+        return cfg
 
 
 def window_bounds(cfg: DSAConfig, epochs: float, total_steps: int) -> tuple[int, int]:
@@ -223,6 +232,16 @@ def alloc_interval(cfg: DSAConfig, epochs: float, total_steps: int) -> int:
     otherwise hold less than ``min_updates`` updates."""
     w0, w1 = window_bounds(cfg, epochs, total_steps)
     return max(1, min(cfg.alloc_every, (w1 - w0) // max(1, cfg.min_updates)))
+
+
+def signal_interval(cfg: DSAConfig, epochs: float, total_steps: int) -> int:
+    """α updates per held-out pass: ``signal_every`` if given, else HELD_OUT_SIGNAL_EVERY, fewer
+    where the window's updates would leave under MIN_HELD_OUT_PASSES passes (down to 1)."""
+    if cfg.signal_every is not None:
+        return cfg.signal_every
+    w0, w1 = window_bounds(cfg, epochs, total_steps)
+    updates = max(1, (w1 - w0) // alloc_interval(cfg, epochs, total_steps))
+    return max(1, min(HELD_OUT_SIGNAL_EVERY, updates // MIN_HELD_OUT_PASSES))
 
 
 def split_settings(settings: dict) -> tuple[dict, dict]:

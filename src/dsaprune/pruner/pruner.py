@@ -110,7 +110,7 @@ class Pruner(AllocationSteps, Finalise, Checkpointing, Reporting):
         self.total_steps = total_steps
         self.epochs = total_steps / self.steps_per_epoch
         cfg = config or DSAConfig.from_dict(DSAConfig.nest(settings))
-        self.cfg = cfg = cfg.for_epochs(self.epochs)
+        self.cfg = cfg = cfg.for_run(self.epochs, total_steps)
         self.budget = b = parse_budget(budget) if isinstance(budget, str) else budget
         self.dist = dist or DistInfo(device=next(model.parameters()).device)
         self.device, self.amp = self.dist.device, amp
