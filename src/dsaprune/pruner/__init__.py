@@ -6,6 +6,7 @@ from .config import (
     DSAConfig,
     alloc_interval,
     default_warmup_fraction,
+    signal_interval,
     split_settings,
     window_bounds,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "alloc_interval",
     "count_costs",
     "default_warmup_fraction",
+    "signal_interval",
     "split_settings",
     "window_bounds",
 ]

@@ -1,5 +1,6 @@
 """The flow's settings and its schedule: when the warm-up ends, how long the allocation window
-lasts and how often the Θ-step runs, all as shares of the whole run so that any length works."""
+lasts, how often the Θ-step runs and how often it reads a held-out pass, all from the run's length
+so that any length works."""
 
 from __future__ import annotations
 
