@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
@@ -55,7 +54,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import ROOT, budget_tag, comma_list, paired  # noqa: E402  (the bench's shared helpers)
+from common import (  # noqa: E402  (the bench's shared helpers)
+    CIFAR10_STEPS_PER_EPOCH,
+    ROOT,
+    budget_tag,
+    comma_list,
+    paired,
+)
 
 METHODS = [
     "unpruned", "dsa", "group_fisher", "group_fisher_iterative", "uniform", "magnitude",
@@ -248,9 +253,6 @@ def run_all(
 # DSA settings added after runs were recorded, at the value those runs had in effect: a report
 # without the key is compared at it, so the run is marked once the setting's default moves
 BEFORE_THE_SETTING_EXISTED = {"signal_every": 1}
-# the runs' weight steps per epoch (CIFAR-10's 50,000 training images at batch 128): the
-# settings a run's length decides (signal_every) are compared at the value they took in it
-TRAIN_STEPS_PER_EPOCH = math.ceil(50_000 / 128)
 
 
 def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
@@ -268,7 +270,7 @@ def _differs(j: Job, rep: dict, a: argparse.Namespace) -> dict:
     # as `dsaprune prune` builds it (from a checkpoint: no warm-up unless one is set)
     ns = argparse.Namespace(config=a.config, epochs_default=epochs)
     spec = RunSpec.from_args(ns, trained=j.method in FROM_CHECKPOINT)
-    steps = round(epochs * TRAIN_STEPS_PER_EPOCH)
+    steps = round(epochs * CIFAR10_STEPS_PER_EPOCH)  # signal_every: at the run's own value
     now = flat_settings(replace(spec.dsa, method=method).for_run(epochs, steps).to_dict())
     d = {"method": method}
     ran = flat_settings(rep.get("dsa_config", {}))

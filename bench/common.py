@@ -15,6 +15,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+# weight steps in a CIFAR-10 epoch at batch 128: 50,000 images, the last partial batch dropped
+# (training loaders drop it), so the settings a run's length decides are computed as it did
+CIFAR10_STEPS_PER_EPOCH = 50_000 // 128
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 

@@ -24,6 +24,7 @@ import statistics
 import time
 
 import torch
+from common import CIFAR10_STEPS_PER_EPOCH
 
 from dsaprune import models
 from dsaprune.allocation import AllocatorConfig
@@ -32,32 +33,32 @@ from dsaprune.data import DeviceLoader, channel_stats, make_shapes
 from dsaprune.pruner import DSAConfig, Pruner, PrunerCallback, alloc_interval, window_bounds
 from dsaprune.train import TrainConfig, Trainer, distributed
 
-CIFAR_STEPS_PER_EPOCH = 390  # 50,000 images at batch 128, the last partial batch dropped
 
-
-def _config(checkpoint: bool) -> DSAConfig:
-    """The library defaults as ``dsaprune prune`` builds them (``--checkpoint``: no warm-up)."""
-    return RunSpec.from_args(argparse.Namespace(config=None), trained=checkpoint).dsa
+def _schedule(epochs: float, checkpoint: bool) -> tuple[DSAConfig, int]:
+    """The library defaults as ``dsaprune prune`` builds them (``--checkpoint``: no warm-up) and
+    the weight steps of a CIFAR-10 schedule of ``epochs``."""
+    cfg = RunSpec.from_args(argparse.Namespace(config=None), trained=checkpoint).dsa
+    return cfg, round(epochs * CIFAR10_STEPS_PER_EPOCH)
 
 
 def every_for(epochs: float, checkpoint: bool = False) -> int:
     """The flow's allocation interval on a CIFAR-10 schedule of ``epochs`` (library defaults)."""
-    steps = round(epochs * CIFAR_STEPS_PER_EPOCH)
-    return alloc_interval(_config(checkpoint), epochs, steps)
+    cfg, steps = _schedule(epochs, checkpoint)
+    return alloc_interval(cfg, epochs, steps)
 
 
 def window_for(epochs: float, checkpoint: bool = False) -> int:
     """Weight steps in the allocation window of a CIFAR-10 schedule of ``epochs``."""
-    steps = round(epochs * CIFAR_STEPS_PER_EPOCH)
-    w0, w1 = window_bounds(_config(checkpoint), epochs, steps)
+    cfg, steps = _schedule(epochs, checkpoint)
+    w0, w1 = window_bounds(cfg, epochs, steps)
     return w1 - w0
 
 
 def signal_for(epochs: float, checkpoint: bool = False) -> int:
     """α updates per held-out pass on a CIFAR-10 schedule of ``epochs`` (library defaults: set
     by the window's length)."""
-    steps = round(epochs * CIFAR_STEPS_PER_EPOCH)
-    return _config(checkpoint).for_run(epochs, steps).signal_every
+    cfg, steps = _schedule(epochs, checkpoint)
+    return cfg.for_run(epochs, steps).signal_every
 
 
 def parse_schedule(token: str) -> tuple[float, bool]:
