@@ -25,8 +25,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# one pytest-xdist worker per core (tests/conftest.py gives each its share of the threads)
 test: lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .

@@ -93,7 +93,8 @@ class Task:
     def accuracy(self, forward) -> float:
         """% of the fresh images ``forward`` classifies right (in batches of 500)."""
         with torch.no_grad():
-            out = torch.cat([forward(self.x_eval[i : i + 500]) for i in range(0, 4000, 500)])
+            n = len(self.y_eval)
+            out = torch.cat([forward(self.x_eval[i : i + 500]) for i in range(0, n, 500)])
         return 100 * float((out.argmax(1) == self.y_eval).double().mean())
 
     def masks(self, counts: torch.Tensor, fisher: list[torch.Tensor]) -> torch.Tensor:

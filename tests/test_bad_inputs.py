@@ -165,9 +165,10 @@ CASES = [
     ),
     Case(
         "diverging lr, no checkpoint yet",
-        ["prune", "--out", "{t}/lr", "--lr", "1e6", "--epochs", "0.5", "--no-latency-report"],
+        ["prune", "--out", "{t}/lr", "--lr", "1e6", "--config", "{t}/c.yaml", *FAST[:-1]],
         2,
         "there is no checkpoint to resume from",
+        _yaml("dsa:\n  fisher_batches: 2\n"),  # the Fisher order is not the subject here
     ),
     Case(
         "device cuda without GPU", ["prune", "--out", "{t}/d", "--device", "cuda"], 2, "no CUDA GPU"
@@ -255,14 +256,16 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def pruned_model_file(tmp_path_factory) -> Path:
+def pruned_model_file(tmp_path_factory, fast_config) -> Path:
     """A real ``model.pt`` (pruned resnet20 on the shapes set) for the export / eval cases."""
     d = tmp_path_factory.mktemp("pruned")
-    rc = main(["prune", "--out", str(d / "run"), "--budget", "flops=0.5", *FAST])
+    argv = ["prune", "--out", str(d / "run"), "--budget", "flops=0.5", *FAST]
+    rc = main([*argv, "--config", str(fast_config)])
     assert rc == 0
     return d / "run" / "model.pt"
 
 
+@pytest.mark.slow  # its module-scoped model file takes a prune: made first
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_cli_bad_input(case: Case, tmp_path, capsys, pruned_model_file, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a run that wrongly wrote into "." would show up in the tree

@@ -3,6 +3,7 @@ run's ``model.pt`` and ``last.pt``, so a pruned model can be scored, exported an
 
 import json
 
+import pytest
 import torch
 
 import dsaprune
@@ -10,9 +11,12 @@ from dsaprune.cli.files import open_model
 from dsaprune.cli.main import main
 
 
-def test_a_prune_runs_outputs_evaluate_export_and_prune_again(tmp_path, capsys):
+@pytest.mark.slow
+def test_a_prune_runs_outputs_evaluate_export_and_prune_again(tmp_path, capsys, fast_config):
     run = tmp_path / "run"
-    base = ["--epochs", "0.5", "--warmup-fraction", "0.05", "--no-latency-report", "--quiet"]
+    # the latency report and the 20-batch Fisher order have tests of their own
+    fast = ["--no-latency-report", "--quiet", "--config", str(fast_config)]
+    base = ["--epochs", "0.25", "--warmup-fraction", "0.05", *fast]
     assert main(["prune", "--out", str(run), "--budget", "flops=0.5", *base]) == 0
     report = json.loads((run / "report.json").read_text())
     accuracy = f"{100 * report['acc_after']:.2f}%"
@@ -33,10 +37,7 @@ def test_a_prune_runs_outputs_evaluate_export_and_prune_again(tmp_path, capsys):
     # pruned again to half of what it has left
     again = tmp_path / "again"
     argv = ["prune", "--checkpoint", str(run / "model.pt"), "--out", str(again)]
-    assert (
-        main([*argv, "--budget", "flops=0.5", "--epochs", "0.2", "--no-latency-report", "--quiet"])
-        == 0
-    )
+    assert main([*argv, "--budget", "flops=0.5", "--epochs", "0.2", *fast]) == 0
     twice = dsaprune.load(again / "model.pt")
     assert dsaprune.count_flops(twice) <= 0.5 * dsaprune.count_flops(m1)
     assert dsaprune.count_flops(twice) >= 0.45 * dsaprune.count_flops(m1)

@@ -38,14 +38,15 @@ def test_methods_are_checked_before_any_run():
         parse_methods("dsa,given")
 
 
-def test_compare_runs_each_method_and_seed_and_continues_where_it_stopped(tmp_path, capsys):
+@pytest.mark.slow
+def test_compare_runs_each_method_and_seed_and_continues_where_it_stopped(
+    tmp_path, capsys, fast_config
+):
     out = tmp_path / "cmp"
-    cfg = tmp_path / "fast.yaml"  # the channels' Fisher order on 2 batches, not 20: seconds
-    cfg.write_text("dsa:\n  fisher_batches: 2\n")
     argv = [
         "compare",
         "--config",
-        str(cfg),
+        str(fast_config),
         "--weights",
         str(DEMO_WEIGHTS),
         "--methods",

@@ -321,6 +321,7 @@ def test_device_loader_ranks_split_the_global_batch():
 @pytest.mark.skipif(
     not SHARED.exists(), reason="the shared CIFAR-10 archive is not beside the repo"
 )
+@pytest.mark.slow
 def test_real_cifar10_archive():
     d = load_splits("cifar10", SHARED)
     assert d.train.images.shape == (50000, 32, 32, 3) and len(d.test) == 10000

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
+# each test launches the runs it reads, so that pytest-xdist workers can take them apart
+pytestmark = pytest.mark.slow
 
 
 # gloo's native threads now and then abort a process with this line (a std::thread left
@@ -31,22 +33,15 @@ def _torchrun(out: Path, mode: str) -> None:
     _run([*launcher, str(WORKER), str(out), mode], out)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    for bn in ("bn", "nobn"):
-        _torchrun(out, bn)
-        _run([sys.executable, str(WORKER), str(out), bn], out)
-    _torchrun(out, "dsa")
-    _torchrun(out, "group_fisher_iterative")
-    return out
-
-
 def _load(out: Path, name: str) -> dict:
     return torch.load(out / name, weights_only=True)
 
 
-def test_ranks_hold_identical_weights(runs):
+def test_ranks_hold_identical_weights_and_match_one_process_without_batch_norm(tmp_path):
+    runs = tmp_path
+    for bn in ("bn", "nobn"):
+        _torchrun(runs, bn)
+        _run([sys.executable, str(WORKER), str(runs), bn], runs)
     for bn in ("bn", "nobn"):
         a, b = _load(runs, f"{bn}-rank0.pt"), _load(runs, f"{bn}-rank1.pt")
         for k, v in a["state"].items():
@@ -55,8 +50,6 @@ def test_ranks_hold_identical_weights(runs):
         assert a["last"]["test_acc"] == b["last"]["test_acc"]
         assert a["last"]["train_loss"] == b["last"]["train_loss"]
 
-
-def test_ddp_matches_single_process_without_batch_norm(runs):
     # Each rank takes its half of the same global batch and DDP averages the gradients: without
     # BN (whose statistics are per rank) this is the single-process run up to float rounding.
     ddp, single = _load(runs, "nobn-rank0.pt"), _load(runs, "nobn-single.pt")
@@ -68,7 +61,9 @@ def test_ddp_matches_single_process_without_batch_norm(runs):
     assert not torch.equal(bn_ddp["state"]["fc.weight"], bn_single["state"]["fc.weight"])
 
 
-def test_dsa_under_ddp_all_reduces_the_allocation_gradient(runs):
+def test_dsa_under_ddp_all_reduces_the_allocation_gradient(tmp_path):
+    runs = tmp_path
+    _torchrun(runs, "dsa")
     a, b = _load(runs, "dsa-rank0.pt"), _load(runs, "dsa-rank1.pt")
     # one all-reduce per held-out pass (the default takes one at every fourth α update)
     passes = sum("val_loss" in h for h in a["report"]["allocation_history"])
@@ -89,7 +84,9 @@ def test_dsa_under_ddp_all_reduces_the_allocation_gradient(runs):
             assert torch.equal(v, b["state"][k]), k
 
 
-def test_iterative_group_fisher_under_ddp_cuts_the_same_channels_on_every_rank(runs):
+def test_iterative_group_fisher_under_ddp_cuts_the_same_channels_on_every_rank(tmp_path):
+    runs = tmp_path
+    _torchrun(runs, "group_fisher_iterative")
     a, b = (
         _load(runs, "group_fisher_iterative-rank0.pt"),
         _load(runs, "group_fisher_iterative-rank1.pt"),

@@ -23,6 +23,7 @@ def _set_bn_state(model: nn.Module, saved: list[torch.Tensor]) -> None:
         b.copy_(s)
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_eager_in_every_phase(tiny_net, monkeypatch):
     tr_data, te_data = make_shapes(512, seed=2), make_shapes(100, seed=3)
     mean, std = channel_stats(tr_data.images)

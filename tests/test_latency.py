@@ -337,6 +337,7 @@ def test_latency_budget_below_the_fixed_overhead_is_refused(clock, monkeypatch):
         dsaprune.prune(net, data, budget="latency=0.5", progress=False, report_latency=False)
 
 
+@pytest.mark.slow
 def test_prune_to_a_latency_budget_reports_predicted_and_measured(tiny_net, tmp_path):
     torch.manual_seed(0)
     net = tiny_net()

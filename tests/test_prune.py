@@ -72,26 +72,14 @@ def test_prune_rejects_infeasible_and_unknown(tiny_net):
         dsaprune.prune(net, tr, budget=between, round_to=8, epochs=0.1, progress=False)
 
 
-def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys, fast_config):
     out = tmp_path / "p"
     base = ["--dataset", "shapes", "--batch-size", "128", "--device", "cpu", "--quiet"]
-    assert (
-        main(
-            [
-                "prune",
-                "--model",
-                "resnet20",
-                "--budget",
-                "flops=0.5",
-                "--epochs",
-                "0.15",
-                "--out",
-                str(out),
-                *base,
-            ]
-        )
-        == 0
-    )
+    # the latency report and the 20-batch Fisher order have tests of their own
+    fast = ["--no-latency-report", "--config", str(fast_config)]
+    argv = ["prune", "--model", "resnet20", "--budget", "flops=0.5", "--epochs", "0.15"]
+    assert main([*argv, "--out", str(out), *base, *fast]) == 0
     for f in ("model.pt", "report.json", "report.md", "allocation.png", "training.png"):
         assert (out / f).exists(), f
     r = json.loads((out / "report.json").read_text())
@@ -106,7 +94,7 @@ def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys):
     assert main(["train", "--model", "resnet20", "--epochs", "0.1", "--out", str(run), *base]) == 0
     out2 = tmp_path / "p2"
     args = ["prune", "--checkpoint", str(run / "last.pt"), "--budget", "params=0.6"]
-    args += ["--epochs", "0.15", "--round-to", "4", "--out", str(out2), *base]
+    args += ["--epochs", "0.15", "--round-to", "4", "--out", str(out2), *base, *fast]
     assert main(args) == 0
     r2 = json.loads((out2 / "report.json").read_text())
     assert r2["acc_before"] is not None and r2["params_ratio"] <= 0.6
@@ -390,18 +378,22 @@ def test_load_weights_fits_the_architecture_or_says_why(tmp_path):
         load_weights(create("resnet18_imagenet"), path)
 
 
-def test_demo_prunes_the_shipped_network_with_each_method_and_seed(tmp_path, capsys):
+@pytest.mark.slow
+def test_demo_prunes_the_shipped_network_with_each_method_and_seed(tmp_path, capsys, fast_config):
     out_dir = tmp_path / "demo"
     argv = ["demo", "--epochs", "0.05", "--seeds", "2", "--out", str(out_dir), "--device", "cpu"]
+    # two of the demo's methods (each run costs ~15 s here; compare's test runs others)
+    argv += ["--config", str(fast_config), "--methods", "dsa,group_fisher"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     before = float(out.split("before pruning: test accuracy ")[1].split("%")[0])
     assert before > 95  # the shipped network is trained, not a fresh one
-    for m in ("dsa", "group_fisher", "uniform"):
+    for m in ("dsa", "group_fisher"):
         assert f"{m:<13} seed 1:" in out
         for seed in (0, 1):
             rep = json.loads((out_dir / f"{m}_s{seed}" / "report.json").read_text())
             assert rep["flops_ratio"] <= 0.3 and rep["dsa_config"]["method"] == m
+            assert rep["dsa_config"]["fisher_batches"] == 2  # --config reaches every run
     assert "dsa − method (paired ± SE)" in out and "CPU latency, batch 1 (ms)" in out
     assert dsaprune.load(str(out_dir / "dsa_s0" / "model.pt")) is not None
 

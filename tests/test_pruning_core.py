@@ -118,6 +118,7 @@ def test_unreachable_budget_is_reported():
         )
 
 
+@pytest.mark.slow
 def test_allocator_reaches_budget_by_itself():
     G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
     F = flops_model(G)

@@ -177,6 +177,7 @@ def test_checkpoint_of_other_architecture(tmp_path, tiny_net):
         read_checkpoint(tmp_path / "m.pt")
 
 
+@pytest.mark.slow
 def test_cli_train_resume_eval(tmp_path, capsys):
     out = tmp_path / "run"
     args = [

@@ -39,7 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out=args.out,
         budget=args.budget,
         epochs_default=args.epochs,
-        config=None,
+        config=args.config,
         argv=["demo"],
         lr=args.lr,
         latency_report=False,  # the demo times the networks together below

@@ -344,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seeds", type=int, default=3, help="seeds per method [3]")
     d.add_argument("--methods", default=DEMO_METHODS, help="[%(default)s]")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    d.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file of prune settings for every run, as `dsaprune prune --config` reads",
+    )
     return p
 
 

@@ -5,6 +5,8 @@ over a random background with noise: colour carries no class information, shape 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -56,8 +58,11 @@ def _masks(label: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _draw(n: int, seed: int, size: int, noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images [N, H, W, 3] uint8, labels [N], shape masks [N, H, W] bool), fixed by ``seed``."""
+    """(images [N, H, W, 3] uint8, labels [N], shape masks [N, H, W] bool), fixed by ``seed``.
+    Kept for the process (the arrays read-only, callers copy): the built-in splits take seconds
+    to draw, and a comparison or a test session prunes on them many times."""
     rng = np.random.default_rng(seed)
     label = rng.permutation(np.arange(n) % len(CLASSES))
     fg = rng.uniform(0, 255, (n, 1, 1, 3))
@@ -73,6 +78,8 @@ def _draw(n: int, seed: int, size: int, noise: float) -> tuple[np.ndarray, np.nd
         img = np.where(m, fg[sl], bg[sl]) + rng.normal(0, noise, m.shape[:3] + (3,))
         out[sl] = np.clip(img, 0, 255).astype(np.uint8)
         masks[sl] = m[..., 0]
+    for a in (out, label, masks):
+        a.flags.writeable = False
     return out, label, masks
 
 
@@ -80,7 +87,10 @@ def make_shapes(n: int, seed: int = 0, size: int = 32, noise: float = 24.0) -> I
     """``n`` images with balanced labels, fully determined by ``seed``."""
     out, label, _ = _draw(n, seed, size, noise)
     return ImageData(
-        torch.from_numpy(out), torch.from_numpy(label.astype(np.int64)), list(CLASSES), "shapes"
+        torch.from_numpy(out.copy()),
+        torch.from_numpy(label.astype(np.int64)),
+        list(CLASSES),
+        "shapes",
     )
 
 
@@ -91,7 +101,7 @@ def make_shape_scenes(
     detection: (images, per-pixel classes [N, H, W] int64 with 0 the background and 1 + label
     the shape, each shape's box [N, 4] as float x0, y0, x1, y1 in pixels)."""
     out, label, masks = _draw(n, seed, size, noise)
-    m = torch.from_numpy(masks)
+    m = torch.from_numpy(masks.copy())
     seg = torch.where(m, torch.from_numpy(label + 1)[:, None, None], 0).long()
     rows, cols = m.any(2), m.any(1)
     idx = torch.arange(size)
@@ -99,7 +109,10 @@ def make_shape_scenes(
     hi = lambda a: torch.where(a, idx, -1).max(1).values + 1  # noqa: E731
     boxes = torch.stack([lo(cols), lo(rows), hi(cols), hi(rows)], 1).float()
     data = ImageData(
-        torch.from_numpy(out), torch.from_numpy(label.astype(np.int64)), list(CLASSES), "shapes"
+        torch.from_numpy(out.copy()),
+        torch.from_numpy(label.astype(np.int64)),
+        list(CLASSES),
+        "shapes",
     )
     return data, seg, boxes
 
