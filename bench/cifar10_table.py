@@ -202,11 +202,15 @@ def window(minutes: float | None) -> Callable[[], bool] | None:
     return lambda: time.monotonic() >= t_end
 
 
+POLL_S = 2.0  # how often run_all looks at its runs and at ``stop``
+
+
 def run_all(
     jobs: list[Job], parallel: int, device: str = "", stop: Callable[[], bool] | None = None
 ) -> None:
     """Run the jobs, ``parallel`` at once, until all are done or failed, or until ``stop()``
-    (polled every 2 s) says the window is over: then the running ones are interrupted."""
+    (polled every ``POLL_S`` seconds) says the window is over: then the running ones are
+    interrupted."""
     for j in jobs:
         if j.done_file.exists():
             j.state = "done"
@@ -246,7 +250,7 @@ def run_all(
             _start(j)
         if all(j.state in ("done", "failed") for j in jobs):
             return
-        time.sleep(2)
+        time.sleep(POLL_S)
 
 
 # -- results ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 and the same command continues it from them."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,12 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_window_ends_mid_run_and_the_next_one_continues_the_table(
-    tmp_path, bench_script, image_folder
+    tmp_path, bench_script, image_folder, monkeypatch
 ):
     table = bench_script("paper_table", "paper_table.py")
+    # a one-step epoch can take a fraction of a second: look often enough that the window
+    # ends within an epoch or two of the third, not after the run's last
+    monkeypatch.setattr(sys.modules["cifar10_table"], "POLL_S", 0.2)
     image_folder(tmp_path / "imgs", 80)  # one step per epoch: the runs take seconds
     runs, results = tmp_path / "runs", tmp_path / "results"
     argv = [
