@@ -100,7 +100,7 @@ def make_shape_scenes(
     """The same images as :func:`make_shapes` with dense and box targets, for segmentation and
     detection: (images, per-pixel classes [N, H, W] int64 with 0 the background and 1 + label
     the shape, each shape's box [N, 4] as float x0, y0, x1, y1 in pixels)."""
-    out, label, masks = _draw(n, seed, size, noise)
+    _, label, masks = _draw(n, seed, size, noise)
     m = torch.from_numpy(masks.copy())
     seg = torch.where(m, torch.from_numpy(label + 1)[:, None, None], 0).long()
     rows, cols = m.any(2), m.any(1)
@@ -108,13 +108,7 @@ def make_shape_scenes(
     lo = lambda a: torch.where(a, idx, size).min(1).values  # noqa: E731
     hi = lambda a: torch.where(a, idx, -1).max(1).values + 1  # noqa: E731
     boxes = torch.stack([lo(cols), lo(rows), hi(cols), hi(rows)], 1).float()
-    data = ImageData(
-        torch.from_numpy(out.copy()),
-        torch.from_numpy(label.astype(np.int64)),
-        list(CLASSES),
-        "shapes",
-    )
-    return data, seg, boxes
+    return make_shapes(n, seed, size, noise), seg, boxes
 
 
 def load_shapes(split: str, n_train: int = 10000, n_test: int = 2000, seed: int = 0) -> ImageData:
