@@ -153,6 +153,12 @@ def _run_order(j: Job) -> tuple:
     return stage, -j.budget, j.seed, METHODS.index(j.method)
 
 
+def _interruptible() -> None:
+    # a window ends its runs with SIGINT; a job started in the background (`nohup ... &` from a
+    # script) inherits SIGINT ignored, and its runs would carry on to their end
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(j: Job) -> None:
     argv = list(j.argv)
     if (j.out / "last.pt").exists():
@@ -162,7 +168,11 @@ def _start(j: Job) -> None:
     log.write(f"\n$ dsaprune {shlex.join(argv)}\n")
     log.flush()
     j.proc = subprocess.Popen(
-        [sys.executable, "-m", "dsaprune", *argv], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        [sys.executable, "-m", "dsaprune", *argv],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        preexec_fn=_interruptible,
     )
     j.proc.log = log  # type: ignore[attr-defined]
     j.state = "running"

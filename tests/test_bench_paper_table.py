@@ -2,6 +2,7 @@
 and the same command continues it from them."""
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -32,8 +33,13 @@ def test_a_window_ends_mid_run_and_the_next_one_continues_the_table(
     ]  # fmt: skip
     dsa = runs / "resnet20_dsa_f50"
 
-    # window 1 ends once the DSA run has saved three epochs
-    assert table.main(argv, stop=lambda: len(_lines(dsa / "metrics.jsonl")) >= 3) == 0
+    # window 1 ends once the DSA run has saved three epochs; it runs as `nohup ... &` from a
+    # script would, with SIGINT ignored, which its runs must not inherit (they would not stop)
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert table.main(argv, stop=lambda: len(_lines(dsa / "metrics.jsonl")) >= 3) == 0
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     first = json.loads((results / "paper_table.json").read_text())
     row = {r["method"]: r for r in first}["dsa"]
     assert row["state"] == "in progress" and 0 < row["epochs_done"] < 15
