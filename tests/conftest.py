@@ -104,3 +104,21 @@ def fast_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "fast.yaml"
     path.write_text("dsa:\n  fisher_batches: 2\n")
     return path
+
+
+@pytest.fixture
+def small_shapes(monkeypatch) -> int:
+    """The built-in ``shapes`` set with 500 test images instead of 2000 (returned), for
+    in-process CLI tests whose subject is the plumbing: every run scores the test split two or
+    three times (before, after its last epoch, the cut network), ~7 s each for 2000 images at
+    one thread."""
+    return use_small_shapes(monkeypatch)
+
+
+def use_small_shapes(mp: pytest.MonkeyPatch, n_test: int = 500) -> int:
+    """See :func:`small_shapes`; for module-scoped fixtures (``pytest.MonkeyPatch.context()``)."""
+    import dsaprune.data as data
+
+    full = data.load_shapes
+    mp.setattr(data, "load_shapes", lambda split, **kw: full(split, **{"n_test": n_test, **kw}))
+    return n_test

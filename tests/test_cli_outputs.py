@@ -12,7 +12,9 @@ from dsaprune.cli.main import main
 
 
 @pytest.mark.slow
-def test_a_prune_runs_outputs_evaluate_export_and_prune_again(tmp_path, capsys, fast_config):
+def test_a_prune_runs_outputs_evaluate_export_and_prune_again(
+    tmp_path, capsys, fast_config, small_shapes
+):
     run = tmp_path / "run"
     # the latency report and the 20-batch Fisher order have tests of their own
     fast = ["--no-latency-report", "--quiet", "--config", str(fast_config)]

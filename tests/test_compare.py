@@ -40,7 +40,7 @@ def test_methods_are_checked_before_any_run():
 
 @pytest.mark.slow
 def test_compare_runs_each_method_and_seed_and_continues_where_it_stopped(
-    tmp_path, capsys, fast_config
+    tmp_path, capsys, fast_config, small_shapes
 ):
     out = tmp_path / "cmp"
     argv = [

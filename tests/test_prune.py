@@ -73,7 +73,7 @@ def test_prune_rejects_infeasible_and_unknown(tiny_net):
 
 
 @pytest.mark.slow
-def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys, fast_config):
+def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys, fast_config, small_shapes):
     out = tmp_path / "p"
     base = ["--dataset", "shapes", "--batch-size", "128", "--device", "cpu", "--quiet"]
     # the latency report and the 20-batch Fisher order have tests of their own
@@ -379,7 +379,9 @@ def test_load_weights_fits_the_architecture_or_says_why(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_prunes_the_shipped_network_with_each_method_and_seed(tmp_path, capsys, fast_config):
+def test_demo_prunes_the_shipped_network_with_each_method_and_seed(
+    tmp_path, capsys, fast_config, small_shapes
+):
     out_dir = tmp_path / "demo"
     argv = ["demo", "--epochs", "0.05", "--seeds", "2", "--out", str(out_dir), "--device", "cpu"]
     # two of the demo's methods (each run costs ~15 s here; compare's test runs others)
