@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .cost import QuadraticCost
@@ -117,40 +118,43 @@ class Allocator:
         return g / mag
 
     def _z_step(self) -> None:
-        """Inner gradient steps on the augmented budget term, u1 updated after each."""
+        """Inner gradient steps on the augmented budget term, u1 updated after each. In NumPy:
+        on these [K]-vectors torch's cost per operation, not the arithmetic, made this loop most
+        of an allocation step (62 -> 5 ms per step on ResNet-20, docs/decisions.md)."""
         c = self.cfg
-        z = self.z.clone().requires_grad_(True)
+        Q, b, c0 = self.cost.ratio_arrays()
+        Q2 = Q + Q.T  # ∂ ratio / ∂a = (Q + Qᵀ) a + b
+        theta, u2 = self.theta.numpy(), self.u2.numpy()
+        z, u1 = self.z.numpy().copy(), float(self.u1)
+        a = 1.0 / (1.0 + np.exp(-z))
         for _ in range(c.z_steps):
-            over = torch.relu(self.cost.ratio(torch.sigmoid(z)) - self.budget)
-            obj = (
-                self.u1 * over
-                + c.rho1 / 2 * over**2
-                + self.u2 @ (self.theta - z)
-                + c.rho2 / 2 * ((self.theta - z) ** 2).sum()
-            )
-            (gz,) = torch.autograd.grad(obj, z)
-            with torch.no_grad():
-                # the budget part of the step in keep-ratio units: without this the logit
-                # factor α(1 − α) makes the projection cut ever harder into whichever group
-                # has started to shrink
-                a = torch.sigmoid(z)
-                w = (a * (1 - a)).clamp_min(1e-6)
-                if c.z_coupling == "constant":
-                    # ∂/∂z of the coupling terms u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
-                    coupling = c.rho2 * (z - self.theta) - self.u2
-                    gz = (gz - coupling) / w * (a * (1 - a)).mean() + coupling
-                else:
-                    # s·budget + (2s − 1) ρ2 (z − Θ) − u2: the coupling is stiff for groups at a
-                    # bound (s > 1) and repels z from Θ for groups nearer half width than most
-                    # (s < ½), so those are cut harder; it measured better than "constant"
-                    # (docs/decisions.md), with the power chosen under it
-                    k = self.u2 + c.rho2 * (z - self.theta)
-                    gz = (gz + k) / w * (a * (1 - a)).mean() - k
-                z -= c.z_lr * gz
-                z.clamp_(-12.0, 12.0)  # keep ratios in [6e-6, 1 − 6e-6]: finite logits
-                over = torch.relu(self.cost.ratio(torch.sigmoid(z)) - self.budget)
-                self.u1 = (self.u1 + c.rho1 * over).clamp(max=c.u1_max)
-        self.z = z.detach()
+            over = float(a @ Q @ a + b @ a + c0) - self.budget
+            # ∂/∂z of u1·over⁺ + ρ1/2·(over⁺)² + u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
+            pen = u1 + c.rho1 * over if over > 0 else 0.0
+            aa = a * (1 - a)
+            gz = pen * (Q2 @ a + b) * aa + c.rho2 * (z - theta) - u2
+            # the budget part of the step in keep-ratio units: without this the logit
+            # factor α(1 − α) makes the projection cut ever harder into whichever group
+            # has started to shrink
+            w = np.maximum(aa, 1e-6)
+            if c.z_coupling == "constant":
+                # ∂/∂z of the coupling terms u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
+                coupling = c.rho2 * (z - theta) - u2
+                gz = (gz - coupling) / w * aa.mean() + coupling
+            else:
+                # s·budget + (2s − 1) ρ2 (z − Θ) − u2: the coupling is stiff for groups at a
+                # bound (s > 1) and repels z from Θ for groups nearer half width than most
+                # (s < ½), so those are cut harder; it measured better than "constant"
+                # (docs/decisions.md), with the power chosen under it
+                k = u2 + c.rho2 * (z - theta)
+                gz = (gz + k) / w * aa.mean() - k
+            z -= c.z_lr * gz
+            np.clip(z, -12.0, 12.0, out=z)  # keep ratios in [6e-6, 1 − 6e-6]: finite logits
+            a = 1.0 / (1.0 + np.exp(-z))
+            over = float(a @ Q @ a + b @ a + c0) - self.budget
+            u1 = min(u1 + c.rho1 * max(over, 0.0), c.u1_max)
+        self.z = torch.from_numpy(z)
+        self.u1 = torch.tensor(u1, dtype=torch.float64)
 
     def direction(self, loss_grad_theta: torch.Tensor | None) -> torch.Tensor:
         """The step direction in keep ratios (≥ 0: they only fall) from the budget's pull (the

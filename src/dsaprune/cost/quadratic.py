@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from ..grouping import Groups, LayerShape
@@ -97,6 +98,13 @@ class QuadraticCost:
     def ratio(self, alpha: torch.Tensor) -> torch.Tensor:
         """Cost as a fraction of the unpruned network's."""
         return self(alpha) / self.full
+
+    def ratio_arrays(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(Q, b, c) over the full cost as float64 arrays: ``ratio(a) = a·Q·a + b·a + c`` for
+        loops over tiny vectors, where a torch operation costs more than its arithmetic."""
+        f = self.full
+        Q = self.Q.detach().double().cpu().numpy() / f
+        return Q, self.b.detach().double().cpu().numpy() / f, self.c / f
 
     def computed(self, alpha: torch.Tensor) -> torch.Tensor:
         """The keep ratios the kernels compute at: whole channels, and in a group wider than one
