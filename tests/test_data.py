@@ -136,6 +136,11 @@ def test_image_folder_dir_tar_zip(tmp_path):
         tf.add(tmp_path / "f", arcname="top")
     t = load_splits("imagefolder", tmp_path / "f.tar.gz")
     assert torch.equal(t.train.images, d.train.images)
+    assert torch.equal(t.test.images, d.test.images) and t.test.classes == d.train.classes
+    raw = (tmp_path / "f.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cut.tar.gz: cannot read the archive.*truncated"):
+        load_splits("imagefolder", tmp_path / "cut.tar.gz")
     with zipfile.ZipFile(tmp_path / "f.zip", "w") as zf:
         for p in (tmp_path / "f").rglob("*.png"):
             zf.write(p, p.relative_to(tmp_path / "f"))
