@@ -18,7 +18,7 @@ def test_a_prune_runs_outputs_evaluate_export_and_prune_again(
     run = tmp_path / "run"
     # the latency report and the 20-batch Fisher order have tests of their own
     fast = ["--no-latency-report", "--quiet", "--config", str(fast_config)]
-    base = ["--epochs", "0.25", "--warmup-fraction", "0.05", *fast]
+    base = ["--epochs", "0.1", "--warmup-fraction", "0.05", *fast]
     assert main(["prune", "--out", str(run), "--budget", "flops=0.5", *base]) == 0
     report = json.loads((run / "report.json").read_text())
     accuracy = f"{100 * report['acc_after']:.2f}%"
@@ -39,7 +39,7 @@ def test_a_prune_runs_outputs_evaluate_export_and_prune_again(
     # pruned again to half of what it has left
     again = tmp_path / "again"
     argv = ["prune", "--checkpoint", str(run / "model.pt"), "--out", str(again)]
-    assert main([*argv, "--budget", "flops=0.5", "--epochs", "0.2", *fast]) == 0
+    assert main([*argv, "--budget", "flops=0.5", "--epochs", "0.1", *fast]) == 0
     twice = dsaprune.load(again / "model.pt")
     assert dsaprune.count_flops(twice) <= 0.5 * dsaprune.count_flops(m1)
     assert dsaprune.count_flops(twice) >= 0.45 * dsaprune.count_flops(m1)

@@ -78,7 +78,7 @@ def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys, fast_config, sm
     base = ["--dataset", "shapes", "--batch-size", "128", "--device", "cpu", "--quiet"]
     # the latency report and the 20-batch Fisher order have tests of their own
     fast = ["--no-latency-report", "--config", str(fast_config)]
-    argv = ["prune", "--model", "resnet20", "--budget", "flops=0.5", "--epochs", "0.15"]
+    argv = ["prune", "--model", "resnet20", "--budget", "flops=0.5", "--epochs", "0.08"]
     assert main([*argv, "--out", str(out), *base, *fast]) == 0
     for f in ("model.pt", "report.json", "report.md", "allocation.png", "training.png"):
         assert (out / f).exists(), f
@@ -91,10 +91,10 @@ def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys, fast_config, sm
     assert "budget met by" in capsys.readouterr().out
     # from a trained checkpoint: no warm-up, accuracy before is measured
     run = tmp_path / "t"
-    assert main(["train", "--model", "resnet20", "--epochs", "0.1", "--out", str(run), *base]) == 0
+    assert main(["train", "--model", "resnet20", "--epochs", "0.05", "--out", str(run), *base]) == 0
     out2 = tmp_path / "p2"
     args = ["prune", "--checkpoint", str(run / "last.pt"), "--budget", "params=0.6"]
-    args += ["--epochs", "0.15", "--round-to", "4", "--out", str(out2), *base, *fast]
+    args += ["--epochs", "0.08", "--round-to", "4", "--out", str(out2), *base, *fast]
     assert main(args) == 0
     r2 = json.loads((out2 / "report.json").read_text())
     assert r2["acc_before"] is not None and r2["params_ratio"] <= 0.6
