@@ -25,6 +25,7 @@ import json
 import sys
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,17 +35,22 @@ from dsaprune.models.external import import_torchvision
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression in plain PyTorch: the indices kept, by falling score."""
+    """Greedy non-maximum suppression in plain PyTorch: the indices kept, by falling score. The
+    overlaps of every pair are computed at once; the greedy pass reads rows of them (an untrained
+    head sends thousands of boxes here, and a pass that recomputed them per kept box was most
+    of the example's time)."""
     from torchvision.ops.boxes import box_iou
 
     order = scores.argsort(descending=True)
+    ranked = boxes[order]
+    over = (box_iou(ranked, ranked) > iou_threshold).numpy()
+    removed = np.zeros(len(order), dtype=bool)
     keep = []
-    while order.numel():
-        i = order[0]
-        keep.append(i)
-        iou = box_iou(boxes[i : i + 1], boxes[order[1:]])[0]
-        order = order[1:][iou <= iou_threshold]
-    return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long)
+    for i in range(len(order)):
+        if not removed[i]:
+            keep.append(i)
+            removed |= over[i]
+    return order[torch.tensor(keep, dtype=torch.long)]
 
 
 def torchvision_with_nms() -> str:
