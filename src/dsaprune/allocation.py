@@ -76,7 +76,7 @@ class Allocator:
     ) -> None:
         self.cost, self.budget = cost, float(budget)
         self.cfg = cfg or AllocatorConfig()
-        self.theta = theta.detach().double().clone()
+        self.theta = theta.detach().double().cpu().clone()  # the z-step runs in NumPy
         self.z = self.theta.clone()
         self.u1 = torch.zeros((), dtype=torch.float64)
         self.u2 = torch.zeros_like(self.theta)
@@ -120,7 +120,7 @@ class Allocator:
     def _z_step(self) -> None:
         """Inner gradient steps on the augmented budget term, u1 updated after each. In NumPy:
         on these [K]-vectors torch's cost per operation, not the arithmetic, made this loop most
-        of an allocation step (62 -> 5 ms per step on ResNet-20, docs/decisions.md)."""
+        of an allocation step (62 -> 9 ms per step on ResNet-20, docs/decisions.md)."""
         c = self.cfg
         Q, b, c0 = self.cost.ratio_arrays()
         Q2 = Q + Q.T  # ∂ ratio / ∂a = (Q + Qᵀ) a + b
