@@ -126,9 +126,13 @@ class Allocator:
         Q2 = Q + Q.T  # ∂ ratio / ∂a = (Q + Qᵀ) a + b
         theta, u2 = self.theta.numpy(), self.u2.numpy()
         z, u1 = self.z.numpy().copy(), float(self.u1)
-        a = 1.0 / (1.0 + np.exp(-z))
+
+        def over_budget(z: np.ndarray) -> tuple[np.ndarray, float]:
+            a = 1.0 / (1.0 + np.exp(-z))
+            return a, float(a @ Q @ a + b @ a + c0) - self.budget
+
+        a, over = over_budget(z)
         for _ in range(c.z_steps):
-            over = float(a @ Q @ a + b @ a + c0) - self.budget
             # ∂/∂z of u1·over⁺ + ρ1/2·(over⁺)² + u2·(Θ − z) + ρ2/2 ‖Θ − z‖²
             pen = u1 + c.rho1 * over if over > 0 else 0.0
             aa = a * (1 - a)
@@ -150,8 +154,7 @@ class Allocator:
                 gz = (gz + k) / w * aa.mean() - k
             z -= c.z_lr * gz
             np.clip(z, -12.0, 12.0, out=z)  # keep ratios in [6e-6, 1 − 6e-6]: finite logits
-            a = 1.0 / (1.0 + np.exp(-z))
-            over = float(a @ Q @ a + b @ a + c0) - self.budget
+            a, over = over_budget(z)  # the next inner step reads the same point
             u1 = min(u1 + c.rho1 * max(over, 0.0), c.u1_max)
         self.z = torch.from_numpy(z)
         self.u1 = torch.tensor(u1, dtype=torch.float64)
