@@ -106,6 +106,14 @@ def fast_config(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def fast_args(fast_config) -> list[str]:
+    """The options of an in-process CLI run whose subject is not the allocation's quality nor
+    the latency report (both have tests of their own): :func:`fast_config` and no latency
+    report."""
+    return ["--config", str(fast_config), "--no-latency-report"]
+
+
 @pytest.fixture
 def small_shapes(monkeypatch) -> int:
     """The built-in ``shapes`` set with 500 test images instead of 2000 (returned), for

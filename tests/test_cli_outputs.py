@@ -13,11 +13,10 @@ from dsaprune.cli.main import main
 
 @pytest.mark.slow
 def test_a_prune_runs_outputs_evaluate_export_and_prune_again(
-    tmp_path, capsys, fast_config, small_shapes
+    tmp_path, capsys, fast_args, small_shapes
 ):
     run = tmp_path / "run"
-    # the latency report and the 20-batch Fisher order have tests of their own
-    fast = ["--no-latency-report", "--quiet", "--config", str(fast_config)]
+    fast = [*fast_args, "--quiet"]
     base = ["--epochs", "0.1", "--warmup-fraction", "0.05", *fast]
     assert main(["prune", "--out", str(run), "--budget", "flops=0.5", *base]) == 0
     report = json.loads((run / "report.json").read_text())

@@ -40,20 +40,19 @@ def test_methods_are_checked_before_any_run():
 
 @pytest.mark.slow
 def test_compare_runs_each_method_and_seed_and_continues_where_it_stopped(
-    tmp_path, capsys, fast_config, small_shapes
+    tmp_path, capsys, fast_args, small_shapes
 ):
     out = tmp_path / "cmp"
     argv = [
         "compare",
-        "--config",
-        str(fast_config),
+        *fast_args,
         "--weights",
         str(DEMO_WEIGHTS),
         "--methods",
         "uniform,magnitude",
     ]
     argv += ["--seeds", "2", "--epochs", "0.02", "--budget", "flops=0.4", "--out", str(out)]
-    argv += ["--dataset", "shapes", "--device", "cpu", "--no-latency-report", "--quiet"]
+    argv += ["--dataset", "shapes", "--device", "cpu", "--quiet"]
     # a first invocation stopped before any run finished (a typo in an option, say) left a record
     # of other settings and no rows: nothing to mix in, so this one starts afresh
     out.mkdir()

@@ -73,13 +73,11 @@ def test_prune_rejects_infeasible_and_unknown(tiny_net):
 
 
 @pytest.mark.slow
-def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys, fast_config, small_shapes):
+def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys, fast_args, small_shapes):
     out = tmp_path / "p"
     base = ["--dataset", "shapes", "--batch-size", "128", "--device", "cpu", "--quiet"]
-    # the latency report and the 20-batch Fisher order have tests of their own
-    fast = ["--no-latency-report", "--config", str(fast_config)]
     argv = ["prune", "--model", "resnet20", "--budget", "flops=0.5", "--epochs", "0.08"]
-    assert main([*argv, "--out", str(out), *base, *fast]) == 0
+    assert main([*argv, "--out", str(out), *base, *fast_args]) == 0
     for f in ("model.pt", "report.json", "report.md", "allocation.png", "training.png"):
         assert (out / f).exists(), f
     r = json.loads((out / "report.json").read_text())
@@ -94,7 +92,7 @@ def test_cli_prune_from_scratch_and_checkpoint(tmp_path, capsys, fast_config, sm
     assert main(["train", "--model", "resnet20", "--epochs", "0.05", "--out", str(run), *base]) == 0
     out2 = tmp_path / "p2"
     args = ["prune", "--checkpoint", str(run / "last.pt"), "--budget", "params=0.6"]
-    args += ["--epochs", "0.08", "--round-to", "4", "--out", str(out2), *base, *fast]
+    args += ["--epochs", "0.08", "--round-to", "4", "--out", str(out2), *base, *fast_args]
     assert main(args) == 0
     r2 = json.loads((out2 / "report.json").read_text())
     assert r2["acc_before"] is not None and r2["params_ratio"] <= 0.6
