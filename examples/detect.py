@@ -43,14 +43,14 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
     order = scores.argsort(descending=True)
     ranked = boxes[order]
-    over = (box_iou(ranked, ranked) > iou_threshold).numpy()
+    over = (box_iou(ranked, ranked) > iou_threshold).cpu().numpy()
     removed = np.zeros(len(order), dtype=bool)
     keep = []
     for i in range(len(order)):
         if not removed[i]:
             keep.append(i)
             removed |= over[i]
-    return order[torch.tensor(keep, dtype=torch.long)]
+    return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
 
 
 def torchvision_with_nms() -> str:
