@@ -153,8 +153,9 @@ def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_pat
               ("budgets", [0.5]))  # fmt: skip
     jobs = [j for j in table.plan(a) if j.method != "unpruned"]
     hist = [{"epoch": e, "epoch_time_s": 360.0, "test_acc": 0.8} for e in range(1, 9)]
+    steps = round(8 * table.CIFAR10_STEPS_PER_EPOCH)  # the table's own count for the run's window
     # an older warm-up, channel order and Θ-step signal
-    old = {**DSAConfig().for_run(8, 8 * 391).to_dict(), "warmup_fraction": 20 / 300,
+    old = {**DSAConfig().for_run(8, steps).to_dict(), "warmup_fraction": 20 / 300,
            "importance": "bn_first", "estimator": "ste"}  # fmt: skip
     for j in jobs:
         j.out.mkdir(parents=True)
@@ -182,9 +183,7 @@ def test_a_run_made_under_an_older_default_is_marked_not_mixed_in(table, tmp_pat
     assert "warmup_fraction 0.06667 (now 0.2)" in md
 
     # a DSA run recorded before signal_every existed took a held-out pass at every update
-    cfg = {
-        k: v for k, v in DSAConfig().for_run(8, 8 * 391).to_dict().items() if k != "signal_every"
-    }
+    cfg = {k: v for k, v in DSAConfig().for_run(8, steps).to_dict().items() if k != "signal_every"}
     dsa = next(j for j in jobs if j.method == "dsa")
     rep = json.loads((dsa.out / "report.json").read_text())
     (dsa.out / "report.json").write_text(json.dumps({**rep, "dsa_config": cfg}))
