@@ -285,29 +285,3 @@ def test_a_convolutional_classifier_is_never_pruned():
 def test_a_bad_allocator_power_is_refused_when_configured():
     with pytest.raises(ValueError, match="allocator power must be > 0"):
         AllocatorConfig(power=0)
-
-
-def test_an_unknown_power_of_is_refused():
-    with pytest.raises(ValueError, match="power_of"):
-        AllocatorConfig(power_of="pull")
-
-
-def test_the_power_on_the_quotient_weighs_the_cost_as_much_as_the_resistance():
-    """Group 0's budget pull and loss resistance are both twice group 1's: the same budget saved
-    per unit of loss. The power on the resistance alone (the default) moves group 0 less; on the
-    whole quotient the two move alike."""
-    G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
-    F = flops_model(G)
-    ratios = {}
-    for power_of in ("resistance", "quotient"):
-        theta = torch.zeros(12, dtype=torch.float64)
-        A = Allocator(F, 0.5, theta, 10, AllocatorConfig(power_of=power_of))
-        A.z = theta.clone()
-        A.u2 = torch.ones(12, dtype=torch.float64)
-        A.u2[0] = 2.0  # the pull is u2 + ρ2 (Θ − z) = u2 here
-        grad = torch.full((12,), -1.0, dtype=torch.float64)
-        grad[0] = -2.0  # ∂L/∂Θ < 0: keeping channels lowers the loss
-        d = A.direction(grad)
-        ratios[power_of] = float(d[0] / d[1])
-    assert ratios["resistance"] < 0.6, ratios
-    assert ratios["quotient"] == pytest.approx(1.0, abs=0.1), ratios

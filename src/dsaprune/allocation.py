@@ -41,10 +41,6 @@ class AllocatorConfig:
     # larger p concentrates the step on the groups that are cheapest to cut now (p → ∞:
     # greedy); 2 was chosen on the dev half of the allocation-quality bench (docs/decisions.md)
     power: float = 2.0
-    # what the power applies to, one of POWER_OF: "resistance" (the default), pull / hᵖ; or
-    # "quotient", (pull / h)ᵖ, greedy in the budget saved per unit of loss, so the cost's
-    # differences between groups count as much as the resistance's (docs/decisions.md)
-    power_of: str = "resistance"
     # the z-step's Θ–z coupling (Allocator._z_step), one of Z_COUPLINGS: "constant" keeps the
     # augmented Lagrangian's own stiffness ρ2; "rescaled" (the default) lets the budget's
     # keep-ratio rescaling s reach it, stiffness (2s − 1) ρ2. Chosen on the dev half
@@ -54,10 +50,6 @@ class AllocatorConfig:
     def __post_init__(self) -> None:
         if not self.power > 0:
             raise ValueError(f"allocator power must be > 0, got {self.power}")
-        if self.power_of not in POWER_OF:
-            raise ValueError(
-                f"unknown power_of {self.power_of!r}; choose one of {', '.join(POWER_OF)}"
-            )
         if self.z_coupling not in Z_COUPLINGS:
             raise ValueError(
                 f"unknown z_coupling {self.z_coupling!r}; choose one of {', '.join(Z_COUPLINGS)}"
@@ -65,7 +57,6 @@ class AllocatorConfig:
 
 
 Z_COUPLINGS = ("rescaled", "constant")
-POWER_OF = ("resistance", "quotient")
 
 
 class Allocator:
@@ -182,10 +173,7 @@ class Allocator:
         # loss rises least for δ_k ∝ pull_k / h_k; the resistance (a secant slope of the
         # removal cost) stands in for h_k
         h = (-resist).clamp(min=0) + 0.05
-        if c.power_of == "quotient":
-            d = (pull.clamp(min=0) / h) ** c.power
-        else:
-            d = pull.clamp(min=0) / h**c.power
+        d = pull.clamp(min=0) / h**c.power
         return d / d.mean() if d.mean() > 0 else d
 
     def step(self, loss_grad_theta: torch.Tensor | None) -> None:
