@@ -28,6 +28,7 @@ from dsaprune.cost.latency import (
     fit_layer,
     latency_model,
     layer_time,
+    measured_ratio,
     nnls,
 )
 from dsaprune.cost.measured import check_table
@@ -324,6 +325,7 @@ def test_measuring_leaves_the_global_random_stream_alone(tiny_net):
     torch.manual_seed(0)
     latency_model(G)
     measure_latency(net, (3, 8, 8))
+    measured_ratio(G, [max(1, g.channels // 2) for g in G.prunable])  # a pruned copy, timed
     assert torch.equal(torch.rand(3), expected)
 
 

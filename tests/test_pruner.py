@@ -148,6 +148,21 @@ def test_a_resume_under_other_settings_is_refused_by_name(tiny_net, tmp_path):
     assert resumed.report["flops_ratio"] <= 0.5
 
 
+def test_a_checkpoint_older_than_a_setting_names_it_and_the_way_out(tiny_net):
+    """A checkpoint saved before a setting existed cannot be matched by any value given now:
+    the message says which setting is new and that the saving version resumes it."""
+    torch.manual_seed(0)
+    saved = _own_loop(tiny_net(), stop_after=6)
+    del saved["pruner"]["config"]["signal_every"]
+    saved["pruner"]["config"]["allocator"]["retired"] = 3
+    msg = (
+        r"allocator\.retired: 3 there, a setting this version no longer has, "
+        r"signal_every: not in the checkpoint \(a setting newer than it\), 1 now\); "
+    )
+    with pytest.raises(ValueError, match=msg + "resume it with the dsaprune version that saved it"):
+        _own_loop(tiny_net(), state=saved)
+
+
 def test_pruner_names_what_it_needs(tiny_net):
     x = TRAIN[0][0][:1]
     with pytest.raises(ValueError, match="pass val_data"):

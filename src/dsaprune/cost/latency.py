@@ -282,8 +282,7 @@ class LatencyFit:
         return meet_by_measurement(groups, counts_at, fraction, self.batch, self.device)
 
     def time(self, groups: Groups, counts: list[int], fraction: float) -> list[dict]:
-        with torch.random.fork_rng(devices=[]):  # timing draws inputs: the run's stream stays
-            ratio = measured_ratio(groups, counts, self.batch, self.device)
+        ratio = measured_ratio(groups, counts, self.batch, self.device)
         if ratio > fraction:
             warnings.warn(
                 f"the given keep_counts meet latency={fraction:g} on the fitted latency model "
@@ -298,9 +297,11 @@ class LatencyFit:
 
 def measured_ratio(groups: Groups, counts: list[int], batch: int = 1, device="cpu") -> float:
     """Measured latency of the network pruned to ``counts`` over the network's, timed
-    interleaved."""
-    pruned = pruned_copy(groups, counts, device)
-    full, cut = measure_latency([groups.model, pruned], groups.input_shape, batch, device)
+    interleaved. Timing draws random inputs: the caller's random stream is left as it was, so
+    that a run which measures gives the same weights as one which does not."""
+    with torch.random.fork_rng(devices=[]):
+        pruned = pruned_copy(groups, counts, device)
+        full, cut = measure_latency([groups.model, pruned], groups.input_shape, batch, device)
     return cut / full
 
 
@@ -317,18 +318,17 @@ def meet_by_measurement(
     ratio exceeds the budget, the target is lowered by budget / measured and tried again (at
     most ``tries`` measurements). Returns the counts and one record per measurement."""
     target, log, best = budget, [], None
-    with torch.random.fork_rng(devices=[]):
-        for _ in range(tries):
-            try:
-                counts = counts_for(target)
-            except ValueError:  # below what whole channels allow: keep the last counts
-                break
-            ratio = measured_ratio(groups, counts, batch, device)
-            log.append({"target": target, "measured_ratio": ratio})
-            best = counts
-            if ratio <= budget:
-                break
-            target *= budget / ratio
+    for _ in range(tries):
+        try:
+            counts = counts_for(target)
+        except ValueError:  # below what whole channels allow: keep the last counts
+            break
+        ratio = measured_ratio(groups, counts, batch, device)
+        log.append({"target": target, "measured_ratio": ratio})
+        best = counts
+        if ratio <= budget:
+            break
+        target *= budget / ratio
     if log and log[-1]["measured_ratio"] > budget:
         warnings.warn(
             f"after {len(log)} measurements the pruned network still measured "

@@ -84,9 +84,26 @@ class Checkpointing:
         saved = flat_settings(saved)
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if changed:
-            listed = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in changed)
+            listed = ", ".join(_difference(k, saved, now) for k in changed)
+            if set(saved) == set(now):
+                fix = (
+                    "resume with the settings it was made with (give them explicitly, e.g. "
+                    "in --config)"
+                )
+            else:  # no value of a setting the checkpoint lacks matches it
+                fix = "resume it with the dsaprune version that saved it"
             raise ValueError(
-                f"the checkpoint was made with other DSA settings ({listed}); resume with the "
-                "settings it was made with (give them explicitly, e.g. in --config), or start "
+                f"the checkpoint was made with other DSA settings ({listed}); {fix}, or start "
                 "the run afresh"
             )
+
+
+def _difference(key: str, saved: dict, now: dict) -> str:
+    """One changed setting, worded so that a user can tell an upgrade from an edit: a setting
+    missing from the checkpoint did not exist in the version that saved it (nor does one this
+    version lacks), so no value given now continues that run exactly."""
+    if key not in saved:
+        return f"{key}: not in the checkpoint (a setting newer than it), {now[key]!r} now"
+    if key not in now:
+        return f"{key}: {saved[key]!r} there, a setting this version no longer has"
+    return f"{key}: {saved[key]!r} there, {now[key]!r} now"
