@@ -285,29 +285,3 @@ def test_a_convolutional_classifier_is_never_pruned():
 def test_a_bad_allocator_power_is_refused_when_configured():
     with pytest.raises(ValueError, match="allocator power must be > 0"):
         AllocatorConfig(power=0)
-
-
-def test_per_channel_steps_follow_the_cost_per_channel_over_its_fisher():
-    """A 16-channel group whose channels cost twice as much and carry twice the Fisher as a
-    64-channel group's: the same cost per unit of Fisher, so per_channel removes channels from
-    both at the same rate (Group Fisher's order), where today's rule (about c / f² per channel)
-    removes them half as fast from the group of higher Fisher. Pull and resistance per unit of
-    keep ratio are C_k times the per-channel values."""
-    G = find_groups(models.create("resnet20"), torch.zeros(1, 3, 32, 32))
-    F = flops_model(G)
-    C = (1 / F.min_alpha).round()
-    i, j = 1, 9  # a first-stage and a third-stage block internal
-    assert (C[i], C[j]) == (16, 64)
-    per_channel_cost = torch.ones_like(C)
-    per_channel_cost[i] = 2.0
-    fisher = per_channel_cost.clone()
-    rates = {}
-    for per_channel in (False, True):
-        theta = torch.zeros(len(C), dtype=torch.float64)
-        A = Allocator(F, 0.5, theta, 10, AllocatorConfig(per_channel=per_channel))
-        A.z = theta.clone()
-        A.u2 = C * per_channel_cost  # the pull, u2 + ρ2 (Θ − z), is u2 here
-        d = A.direction(-C * fisher)  # ∂L/∂Θ < 0: keeping channels lowers the loss
-        rates[per_channel] = float((d[i] * C[i]) / (d[j] * C[j]))  # channels removed per step
-    assert rates[True] == pytest.approx(1.0, rel=0.1), rates
-    assert rates[False] == pytest.approx(0.5, rel=0.1), rates

@@ -46,11 +46,6 @@ class AllocatorConfig:
     # keep-ratio rescaling s reach it, stiffness (2s − 1) ρ2. Chosen on the dev half
     # (docs/decisions.md, "The z-step's coupling")
     z_coupling: str = "rescaled"
-    # False (the default): the step in keep ratios is pull / resistanceᵖ, which removes a
-    # group's channels at a rate of about c / fᵖ (c, f: one channel's cost and Fisher). True:
-    # (pull / resistance)ᵖ / C, channels at a rate of about (c / f)ᵖ, Group Fisher's own order
-    # made soft, under every cost kind (docs/decisions.md, "What the rules do per channel")
-    per_channel: bool = False
 
     def __post_init__(self) -> None:
         if not self.power > 0:
@@ -178,10 +173,7 @@ class Allocator:
         # loss rises least for δ_k ∝ pull_k / h_k; the resistance (a secant slope of the
         # removal cost) stands in for h_k
         h = (-resist).clamp(min=0) + 0.05
-        if c.per_channel:  # a step of δ_k in keep ratio removes C_k δ_k channels; min_alpha = 1/C_k
-            d = (pull.clamp(min=0) / h) ** c.power * self.cost.min_alpha
-        else:
-            d = pull.clamp(min=0) / h**c.power
+        d = pull.clamp(min=0) / h**c.power
         return d / d.mean() if d.mean() > 0 else d
 
     def step(self, loss_grad_theta: torch.Tensor | None) -> None:
